@@ -1,0 +1,582 @@
+//! What each command does: raw arguments are turned into validated values here, once, and handed to the engine,
+//! the delete sweep and the state store. Results go to stdout in the chosen format; progress and errors to stderr.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::CommandFactory;
+use serde::Serialize;
+
+use crate::aws::{Aws, AwsOptions};
+use crate::cli::{
+    Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, GetCommand, GlobalArgs,
+    OutputFormat, PlanArgs, ValidateCommand,
+};
+use crate::delete;
+use crate::engine::{self, Ctx, ExecOptions, Phase};
+use crate::model::{self, Cluster};
+use crate::progress::{self, Event};
+use crate::providers;
+use crate::spec;
+use crate::state::{self, ClusterRecord, StateStore};
+
+/// How a command ended, beyond success and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Ok,
+    /// `plan --detailed-exitcode` found changes.
+    Changes,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<Finished> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Create(CreateCommand::Cluster(args)) => create_cluster(g, args).await,
+        Command::Apply(args) => {
+            apply(
+                g,
+                CreateClusterArgs {
+                    spec: args.spec,
+                    phase: args.phase,
+                    dry_run: false,
+                },
+                "kforge apply",
+            )
+            .await
+        }
+        Command::Plan(args) => plan(g, args).await,
+        Command::Delete(DeleteCommand::Cluster(args)) => delete_cluster(g, args).await,
+        Command::Get(GetCommand::Clusters) => get_clusters(g).await,
+        Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
+        Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+            Ok(Finished::Ok)
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "kforge", &mut std::io::stdout());
+            Ok(Finished::Ok)
+        }
+    }
+}
+
+/// `--region`, then the environment, as the spec's fallback.
+fn fallback_region(g: &GlobalArgs) -> Option<String> {
+    g.region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .filter(|r| !r.is_empty())
+}
+
+fn load(g: &GlobalArgs, file: &Path) -> anyhow::Result<Cluster> {
+    model::load_cluster(file, fallback_region(g))
+}
+
+async fn aws_for(g: &GlobalArgs, region: Option<&str>) -> Aws {
+    Aws::load(&AwsOptions {
+        region: region.map(str::to_string).or_else(|| fallback_region(g)),
+        profile: g.profile.clone(),
+        endpoint_url: g.endpoint_url.clone(),
+    })
+    .await
+}
+
+async fn state_store(g: &GlobalArgs, region: Option<&str>) -> anyhow::Result<StateStore> {
+    let location = g.state.as_deref();
+    let aws = if location.is_some_and(|l| l.starts_with("s3://")) {
+        // The bucket's region is the run's region unless the profile says otherwise.
+        Some(Arc::new(aws_for(g, region.or(Some("us-east-1"))).await))
+    } else {
+        None
+    };
+    Ok(StateStore::from_location(location, move || {
+        aws.expect("s3 location has a client")
+    })?)
+}
+
+fn exec_options(g: &GlobalArgs, started: Instant) -> ExecOptions {
+    ExecOptions {
+        concurrency: g.concurrency as usize,
+        overall_deadline: Some(started + g.timeout),
+        ..ExecOptions::default()
+    }
+}
+
+fn print<T: Serialize>(format: OutputFormat, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    let text = match format {
+        OutputFormat::Json => serde_json::to_string_pretty(value)? + "\n",
+        OutputFormat::Yaml => serde_norway::to_string(value)?,
+        OutputFormat::Table => table(),
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    for r in rows {
+        t.add_row(r);
+    }
+    let s = t.to_string();
+    // Columns padded for alignment, trailing spaces trimmed.
+    s.lines()
+        .map(|l| l.trim_end().trim_start_matches(' '))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+fn validate_spec(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
+    let cluster = load(g, file)?;
+    let net = cluster.network.as_ref();
+    let summary = serde_json::json!({
+        "file": file.display().to_string(),
+        "valid": true,
+        "cluster": cluster.name,
+        "provider": cluster.provider.to_string(),
+        "region": cluster.region,
+        "kubernetesVersion": cluster.kubernetes_version,
+        "zones": net.map(|n| n.zones.clone()).unwrap_or_default(),
+        "subnets": net.map(|n| n.subnets.len()).unwrap_or(0),
+        "nodeGroups": cluster.node_groups.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+        "hosts": cluster.hosts.len(),
+    });
+    print(g.output, &summary, || {
+        format!(
+            "{}: valid. Cluster {} (provider {}, Kubernetes {}{})\n",
+            file.display(),
+            cluster.name,
+            cluster.provider,
+            cluster.kubernetes_version,
+            cluster
+                .region
+                .as_deref()
+                .map(|r| format!(", region {r}"))
+                .unwrap_or_default()
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn create_cluster(g: &GlobalArgs, args: CreateClusterArgs) -> anyhow::Result<Finished> {
+    if args.dry_run {
+        let cluster = load(g, &args.spec.file)?;
+        let spec = cluster.to_spec();
+        // A spec is a document, not a table: table output means YAML here.
+        let format = if g.output == OutputFormat::Json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Yaml
+        };
+        print(format, &spec, String::new)?;
+        return Ok(Finished::Ok);
+    }
+    apply(g, args, "kforge create cluster").await
+}
+
+/// Everything a reconcile needs, prepared before any mutating call.
+struct Prepared {
+    cluster: Cluster,
+    phases: Vec<Phase>,
+    ctx: Arc<Ctx>,
+    resources: Vec<Arc<dyn engine::Resource>>,
+}
+
+async fn prepare(g: &GlobalArgs, file: &Path, phase: Option<Phase>) -> anyhow::Result<Prepared> {
+    let cluster = load(g, file)?;
+    // Refused before any cloud call: a provider without the phase never starts half a cluster.
+    let phases = providers::selected_phases(cluster.provider, phase)?;
+    let aws = aws_for(g, cluster.region()).await;
+    let ctx = Arc::new(Ctx::new(aws, &cluster.name));
+    let resources = providers::resources(&cluster, &phases);
+    Ok(Prepared {
+        cluster,
+        phases,
+        ctx,
+        resources,
+    })
+}
+
+async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let p = prepare(g, &args.spec.file, args.phase).await?;
+    let plan = engine::plan(
+        &p.ctx,
+        p.resources,
+        &p.phases,
+        &exec_options(g, started),
+        &progress::Silent,
+    )
+    .await?;
+    print(g.output, &plan.entries(), || plan.render())?;
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        Finished::Changes
+    } else {
+        Finished::Ok
+    })
+}
+
+/// Runs `work` holding the cluster's lock; the lock is released however `work` ends, Ctrl-C included.
+async fn locked<T>(
+    store: &StateStore,
+    cluster: &str,
+    command: &str,
+    force: bool,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let lock = store.lock(cluster, command, force).await?;
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(Interrupted)),
+    };
+    let released = lock.release().await;
+    let value = result?;
+    released.context("releasing the state lock")?;
+    Ok(value)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted; what was started may still be in progress in AWS\n  hint: re-run the same command: it finds what exists and continues"
+)]
+pub struct Interrupted;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{count} resource{} failed:\n{}\n  hint: fix the cause and re-run; kforge continues from what exists", if *.count == 1 { "" } else { "s" }, .details)]
+pub struct ResourcesFailed {
+    pub count: usize,
+    pub details: String,
+}
+
+fn failures(errors: &[anyhow::Error]) -> ResourcesFailed {
+    ResourcesFailed {
+        count: errors.len(),
+        details: errors
+            .iter()
+            .map(|e| format!("  - {e:#}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let p = prepare(g, &args.spec.file, args.phase).await?;
+    let store = state_store(g, p.cluster.region()).await?;
+    let reporter = progress::console(g.quiet);
+    let opts = exec_options(g, started);
+    let name = p.cluster.name.clone();
+    locked(&store, &name, command, g.force_unlock, async {
+        let plan = engine::plan(&p.ctx, p.resources, &p.phases, &opts, reporter.as_ref()).await?;
+        let entries = plan.entries();
+        let count = |verb: &str| entries.iter().filter(|e| e.change.verb() == verb).count();
+        reporter.event(Event::Note(format!(
+            "cluster {name}: {} to create, {} to update, {} to replace, {} unchanged",
+            count("create"),
+            count("update"),
+            count("replace"),
+            count("unchanged")
+        )));
+        let report = engine::apply(&p.ctx, plan, &opts, reporter.as_ref()).await?;
+        record_apply(&store, &p.cluster, &p.phases, &report).await?;
+        print(g.output, &report.entries, || {
+            table(
+                &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
+                report
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.resource.clone(),
+                            e.kind.into(),
+                            e.action.into(),
+                            e.result.clone(),
+                            e.id.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            )
+        })?;
+        if !report.errors.is_empty() {
+            return Err(failures(&report.errors).into());
+        }
+        reporter.event(Event::Note(format!(
+            "cluster {name}: phases {} applied in {:.1}s",
+            p.phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            started.elapsed().as_secs_f64()
+        )));
+        Ok(Finished::Ok)
+    })
+    .await
+}
+
+/// Records the applied spec and outputs, keeping what earlier runs recorded of other phases.
+async fn record_apply(
+    store: &StateStore,
+    cluster: &Cluster,
+    phases: &[Phase],
+    report: &engine::ApplyReport,
+) -> anyhow::Result<()> {
+    let previous = store.get(&cluster.name).await?;
+    let now = state::now();
+    let mut applied: Vec<Phase> = previous.as_ref().map(|r| r.phases.clone()).unwrap_or_default();
+    if report.errors.is_empty() {
+        for p in phases {
+            if !applied.contains(p) {
+                applied.push(*p);
+            }
+        }
+        applied.sort();
+    }
+    let mut outputs = previous.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
+    outputs.extend(report.outputs.clone());
+    let record = ClusterRecord {
+        name: cluster.name.clone(),
+        provider: cluster.provider,
+        region: cluster.region.clone(),
+        kubernetes_version: cluster.kubernetes_version.clone(),
+        phases: applied,
+        status: if report.errors.is_empty() {
+            "applied".into()
+        } else {
+            "failed".into()
+        },
+        spec: cluster.to_spec(),
+        outputs,
+        created_at: previous.map(|r| r.created_at).unwrap_or_else(|| now.clone()),
+        updated_at: now,
+        kforge_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    store.put(&record).await
+}
+
+async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let (name, spec_region) = match (&args.name, &args.file) {
+        (_, Some(file)) => {
+            // Only the name and region matter: a spec that no longer validates must not block a delete.
+            let spec = spec::load(file)?;
+            (spec.metadata.name, spec.spec.region)
+        }
+        (Some(name), None) => (name.clone(), None),
+        (None, None) => unreachable!("clap requires a name or -f"),
+    };
+    let region_hint = spec_region.clone().or_else(|| fallback_region(g));
+    let store = state_store(g, region_hint.as_deref()).await?;
+    let record = store.get(&name).await?;
+    let region = region_hint.or_else(|| record.as_ref().and_then(|r| r.region.clone()));
+    let reporter = progress::console(g.quiet);
+    let opts = exec_options(g, started);
+    let cloud = record.as_ref().is_none_or(|r| r.provider != spec::Provider::Hosts);
+    if cloud && region.is_none() {
+        anyhow::bail!(
+            "cannot tell which region cluster {name} is in: no spec region, no --region, no AWS_REGION, and no state record\n  hint: pass --region"
+        );
+    }
+    let wait = !args.no_wait;
+    locked(&store, &name, "kforge delete cluster", g.force_unlock, async {
+        let ctx = Arc::new(Ctx::new(aws_for(g, region.as_deref()).await, &name));
+        let found = if cloud {
+            delete::discover(&ctx).await?
+        } else {
+            Vec::new()
+        };
+        if found.is_empty() && record.is_none() {
+            reporter.event(Event::Note(format!("cluster {name}: nothing to delete")));
+            print(g.output, &delete::DeleteReport::default(), || {
+                format!("cluster {name}: nothing to delete\n")
+            })?;
+            return Ok(Finished::Ok);
+        }
+        if !args.yes {
+            confirm(&name, found.len())?;
+        }
+        reporter.event(Event::Note(format!(
+            "cluster {name}: deleting {} resources",
+            found.len()
+        )));
+        let report = delete::sweep(&ctx, found, wait, &opts, reporter.as_ref()).await?;
+        let finished = report.errors.is_empty() && report.entries.iter().all(|e| e.result == "deleted");
+        if finished {
+            store.remove(&name).await?;
+        }
+        print(g.output, &report, || {
+            let mut s = table(
+                &["KIND", "ID", "RESOURCE", "RESULT"],
+                report
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.kind.into(),
+                            e.id.clone(),
+                            e.resource.clone().unwrap_or_default(),
+                            e.result.clone(),
+                        ]
+                    })
+                    .collect(),
+            );
+            s.push_str(&format!("cluster {name}: {} deleted", report.deleted()));
+            if !finished && report.errors.is_empty() {
+                s.push_str("; the rest is still deleting: run delete again to finish");
+            }
+            s.push('\n');
+            s
+        })?;
+        if !report.errors.is_empty() {
+            return Err(failures(&report.errors).into());
+        }
+        Ok(Finished::Ok)
+    })
+    .await
+}
+
+fn confirm(name: &str, count: usize) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to delete cluster {name} ({count} resources) without confirmation\n  hint: pass --yes (stdin is not a terminal)"
+        );
+    }
+    eprint!("Delete cluster {name} and its {count} resources? Type the cluster name to confirm: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if answer.trim() != name {
+        anyhow::bail!("not confirmed; nothing was deleted");
+    }
+    Ok(())
+}
+
+async fn get_clusters(g: &GlobalArgs) -> anyhow::Result<Finished> {
+    let store = state_store(g, None).await?;
+    let records = store.list().await?;
+    #[derive(Serialize)]
+    struct Row<'a> {
+        name: &'a str,
+        provider: String,
+        region: Option<&'a str>,
+        version: &'a str,
+        phases: Vec<Phase>,
+        status: &'a str,
+        updated: &'a str,
+    }
+    let rows: Vec<Row> = records
+        .iter()
+        .map(|r| Row {
+            name: &r.name,
+            provider: r.provider.to_string(),
+            region: r.region.as_deref(),
+            version: &r.kubernetes_version,
+            phases: r.phases.clone(),
+            status: &r.status,
+            updated: &r.updated_at,
+        })
+        .collect();
+    print(g.output, &rows, || {
+        if rows.is_empty() {
+            return format!("no clusters in {}\n", store.location());
+        }
+        table(
+            &["NAME", "PROVIDER", "REGION", "VERSION", "PHASES", "STATUS", "UPDATED"],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        r.name.into(),
+                        r.provider.clone(),
+                        r.region.unwrap_or("-").into(),
+                        r.version.into(),
+                        r.phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","),
+                        r.status.into(),
+                        r.updated.into(),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn get_cluster(g: &GlobalArgs, name: &str) -> anyhow::Result<Finished> {
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let record = store.get(name).await?;
+    let region = fallback_region(g).or_else(|| record.as_ref().and_then(|r| r.region.clone()));
+    let cloud = record.as_ref().is_none_or(|r| r.provider != spec::Provider::Hosts);
+    let resources = match (&region, cloud) {
+        (Some(region), true) => {
+            let aws = aws_for(g, Some(region)).await;
+            let inv = crate::aws::inventory::Ec2Inventory::new(name);
+            crate::aws::inventory::summary(&inv, &aws).await?
+        }
+        _ => BTreeMap::new(),
+    };
+    if record.is_none() && resources.is_empty() {
+        anyhow::bail!(
+            "cluster {name} not found: no record in {} and nothing tagged with it{}\n  hint: check the name, --state and --region",
+            store.location(),
+            region.as_deref().map(|r| format!(" in {r}")).unwrap_or_default()
+        );
+    }
+    #[derive(Serialize)]
+    struct Resource<'a> {
+        kind: &'a str,
+        id: &'a str,
+        resource: &'a str,
+    }
+    #[derive(Serialize)]
+    struct View<'a> {
+        name: &'a str,
+        record: Option<&'a ClusterRecord>,
+        resources: Vec<Resource<'a>>,
+    }
+    let view = View {
+        name,
+        record: record.as_ref(),
+        resources: resources
+            .iter()
+            .flat_map(|(kind, items)| {
+                items.iter().map(move |(id, logical)| Resource {
+                    kind,
+                    id,
+                    resource: logical,
+                })
+            })
+            .collect(),
+    };
+    print(g.output, &view, || {
+        let mut s = String::new();
+        match &record {
+            Some(r) => s.push_str(&format!(
+                "Cluster {}: provider {}, region {}, Kubernetes {}, phases [{}], {} (updated {})\n\n",
+                r.name,
+                r.provider,
+                r.region.as_deref().unwrap_or("-"),
+                r.kubernetes_version,
+                r.phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+                r.status,
+                r.updated_at
+            )),
+            None => s.push_str(&format!(
+                "Cluster {name}: no record in {} (found by tags only)\n\n",
+                store.location()
+            )),
+        }
+        s.push_str(&table(
+            &["KIND", "ID", "RESOURCE"],
+            view.resources
+                .iter()
+                .map(|r| vec![r.kind.into(), r.id.into(), r.resource.into()])
+                .collect(),
+        ));
+        s
+    })?;
+    Ok(Finished::Ok)
+}

@@ -1,0 +1,245 @@
+//! The one place kforge reaches AWS from: a single `SdkConfig` from the standard chain (env, profiles, SSO, IMDS),
+//! clients built once and shared, adaptive retries, and [`CloudError`], which names the resource, the operation, the
+//! AWS error code and what to do about it.
+
+pub mod inventory;
+pub mod tags;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::OnceLock;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+
+/// Where and as whom to call AWS; all optional, falling back to the standard chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// `--endpoint-url`; `AWS_ENDPOINT_URL` is honoured by the SDK itself.
+    pub endpoint_url: Option<String>,
+}
+
+/// Shared AWS clients for one region.
+pub struct Aws {
+    config: SdkConfig,
+    endpoint_url: Option<String>,
+    ec2: OnceLock<aws_sdk_ec2::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+}
+
+/// Retry attempts when neither `AWS_MAX_ATTEMPTS` nor a profile says otherwise. Infrastructure runs make many
+/// calls; the SDK's default of 3 turns a short throttling burst into a failed run.
+const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+impl Aws {
+    pub async fn load(opts: &AwsOptions) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(u) = &opts.endpoint_url {
+            loader = loader.endpoint_url(u);
+        }
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() && std::env::var_os("AWS_RETRY_MODE").is_none() {
+            loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+        }
+        let config = loader.load().await;
+        let endpoint_url = opts
+            .endpoint_url
+            .clone()
+            .or_else(|| config.endpoint_url().map(str::to_string));
+        Aws {
+            config,
+            endpoint_url,
+            ec2: OnceLock::new(),
+            s3: OnceLock::new(),
+        }
+    }
+
+    pub fn region(&self) -> String {
+        self.config.region().map(|r| r.to_string()).unwrap_or_default()
+    }
+
+    pub fn ec2(&self) -> &aws_sdk_ec2::Client {
+        self.ec2.get_or_init(|| aws_sdk_ec2::Client::new(&self.config))
+    }
+
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        self.s3.get_or_init(|| {
+            let mut b = aws_sdk_s3::config::Builder::from(&self.config);
+            // Emulators (moto, MinIO) on localhost have no virtual-host buckets.
+            if self.endpoint_url.is_some() {
+                b = b.force_path_style(true);
+            }
+            aws_sdk_s3::Client::from_conf(b.build())
+        })
+    }
+}
+
+/// A failed AWS call, as the user should read it.
+#[derive(Debug, thiserror::Error)]
+pub struct CloudError {
+    /// The thing acted on: `vpc (vpc-0abc)`, `s3://bucket/key`.
+    pub resource: String,
+    pub operation: &'static str,
+    /// The AWS error code (`DependencyViolation`), or `HTTP 503` / `ConnectionError` when there is none.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for CloudError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} failed: {}", self.resource, self.operation, self.code)?;
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        write!(f, "\n  hint: {}", hint_for(&self.code))
+    }
+}
+
+impl CloudError {
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+/// What to do about an AWS error code.
+fn hint_for(code: &str) -> &'static str {
+    match code {
+        "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" => {
+            "the credentials lack a permission: grant it to the IAM principal kforge runs as"
+        }
+        "AuthFailure" | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "UnrecognizedClientException" => {
+            "the AWS credentials are not valid: check AWS_PROFILE / --profile or the access keys"
+        }
+        "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" => {
+            "the session has expired: log in again (e.g. `aws sso login`)"
+        }
+        "DependencyViolation" => "something else still uses this resource; delete what depends on it first",
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
+            "AWS kept throttling after every retry; lower --concurrency or try again later"
+        }
+        "NoSuchBucket" => "create the state bucket first (with versioning), or fix the --state URL",
+        "ConnectionError" => {
+            "AWS could not be reached: check the network, --endpoint-url / AWS_ENDPOINT_URL and --region"
+        }
+        "Timeout" => "the call timed out: check the network and --endpoint-url",
+        c if c.ends_with("LimitExceeded") => "an account quota is reached: raise it in Service Quotas or free some",
+        c if c.starts_with("InvalidParameter") || c.starts_with("Invalid") => {
+            "AWS rejected a value: check the spec field it comes from"
+        }
+        c if c.starts_with("HTTP 5") => "the AWS endpoint failed; re-run the command, it resumes where it stopped",
+        c if c.starts_with("HTTP ") => "the endpoint answered with a non-AWS response: is --endpoint-url an AWS API?",
+        _ => "see the AWS message above; re-running the command resumes where it stopped",
+    }
+}
+
+/// Converts an SDK error into a [`CloudError`] for `resource`.
+pub fn cloud_error<E, R>(resource: impl fmt::Display, operation: &'static str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: fmt::Debug + HasStatus,
+{
+    let (code, message) = match &err {
+        SdkError::ServiceError(_) => match err.code() {
+            Some(code) => (code.to_string(), err.message().unwrap_or_default().to_string()),
+            // Unparseable bodies (an HTML page from a proxy or an emulator lacking the call).
+            None => (
+                err.raw_response()
+                    .map(|r| format!("HTTP {}", r.status_code()))
+                    .unwrap_or_else(|| "Unknown".into()),
+                "the response was not an AWS error document".into(),
+            ),
+        },
+        SdkError::DispatchFailure(_) => ("ConnectionError".into(), source_chain(&err)),
+        SdkError::TimeoutError(_) => ("Timeout".into(), source_chain(&err)),
+        SdkError::ResponseError(_) => (
+            err.raw_response()
+                .map(|r| format!("HTTP {}", r.status_code()))
+                .unwrap_or_else(|| "BadResponse".into()),
+            source_chain(&err),
+        ),
+        _ => ("RequestError".into(), source_chain(&err)),
+    };
+    CloudError {
+        resource: resource.to_string(),
+        operation,
+        code,
+        message,
+    }
+}
+
+/// Status code of a raw HTTP response, abstracted so [`cloud_error`] works for every client.
+pub trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_ec2::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn source_chain(err: &dyn StdError) -> String {
+    let mut parts = Vec::new();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.contains(&s) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Shorthand: `.map_err(aws_err("vpc (vpc-1)", "DeleteVpc"))`.
+pub fn aws_err<E, R>(resource: impl fmt::Display, operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    R: fmt::Debug + HasStatus,
+{
+    move |e| cloud_error(resource, operation, e)
+}
+
+/// The AWS error code inside an `anyhow` chain, if any.
+pub fn error_code(err: &anyhow::Error) -> Option<&str> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<CloudError>())
+        .map(|c| c.code.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_resource_code_and_hint() {
+        let e = CloudError {
+            resource: "subnet/public-us-east-1a (subnet-1)".into(),
+            operation: "DeleteSubnet",
+            code: "DependencyViolation".into(),
+            message: "has dependencies".into(),
+        };
+        let s = e.to_string();
+        assert!(s.starts_with(
+            "subnet/public-us-east-1a (subnet-1): DeleteSubnet failed: DependencyViolation: has dependencies"
+        ));
+        assert!(s.contains("hint: something else still uses"));
+        let any: anyhow::Error = e.into();
+        assert_eq!(error_code(&any.context("deleting")), Some("DependencyViolation"));
+    }
+
+    #[test]
+    fn quota_and_http_hints() {
+        assert!(hint_for("VpcLimitExceeded").contains("quota"));
+        assert!(hint_for("HTTP 404").contains("non-AWS"));
+        assert!(hint_for("HTTP 503").contains("re-run"));
+    }
+}

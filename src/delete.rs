@@ -1,0 +1,313 @@
+//! Deleting a cluster: list everything tagged with it (so no local state is needed), delete in reverse dependency
+//! order through the executor (parallel where unblocked, `DependencyViolation` retried while others progress),
+//! and report what happened to each resource. The same sweep prunes resources a changed spec no longer wants.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::aws::inventory::{logical_id, nat_is_live};
+use crate::aws::{aws_err, error_code};
+use crate::engine::Ctx;
+use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
+use crate::progress::Reporter;
+use crate::providers::network;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SweepKind {
+    NatGateway,
+    ElasticIp,
+    InternetGateway,
+    RouteTable,
+    SecurityGroup,
+    Subnet,
+    Vpc,
+}
+
+impl SweepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepKind::NatGateway => "nat-gateway",
+            SweepKind::ElasticIp => "elastic-ip",
+            SweepKind::InternetGateway => "internet-gateway",
+            SweepKind::RouteTable => "route-table",
+            SweepKind::SecurityGroup => "security-group",
+            SweepKind::Subnet => "subnet",
+            SweepKind::Vpc => "vpc",
+        }
+    }
+}
+
+/// One existing cloud object to delete.
+#[derive(Debug, Clone)]
+pub struct Doomed {
+    pub kind: SweepKind,
+    pub cloud_id: String,
+    /// The `kforge.dev/resource` tag, if kforge created it.
+    pub logical: Option<String>,
+    pub vpc: Option<String>,
+    /// Attachments (IGW: VPC ids) or associations (route table: association ids) to undo first.
+    pub attached: Vec<String>,
+}
+
+impl Doomed {
+    fn job_id(&self) -> String {
+        format!("{} {}", self.kind.name(), self.cloud_id)
+    }
+}
+
+/// Everything of the cluster that exists, from the inventory.
+pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
+    let aws = &ctx.aws;
+    let inv = &ctx.inventory;
+    let (vpcs, subnets, igws, nats, eips, rtbs, sgs) = tokio::try_join!(
+        inv.vpcs(aws),
+        inv.subnets(aws),
+        inv.internet_gateways(aws),
+        inv.nat_gateways(aws),
+        inv.addresses(aws),
+        inv.route_tables(aws),
+        inv.security_groups(aws),
+    )?;
+    let mut out = Vec::new();
+    let mut push =
+        |kind, id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag], vpc: Option<&str>, attached: Vec<String>| {
+            out.push(Doomed {
+                kind,
+                cloud_id: id.unwrap_or_default().to_string(),
+                logical: logical_id(tags),
+                vpc: vpc.map(str::to_string),
+                attached,
+            })
+        };
+    for n in nats
+        .iter()
+        .filter(|n| nat_is_live(n) || n.state() == Some(&aws_sdk_ec2::types::NatGatewayState::Deleting))
+    {
+        push(SweepKind::NatGateway, n.nat_gateway_id(), n.tags(), n.vpc_id(), vec![]);
+    }
+    for a in eips {
+        push(SweepKind::ElasticIp, a.allocation_id(), a.tags(), None, vec![]);
+    }
+    for g in igws {
+        let vpcs: Vec<String> = g
+            .attachments()
+            .iter()
+            .filter_map(|a| a.vpc_id().map(str::to_string))
+            .collect();
+        let vpc = vpcs.first().cloned();
+        push(
+            SweepKind::InternetGateway,
+            g.internet_gateway_id(),
+            g.tags(),
+            vpc.as_deref(),
+            vpcs,
+        );
+    }
+    for t in rtbs {
+        let assocs = t
+            .associations()
+            .iter()
+            .filter(|a| !a.main().unwrap_or(false))
+            .filter_map(|a| a.route_table_association_id().map(str::to_string))
+            .collect();
+        push(SweepKind::RouteTable, t.route_table_id(), t.tags(), t.vpc_id(), assocs);
+    }
+    for g in sgs.iter().filter(|g| g.group_name() != Some("default")) {
+        push(SweepKind::SecurityGroup, g.group_id(), g.tags(), g.vpc_id(), vec![]);
+    }
+    for s in subnets {
+        push(SweepKind::Subnet, s.subnet_id(), s.tags(), s.vpc_id(), vec![]);
+    }
+    for v in vpcs {
+        push(SweepKind::Vpc, v.vpc_id(), v.tags(), v.vpc_id(), vec![]);
+    }
+    Ok(out)
+}
+
+/// What depends on what when deleting: NAT gateways hold their EIP, subnet and the IGW's public mappings; a VPC
+/// goes last, after everything inside it.
+fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
+    let of = |k: SweepKind| all.iter().filter(move |d| d.kind == k);
+    let same_vpc = |d: &&Doomed| d.vpc.is_some() && d.vpc == item.vpc;
+    match item.kind {
+        SweepKind::NatGateway | SweepKind::RouteTable | SweepKind::SecurityGroup => Vec::new(),
+        SweepKind::ElasticIp | SweepKind::InternetGateway => of(SweepKind::NatGateway).map(Doomed::job_id).collect(),
+        SweepKind::Subnet => of(SweepKind::NatGateway)
+            .chain(of(SweepKind::RouteTable))
+            .filter(same_vpc)
+            .map(Doomed::job_id)
+            .collect(),
+        SweepKind::Vpc => all
+            .iter()
+            .filter(|d| d.kind != SweepKind::Vpc && d.kind != SweepKind::ElasticIp && same_vpc(d))
+            .map(Doomed::job_id)
+            .collect(),
+    }
+}
+
+struct DeleteJob {
+    /// `kind cloud-id`, the key the executor reports by.
+    job_id: String,
+    item: Doomed,
+    deps: Vec<String>,
+    ctx: Arc<Ctx>,
+    wait: bool,
+}
+
+#[async_trait]
+impl Job<()> for DeleteJob {
+    fn id(&self) -> &str {
+        &self.job_id
+    }
+    fn deps(&self) -> &[String] {
+        &self.deps
+    }
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(1200)
+    }
+    fn action(&self) -> String {
+        "delete".into()
+    }
+    async fn step(&self, _: &BTreeMap<String, ()>) -> anyhow::Result<Step<()>> {
+        let aws = &self.ctx.aws;
+        let id = &self.item.cloud_id;
+        match self.item.kind {
+            SweepKind::NatGateway => network::delete_nat_gateway(aws, id, self.wait).await,
+            SweepKind::ElasticIp => network::release_address(aws, id).await,
+            SweepKind::InternetGateway => network::delete_internet_gateway(aws, id, &self.item.attached).await,
+            SweepKind::RouteTable => network::delete_route_table(aws, id, &self.item.attached).await,
+            SweepKind::Subnet => network::delete_subnet(aws, id).await,
+            SweepKind::Vpc => network::delete_vpc(aws, id).await,
+            SweepKind::SecurityGroup => {
+                let r = aws
+                    .ec2()
+                    .delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        anyhow::Error::from(aws_err(format!("security-group ({id})"), "DeleteSecurityGroup")(e))
+                    });
+                match r {
+                    Ok(()) => Ok(Step::Done(())),
+                    Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Step::Done(())),
+                    Err(e) if error_code(&e) == Some("DependencyViolation") => Ok(Step::Blocked {
+                        reason: format!("security group {id} is still referenced or in use"),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    pub kind: &'static str,
+    pub id: String,
+    pub resource: Option<String>,
+    pub result: String,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct DeleteReport {
+    pub entries: Vec<Deleted>,
+    #[serde(skip)]
+    pub errors: Vec<anyhow::Error>,
+}
+
+impl DeleteReport {
+    pub fn deleted(&self) -> usize {
+        self.entries.iter().filter(|e| e.result == "deleted").count()
+    }
+}
+
+/// Deletes `items`; with `wait`, until each is gone.
+pub async fn sweep(
+    ctx: &Arc<Ctx>,
+    items: Vec<Doomed>,
+    wait: bool,
+    opts: &ExecOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<DeleteReport> {
+    let jobs: Vec<Arc<dyn Job<()>>> = items
+        .iter()
+        .map(|item| {
+            Arc::new(DeleteJob {
+                job_id: item.job_id(),
+                deps: deletion_deps(item, &items),
+                item: item.clone(),
+                ctx: Arc::clone(ctx),
+                wait,
+            }) as Arc<dyn Job<()>>
+        })
+        .collect();
+    let mut opts = opts.clone();
+    if !wait {
+        // Without waiting, what is blocked behind an asynchronous deletion is left for a later run.
+        opts.stall_timeout = Duration::ZERO;
+    }
+    let outcomes = executor::run(jobs, &opts, reporter).await?;
+    let mut report = DeleteReport::default();
+    for item in items {
+        let result = match outcomes.get(&item.job_id()) {
+            Some(Outcome::Done(())) if item.kind == SweepKind::NatGateway && !wait => "deleting".to_string(),
+            Some(Outcome::Done(())) => "deleted".to_string(),
+            Some(Outcome::Failed(e)) if !wait => {
+                format!("pending: {}", e.to_string().lines().next().unwrap_or_default())
+            }
+            Some(Outcome::Failed(e)) => {
+                report.errors.push(anyhow::anyhow!("{e:#}"));
+                "failed".to_string()
+            }
+            Some(Outcome::Skipped { because_of }) => format!("pending (after {because_of})"),
+            None => "not run".into(),
+        };
+        report.entries.push(Deleted {
+            kind: item.kind.name(),
+            id: item.cloud_id,
+            resource: item.logical,
+            result,
+        });
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(kind: SweepKind, id: &str, vpc: &str) -> Doomed {
+        Doomed {
+            kind,
+            cloud_id: id.into(),
+            logical: None,
+            vpc: Some(vpc.into()),
+            attached: vec![],
+        }
+    }
+
+    #[test]
+    fn vpc_goes_last_and_nat_first() {
+        let all = vec![
+            d(SweepKind::Vpc, "vpc-1", "vpc-1"),
+            d(SweepKind::Subnet, "subnet-1", "vpc-1"),
+            d(SweepKind::NatGateway, "nat-1", "vpc-1"),
+            d(SweepKind::ElasticIp, "eipalloc-1", ""),
+            d(SweepKind::RouteTable, "rtb-1", "vpc-1"),
+            d(SweepKind::Subnet, "subnet-9", "vpc-9"),
+        ];
+        let deps = |i: usize| deletion_deps(&all[i], &all);
+        assert_eq!(deps(0), ["subnet subnet-1", "nat-gateway nat-1", "route-table rtb-1"]);
+        assert_eq!(deps(1), ["nat-gateway nat-1", "route-table rtb-1"]);
+        assert!(deps(2).is_empty());
+        assert_eq!(deps(3), ["nat-gateway nat-1"]);
+        assert!(deps(5).is_empty(), "a subnet of another VPC waits for nothing here");
+    }
+}

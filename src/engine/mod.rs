@@ -1,0 +1,840 @@
+//! The reconcile engine: every cloud thing is a [`Resource`] that can be found (by kforge tags), diffed against
+//! its desired attributes, applied and deleted.
+//!
+//! `plan` observes every resource and diffs it; `apply` runs that same plan through the executor, recomputing each
+//! resource's desired attributes with the real outputs of its dependencies just before acting. So a plan shows
+//! exactly the code path apply executes, and a resource whose diff is empty causes no mutating call at all.
+
+pub mod executor;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use executor::{ExecOptions, Outcome, Step};
+
+use crate::aws::Aws;
+use crate::aws::inventory::Ec2Inventory;
+use crate::progress::Reporter;
+
+/// Outputs of a resource that dependants consume: `id`, `arn`, ...
+pub type Outputs = BTreeMap<String, String>;
+
+/// Lifecycle phases, as kops' `--phase`: a run can stop after any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Network,
+    Security,
+    Cluster,
+    Bootstrap,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Network => "network",
+            Phase::Security => "security",
+            Phase::Cluster => "cluster",
+            Phase::Bootstrap => "bootstrap",
+        })
+    }
+}
+
+/// What resources act on.
+pub struct Ctx {
+    pub aws: Aws,
+    pub cluster: String,
+    /// What exists, listed by kind at the first question and shared by every resource's `find`.
+    pub inventory: Ec2Inventory,
+}
+
+impl Ctx {
+    pub fn new(aws: Aws, cluster: &str) -> Self {
+        Ctx {
+            aws,
+            cluster: cluster.into(),
+            inventory: Ec2Inventory::new(cluster),
+        }
+    }
+}
+
+/// A desired attribute value; `Unknown` when it comes from a dependency that does not exist yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Known(String),
+    Unknown,
+}
+
+impl Value {
+    pub fn known(&self) -> Option<&str> {
+        match self {
+            Value::Known(s) => Some(s),
+            Value::Unknown => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Known(s) => f.write_str(s),
+            Value::Unknown => f.write_str("(known after apply)"),
+        }
+    }
+}
+
+/// How a change of an attribute can be carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mutability {
+    /// An API call changes it on the existing resource.
+    InPlace,
+    /// The resource is deleted and created again.
+    Replace,
+    /// kforge refuses to change it (replacing would destroy what runs on it).
+    Immutable,
+}
+
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub name: &'static str,
+    pub value: Value,
+    pub mutability: Mutability,
+}
+
+/// The desired attributes of a resource, in display order.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub attrs: Vec<Attr>,
+}
+
+impl Desired {
+    pub fn attr(mut self, name: &'static str, value: impl Into<Value>, mutability: Mutability) -> Self {
+        self.attrs.push(Attr {
+            name,
+            value: value.into(),
+            mutability,
+        });
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.attrs.iter().find(|a| a.name == name).map(|a| &a.value)
+    }
+
+    /// The known value of an attribute; apply only runs once every dependency has its outputs, so a desired
+    /// value is always known there.
+    pub fn value(&self, name: &str) -> anyhow::Result<&str> {
+        self.get(name)
+            .and_then(Value::known)
+            .ok_or_else(|| anyhow::anyhow!("internal: attribute `{name}` is not known at apply time"))
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Known(s)
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Known(s.into())
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Known(b.to_string())
+    }
+}
+
+/// What was found in the cloud for a resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// The cloud id (vpc-..., subnet-..., or a composite for things like routes).
+    pub id: String,
+    pub attrs: BTreeMap<&'static str, String>,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttrChange {
+    pub name: &'static str,
+    pub from: Option<String>,
+    pub to: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", content = "changes", rename_all = "lowercase")]
+pub enum Change {
+    None,
+    Create,
+    Update(Vec<AttrChange>),
+    Replace(Vec<AttrChange>),
+}
+
+impl Change {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Change::None => "unchanged",
+            Change::Create => "create",
+            Change::Update(_) => "update",
+            Change::Replace(_) => "replace",
+        }
+    }
+}
+
+/// A change kforge will not make; the message says what to do instead.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{resource}: changing {attr} from {from} to {to} is not possible in place, and kforge will not replace a {kind} that may hold running workloads\n  hint: revert {attr} in the spec, or delete and re-create the cluster"
+)]
+pub struct ImmutableChange {
+    pub resource: String,
+    pub kind: &'static str,
+    pub attr: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+/// Outputs of a resource's dependencies; a dependency being created has no outputs yet.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    outputs: BTreeMap<String, Option<Outputs>>,
+}
+
+impl Inputs {
+    pub fn new(outputs: BTreeMap<String, Option<Outputs>>) -> Self {
+        Inputs { outputs }
+    }
+
+    /// `dep`'s output `key`, or `Unknown` while `dep` is yet to be created.
+    pub fn get(&self, dep: &str, key: &str) -> Value {
+        match self.outputs.get(dep) {
+            Some(Some(o)) => o.get(key).map(|v| Value::Known(v.clone())).unwrap_or(Value::Unknown),
+            _ => Value::Unknown,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Resource: Send + Sync {
+    /// Logical id, unique in the cluster and stable across runs (`subnet/private-us-east-1a`). Also the value of
+    /// the `kforge.dev/resource` tag.
+    fn id(&self) -> &str;
+    fn kind(&self) -> &'static str;
+    fn phase(&self) -> Phase;
+    fn depends_on(&self) -> &[String];
+    /// How long creating (and waiting for) this resource may take.
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+    fn desired(&self, inputs: &Inputs) -> Desired;
+    /// The resource as it exists now, found by its kforge tags (or through a tagged parent); `None` if absent.
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>>;
+    /// Compares attribute by attribute; resources rarely need to override this.
+    fn diff(&self, actual: Option<&Observed>, desired: &Desired) -> Result<Change, ImmutableChange> {
+        diff_attrs(self.id(), self.kind(), actual, desired)
+    }
+    /// Carries out a `Create` or `Update` and returns the outputs; `Retry` when the cloud is not ready for it yet
+    /// (a parent just created and not yet visible), in which case nothing was changed.
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        change: &Change,
+        actual: Option<&Observed>,
+        desired: &Desired,
+    ) -> anyhow::Result<Step<Outputs>>;
+    /// Whether a just-applied resource is usable (NAT gateway available, instance running).
+    async fn ready(&self, _ctx: &Ctx, _outputs: &Outputs) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+    /// Deletes the resource; `Retry`/`Blocked` until it is gone. Must be safe to call again.
+    async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>>;
+}
+
+/// The generic attribute diff behind [`Resource::diff`].
+pub fn diff_attrs(
+    id: &str,
+    kind: &'static str,
+    actual: Option<&Observed>,
+    desired: &Desired,
+) -> Result<Change, ImmutableChange> {
+    let Some(actual) = actual else {
+        return Ok(Change::Create);
+    };
+    let mut changes = Vec::new();
+    let mut replace = false;
+    for a in &desired.attrs {
+        let current = actual.attrs.get(a.name);
+        let same = match (&a.value, current) {
+            (Value::Known(want), Some(have)) => want == have,
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        match a.mutability {
+            Mutability::Immutable => {
+                return Err(ImmutableChange {
+                    resource: id.into(),
+                    kind,
+                    attr: a.name,
+                    from: current.cloned().unwrap_or_else(|| "(unset)".into()),
+                    to: a.value.to_string(),
+                });
+            }
+            Mutability::Replace => replace = true,
+            Mutability::InPlace => {}
+        }
+        changes.push(AttrChange {
+            name: a.name,
+            from: current.cloned(),
+            to: a.value.clone(),
+        });
+    }
+    Ok(if changes.is_empty() {
+        Change::None
+    } else if replace {
+        Change::Replace(changes)
+    } else {
+        Change::Update(changes)
+    })
+}
+
+/// One resource in a plan.
+pub struct PlannedResource {
+    pub resource: Arc<dyn Resource>,
+    pub observed: Option<Observed>,
+    pub change: Change,
+    /// Resources of phases outside this run are only read: they must exist.
+    pub read_only: bool,
+}
+
+pub struct Plan {
+    pub resources: Vec<PlannedResource>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlanEntry {
+    pub resource: String,
+    pub kind: &'static str,
+    pub phase: Phase,
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.resources.iter().any(|r| r.change != Change::None)
+    }
+
+    pub fn entries(&self) -> Vec<PlanEntry> {
+        self.resources
+            .iter()
+            .filter(|r| !r.read_only)
+            .map(|r| PlanEntry {
+                resource: r.resource.id().into(),
+                kind: r.resource.kind(),
+                phase: r.resource.phase(),
+                id: r.observed.as_ref().map(|o| o.id.clone()),
+                change: r.change.clone(),
+            })
+            .collect()
+    }
+
+    /// Terraform-style text: one line per changing resource, attribute changes indented below.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let (mut create, mut update, mut replace, mut same) = (0, 0, 0, 0);
+        for r in self.resources.iter().filter(|r| !r.read_only) {
+            let id = r.resource.id();
+            let cloud_id = r.observed.as_ref().map(|o| format!(" ({})", o.id)).unwrap_or_default();
+            match &r.change {
+                Change::None => same += 1,
+                Change::Create => {
+                    create += 1;
+                    out.push_str(&format!("  + {id}\n"));
+                }
+                Change::Update(cs) | Change::Replace(cs) => {
+                    let (sign, verb) = if matches!(r.change, Change::Update(_)) {
+                        update += 1;
+                        ("~", "update in place")
+                    } else {
+                        replace += 1;
+                        ("-/+", "replace")
+                    };
+                    out.push_str(&format!("  {sign} {id}{cloud_id}: {verb}\n"));
+                    for c in cs {
+                        let from = c.from.as_deref().unwrap_or("(unset)");
+                        out.push_str(&format!("      {}: {from} -> {}\n", c.name, c.to));
+                    }
+                }
+            }
+        }
+        out.push_str(&format!(
+            "Plan: {create} to create, {update} to update in place, {replace} to replace, {same} unchanged.\n"
+        ));
+        out
+    }
+}
+
+/// Error for a plan that cannot be carried out; lists every problem.
+#[derive(Debug, thiserror::Error)]
+#[error("the plan cannot be carried out:\n{}", .0.iter().map(|e| format!("  {e:#}")).collect::<Vec<_>>().join("\n"))]
+pub struct PlanError(pub Vec<anyhow::Error>);
+
+struct FindJob {
+    resource: Arc<dyn Resource>,
+    ctx: Arc<Ctx>,
+    no_deps: Vec<String>,
+}
+
+#[async_trait]
+impl executor::Job<Option<Observed>> for FindJob {
+    fn id(&self) -> &str {
+        self.resource.id()
+    }
+    fn deps(&self) -> &[String] {
+        &self.no_deps
+    }
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+    fn action(&self) -> String {
+        "find".into()
+    }
+    async fn step(&self, _: &BTreeMap<String, Option<Observed>>) -> anyhow::Result<Step<Option<Observed>>> {
+        Ok(Step::Done(self.resource.find(&self.ctx).await?))
+    }
+}
+
+/// Observes every resource (all finds at once: finds go by tags, not by parent ids) and diffs it.
+pub async fn plan(
+    ctx: &Arc<Ctx>,
+    resources: Vec<Arc<dyn Resource>>,
+    phases: &[Phase],
+    opts: &ExecOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Plan> {
+    let jobs: Vec<Arc<dyn executor::Job<Option<Observed>>>> = resources
+        .iter()
+        .map(|r| {
+            Arc::new(FindJob {
+                resource: Arc::clone(r),
+                ctx: Arc::clone(ctx),
+                no_deps: Vec::new(),
+            }) as Arc<dyn executor::Job<Option<Observed>>>
+        })
+        .collect();
+    let quiet = crate::progress::Silent;
+    let mut found = executor::run(jobs, opts, &quiet).await?;
+    let mut errors = Vec::new();
+    let mut observed: BTreeMap<String, Option<Observed>> = BTreeMap::new();
+    for r in &resources {
+        match found.remove(r.id()) {
+            Some(Outcome::Done(o)) => {
+                observed.insert(r.id().into(), o);
+            }
+            Some(Outcome::Failed(e)) => errors.push(e.context(format!("finding {}", r.id()))),
+            _ => errors.push(anyhow::anyhow!("{}: not observed", r.id())),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PlanError(errors).into());
+    }
+    let existing = observed.values().filter(|o| o.is_some()).count();
+    reporter.event(crate::progress::Event::Note(format!(
+        "found {existing} of {} resources",
+        resources.len()
+    )));
+
+    // Diff in dependency order so each resource sees whether its dependencies' outputs will be known.
+    let graph: Vec<Arc<dyn executor::Job<()>>> = resources
+        .iter()
+        .map(|r| Arc::new(GraphNode(Arc::clone(r))) as Arc<dyn executor::Job<()>>)
+        .collect();
+    let order = executor::topological_order(&graph)?;
+    let by_id: BTreeMap<&str, &Arc<dyn Resource>> = resources.iter().map(|r| (r.id(), r)).collect();
+    let mut known_outputs: BTreeMap<String, Option<Outputs>> = BTreeMap::new();
+    let mut planned: BTreeMap<String, PlannedResource> = BTreeMap::new();
+    for id in &order {
+        let r = by_id[id.as_str()];
+        let read_only = !phases.contains(&r.phase());
+        let actual = observed.remove(id.as_str()).flatten();
+        let inputs = Inputs::new(
+            r.depends_on()
+                .iter()
+                .map(|d| (d.clone(), known_outputs.get(d).cloned().flatten()))
+                .collect(),
+        );
+        let desired = r.desired(&inputs);
+        let change = match r.diff(actual.as_ref(), &desired) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e.into());
+                Change::None
+            }
+        };
+        let change = if read_only {
+            if actual.is_none() {
+                errors.push(anyhow::anyhow!(
+                    "{id} belongs to the {} phase, which has not been applied\n  hint: run the {} phase first (`--phase {}`), or drop --phase",
+                    r.phase(),
+                    r.phase(),
+                    r.phase()
+                ));
+            }
+            Change::None
+        } else {
+            change
+        };
+        let outputs = match change {
+            Change::None | Change::Update(_) => actual.as_ref().map(|a| a.outputs.clone()),
+            Change::Create | Change::Replace(_) => None,
+        };
+        known_outputs.insert(id.clone(), outputs);
+        planned.insert(
+            id.clone(),
+            PlannedResource {
+                resource: Arc::clone(r),
+                observed: actual,
+                change,
+                read_only,
+            },
+        );
+    }
+    if !errors.is_empty() {
+        return Err(PlanError(errors).into());
+    }
+    Ok(Plan {
+        resources: order.iter().filter_map(|id| planned.remove(id)).collect(),
+    })
+}
+
+/// A resource seen only as a graph node (ordering and depth).
+struct GraphNode(Arc<dyn Resource>);
+
+#[async_trait]
+impl executor::Job<()> for GraphNode {
+    fn id(&self) -> &str {
+        self.0.id()
+    }
+    fn deps(&self) -> &[String] {
+        self.0.depends_on()
+    }
+    fn deadline(&self) -> Duration {
+        self.0.deadline()
+    }
+    fn action(&self) -> String {
+        String::new()
+    }
+    async fn step(&self, _: &BTreeMap<String, ()>) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+}
+
+/// Longest dependency chain among the resources that a plan changes (plus one level for observing).
+pub fn critical_depth(plan: &Plan) -> anyhow::Result<usize> {
+    let graph: Vec<Arc<dyn executor::Job<()>>> = plan
+        .resources
+        .iter()
+        .map(|r| Arc::new(GraphNode(Arc::clone(&r.resource))) as Arc<dyn executor::Job<()>>)
+        .collect();
+    let changing: std::collections::BTreeSet<&str> = plan
+        .resources
+        .iter()
+        .filter(|r| r.change != Change::None)
+        .map(|r| r.resource.id())
+        .collect();
+    let order = executor::topological_order(&graph)?;
+    let deps: BTreeMap<&str, &[String]> = plan
+        .resources
+        .iter()
+        .map(|r| (r.resource.id(), r.resource.depends_on()))
+        .collect();
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in &order {
+        let own = usize::from(changing.contains(id.as_str()));
+        let l = own + deps[id.as_str()].iter().map(|d| level[d.as_str()]).max().unwrap_or(0);
+        level.insert(id.as_str(), l);
+    }
+    Ok(1 + level.values().copied().max().unwrap_or(0))
+}
+
+enum ApplyState {
+    Start,
+    Deleting,
+    /// Replacing: the old resource is gone, the new one is to be created.
+    Creating,
+    Waiting(Outputs),
+}
+
+struct ApplyJob {
+    planned: PlannedResource,
+    ctx: Arc<Ctx>,
+    state: Mutex<ApplyState>,
+    action: String,
+}
+
+impl ApplyJob {
+    fn set(&self, s: ApplyState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+}
+
+#[async_trait]
+impl executor::Job<Outputs> for ApplyJob {
+    fn id(&self) -> &str {
+        self.planned.resource.id()
+    }
+    fn deps(&self) -> &[String] {
+        self.planned.resource.depends_on()
+    }
+    fn deadline(&self) -> Duration {
+        self.planned.resource.deadline()
+    }
+    fn action(&self) -> String {
+        self.action.clone()
+    }
+    async fn step(&self, inputs: &BTreeMap<String, Outputs>) -> anyhow::Result<Step<Outputs>> {
+        let r = &self.planned.resource;
+        let state = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            ApplyState::Start,
+        );
+        match state {
+            ApplyState::Waiting(outputs) => match r.ready(&self.ctx, &outputs).await? {
+                Step::Done(()) => Ok(Step::Done(outputs)),
+                Step::Retry { after, reason } => {
+                    self.set(ApplyState::Waiting(outputs));
+                    Ok(Step::Retry { after, reason })
+                }
+                Step::Blocked { reason } => {
+                    self.set(ApplyState::Waiting(outputs));
+                    Ok(Step::Blocked { reason })
+                }
+            },
+            ApplyState::Deleting => {
+                let actual = self
+                    .planned
+                    .observed
+                    .as_ref()
+                    .expect("replace has an observed resource");
+                match r.delete(&self.ctx, actual).await? {
+                    Step::Done(()) => {
+                        self.set(ApplyState::Creating);
+                        Ok(Step::Retry {
+                            after: Duration::ZERO,
+                            reason: "replacing: old one deleted".into(),
+                        })
+                    }
+                    other => {
+                        self.set(ApplyState::Deleting);
+                        Ok(map_wait(other))
+                    }
+                }
+            }
+            ApplyState::Creating => {
+                let inputs = Inputs::new(inputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
+                let desired = r.desired(&inputs);
+                match r.apply(&self.ctx, &Change::Create, None, &desired).await? {
+                    Step::Done(outputs) => self.after_apply(outputs).await,
+                    other => {
+                        self.set(ApplyState::Creating);
+                        Ok(map_wait(other))
+                    }
+                }
+            }
+            ApplyState::Start => {
+                let inputs = Inputs::new(inputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
+                let desired = r.desired(&inputs);
+                let actual = self.planned.observed.as_ref();
+                // Recomputed with the real outputs of the dependencies: what plan showed as "known after apply"
+                // is known now, and may turn out unchanged.
+                let change = if self.planned.read_only {
+                    Change::None
+                } else {
+                    r.diff(actual, &desired)?
+                };
+                match change {
+                    Change::None => Ok(Step::Done(actual.map(|a| a.outputs.clone()).unwrap_or_default())),
+                    Change::Replace(_) => {
+                        self.set(ApplyState::Deleting);
+                        Ok(Step::Retry {
+                            after: Duration::ZERO,
+                            reason: "replacing".into(),
+                        })
+                    }
+                    change => match r.apply(&self.ctx, &change, actual, &desired).await? {
+                        Step::Done(outputs) => self.after_apply(outputs).await,
+                        other => Ok(map_wait(other)),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl ApplyJob {
+    async fn after_apply(&self, outputs: Outputs) -> anyhow::Result<Step<Outputs>> {
+        match self.planned.resource.ready(&self.ctx, &outputs).await? {
+            Step::Done(()) => Ok(Step::Done(outputs)),
+            other => {
+                self.set(ApplyState::Waiting(outputs));
+                Ok(map_wait(other))
+            }
+        }
+    }
+}
+
+fn map_wait<T, U>(s: Step<T>) -> Step<U> {
+    match s {
+        Step::Retry { after, reason } => Step::Retry { after, reason },
+        Step::Blocked { reason } => Step::Blocked { reason },
+        Step::Done(_) => Step::Retry {
+            after: Duration::ZERO,
+            reason: String::new(),
+        },
+    }
+}
+
+/// What happened to each resource in an apply.
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    pub resource: String,
+    pub kind: &'static str,
+    pub action: &'static str,
+    pub result: String,
+    pub id: Option<String>,
+}
+
+pub struct ApplyReport {
+    pub entries: Vec<Applied>,
+    pub outputs: BTreeMap<String, Outputs>,
+    pub errors: Vec<anyhow::Error>,
+}
+
+/// Executes a plan: resources whose dependencies are done run concurrently.
+pub async fn apply(
+    ctx: &Arc<Ctx>,
+    plan: Plan,
+    opts: &ExecOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<ApplyReport> {
+    let mut meta = Vec::new();
+    let jobs: Vec<Arc<dyn executor::Job<Outputs>>> = plan
+        .resources
+        .into_iter()
+        .map(|p| {
+            meta.push((
+                p.resource.id().to_string(),
+                p.resource.kind(),
+                p.change.verb(),
+                p.read_only,
+            ));
+            let action = match &p.change {
+                Change::None => "check".to_string(),
+                c => c.verb().to_string(),
+            };
+            Arc::new(ApplyJob {
+                planned: p,
+                ctx: Arc::clone(ctx),
+                state: Mutex::new(ApplyState::Start),
+                action,
+            }) as Arc<dyn executor::Job<Outputs>>
+        })
+        .collect();
+    let outcomes = executor::run(jobs, opts, reporter).await?;
+    let mut entries = Vec::new();
+    let mut outputs = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (id, kind, verb, read_only) in meta {
+        let (result, cloud_id) = match outcomes.get(&id) {
+            Some(Outcome::Done(o)) => {
+                outputs.insert(id.clone(), o.clone());
+                ("ok".to_string(), o.get("id").cloned())
+            }
+            Some(Outcome::Failed(e)) => {
+                errors.push(anyhow::anyhow!("{e:#}"));
+                ("failed".to_string(), None)
+            }
+            Some(Outcome::Skipped { because_of }) => (format!("skipped ({because_of} failed)"), None),
+            None => ("not run".into(), None),
+        };
+        if !read_only {
+            entries.push(Applied {
+                resource: id,
+                kind,
+                action: verb,
+                result,
+                id: cloud_id,
+            });
+        }
+    }
+    Ok(ApplyReport {
+        entries,
+        outputs,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(attrs: &[(&'static str, &str)]) -> Observed {
+        Observed {
+            id: "x-1".into(),
+            attrs: attrs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            outputs: Outputs::new(),
+        }
+    }
+
+    #[test]
+    fn diff_classifies_changes() {
+        let desired = Desired::default()
+            .attr("cidr", "10.0.0.0/16", Mutability::Immutable)
+            .attr("dns", true, Mutability::InPlace)
+            .attr("subnet", Value::Unknown, Mutability::Replace);
+        assert_eq!(diff_attrs("vpc", "vpc", None, &desired).unwrap(), Change::Create);
+
+        let same = observed(&[("cidr", "10.0.0.0/16"), ("dns", "true"), ("subnet", "s-1")]);
+        let d2 = Desired::default()
+            .attr("cidr", "10.0.0.0/16", Mutability::Immutable)
+            .attr("dns", true, Mutability::InPlace);
+        assert_eq!(diff_attrs("vpc", "vpc", Some(&same), &d2).unwrap(), Change::None);
+
+        let dns_off = observed(&[("cidr", "10.0.0.0/16"), ("dns", "false")]);
+        assert!(matches!(diff_attrs("vpc", "vpc", Some(&dns_off), &d2).unwrap(), Change::Update(c) if c.len() == 1));
+
+        // An attribute that depends on a resource being created is a change; Replace wins over InPlace.
+        let c = diff_attrs("nat", "nat", Some(&same), &desired).unwrap();
+        assert!(matches!(c, Change::Replace(ref cs) if cs[0].name == "subnet"));
+
+        let moved = observed(&[("cidr", "10.1.0.0/16"), ("dns", "true")]);
+        let e = diff_attrs("vpc", "vpc", Some(&moved), &d2).unwrap_err();
+        assert_eq!(e.attr, "cidr");
+        assert!(e.to_string().contains("hint: revert cidr"), "{e}");
+    }
+
+    #[test]
+    fn inputs_of_missing_dependencies_are_unknown() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "vpc".to_string(),
+            Some(Outputs::from([("id".to_string(), "vpc-1".to_string())])),
+        );
+        m.insert("igw".to_string(), None);
+        let i = Inputs::new(m);
+        assert_eq!(i.get("vpc", "id"), Value::Known("vpc-1".into()));
+        assert_eq!(i.get("igw", "id"), Value::Unknown);
+        assert_eq!(i.get("nope", "id"), Value::Unknown);
+    }
+}

@@ -1,0 +1,16 @@
+//! kforge: provisions Kubernetes clusters on AWS (EKS or self-built) from a declarative spec.
+//!
+//! Data flow: `spec` (YAML DTOs) → `model` (validated, defaulted) → `providers` (resources per phase) →
+//! `engine` (observe by tags, diff, plan, apply concurrently) → AWS via `aws`; `state` records the result;
+//! `delete` sweeps everything tagged with a cluster. See ARCHITECTURE.md.
+
+pub mod app;
+pub mod aws;
+pub mod cli;
+pub mod delete;
+pub mod engine;
+pub mod model;
+pub mod progress;
+pub mod providers;
+pub mod spec;
+pub mod state;

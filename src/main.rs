@@ -1,0 +1,88 @@
+//! The `kforge` binary: parse arguments, run the command on an explicit tokio runtime, print the error chain
+//! once, and exit with a documented code (see `kforge --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kforge::app::{self, Finished, Interrupted};
+use kforge::cli::Cli;
+use kforge::engine::executor::TimedOut;
+use kforge::state::StateError;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CHANGES: u8 = 2;
+const EXIT_LOCKED: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+const EXIT_USAGE: u8 = 64;
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(app::run(cli)) {
+        Ok(Finished::Ok) => ExitCode::SUCCESS,
+        Ok(Finished::Changes) => ExitCode::from(EXIT_CHANGES),
+        Err(e) => {
+            eprintln!("error: {}", render_error(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The chain once, outermost first, without repeating messages that already contain their cause.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join("\n  caused by: ")
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if matches!(cause.downcast_ref::<StateError>(), Some(StateError::Locked { .. })) {
+            return EXIT_LOCKED;
+        }
+        if cause.downcast_ref::<Interrupted>().is_some() {
+            return EXIT_INTERRUPTED;
+        }
+    }
+    if e.chain().any(|c| c.downcast_ref::<TimedOut>().is_some()) || e.to_string().contains("gave up after") {
+        return EXIT_TIMEOUT;
+    }
+    EXIT_FAILURE
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "kforge=info",
+        (_, 2) => "kforge=debug,aws_smithy_runtime=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

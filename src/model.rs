@@ -1,0 +1,1521 @@
+//! The validated cluster: what a [`ClusterSpec`] means once every default is applied and every rule checked.
+//!
+//! Conversion happens in one place ([`Cluster::from_spec`]) and reports *all* semantic problems at once, each with
+//! its field path and a hint. Past this boundary nothing re-checks or re-defaults: providers trust a `Cluster`.
+//! [`Cluster::to_spec`] renders the fully defaulted spec back (for `--dry-run -o yaml`); parsing that output
+//! yields the same `Cluster`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::spec::{
+    self, AddonSpec, BastionSpec, ClusterBody, ClusterSpec, ControlPlaneSpec, HostRole, HostSpec, Metadata,
+    NatGateways, NetworkSpec, NodeGroupSpec, Provider, SshSpec, SubnetSpec, SubnetType, TaintEffect, TaintSpec,
+    Topology, VolumeSpec,
+};
+
+/// Kubernetes minor versions kforge can create; the last one is the default.
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.30", "1.31", "1.32", "1.33", "1.34"];
+pub const DEFAULT_VPC_CIDR: &str = "10.0.0.0/16";
+pub const DEFAULT_INSTANCE_TYPE: &str = "m5.large";
+pub const DEFAULT_MASTER_INSTANCE_TYPE: &str = "t3.medium";
+const EKS_ADDONS: &[&str] = &[
+    "vpc-cni",
+    "coredns",
+    "kube-proxy",
+    "aws-ebs-csi-driver",
+    "eks-pod-identity-agent",
+];
+const SELF_BUILT_ADDONS: &[&str] = &["flannel", "calico", "coredns", "metrics-server"];
+const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub provider: Provider,
+    /// Always set for eks/ec2; for hosts only when given.
+    pub region: Option<String>,
+    pub kubernetes_version: String,
+    /// `None` for provider hosts.
+    pub network: Option<Network>,
+    /// Provider ec2 only.
+    pub control_plane: Option<ControlPlane>,
+    pub node_groups: Vec<NodeGroup>,
+    pub ssh: Ssh,
+    pub hosts: Vec<Host>,
+    pub addons: Vec<Addon>,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network {
+    pub vpc: VpcSource,
+    pub zones: Vec<String>,
+    pub topology: Topology,
+    pub nat_gateways: NatGateways,
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VpcSource {
+    Create { cidr: Ipv4Net },
+    Existing { id: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subnet {
+    pub zone: String,
+    pub kind: SubnetType,
+    pub source: SubnetSource,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubnetSource {
+    Create { cidr: Ipv4Net },
+    Existing { id: String },
+}
+
+impl Subnet {
+    /// Logical name, unique in the cluster: `public-us-east-1a`.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.kind, self.zone)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlPlane {
+    pub count: u32,
+    pub instance_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeGroup {
+    pub name: String,
+    pub instance_types: Vec<String>,
+    pub min_size: u32,
+    pub max_size: u32,
+    pub desired_size: u32,
+    pub spot: bool,
+    pub gpu: bool,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub volume: Volume,
+    pub subnets: SubnetType,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    pub size_gib: u32,
+    pub kind: String,
+    pub encrypted: bool,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ssh {
+    /// The OpenSSH public key line, read from `publicKeyFile` when given that way.
+    pub public_key: Option<String>,
+    /// As written in the spec, so the defaulted spec round-trips.
+    pub public_key_file: Option<String>,
+    pub allowed_cidrs: Vec<Ipv4Net>,
+    pub bastion: Option<Bastion>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bastion {
+    pub instance_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Resolved against the spec file's directory.
+    pub identity_file: PathBuf,
+    /// As written, for rendering the spec back.
+    pub identity_file_as_written: String,
+    pub role: HostRole,
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Addon {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// One semantic problem in a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+    pub hint: String,
+}
+
+/// Every semantic problem found in a spec; `Display` is the user-facing report.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ValidationError {
+    pub origin: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} problem{} in the spec",
+            self.origin,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {}: {}\n    hint: {}", e.path, e.message, e.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Values that come from outside the spec file.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// `--region`, `AWS_REGION` or `AWS_DEFAULT_REGION`, used when the spec has none.
+    pub fallback_region: Option<String>,
+    /// Directory that relative paths in the spec are resolved against.
+    pub base_dir: PathBuf,
+    /// Shown in error messages.
+    pub origin: String,
+}
+
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>, hint: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    fn cidr(&mut self, path: &str, text: &str) -> Option<Ipv4Net> {
+        match text.parse::<Ipv4Net>() {
+            Ok(net) if net.trunc() == net => Some(net),
+            Ok(net) => {
+                self.err(
+                    path,
+                    format!("`{text}` has host bits set"),
+                    format!("use the network address `{}`", net.trunc()),
+                );
+                None
+            }
+            Err(_) => {
+                self.err(
+                    path,
+                    format!("`{text}` is not an IPv4 CIDR"),
+                    "write it as ADDRESS/PREFIX, e.g. 10.0.0.0/16",
+                );
+                None
+            }
+        }
+    }
+}
+
+fn is_dns_label(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn is_region(s: &str) -> bool {
+    // e.g. us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
+/// A zone belongs to its region when it is the region name plus one letter (`us-east-1a`) or a local zone
+/// (`us-east-1-bos-1a`).
+fn zone_in_region(zone: &str, region: &str) -> bool {
+    let Some(rest) = zone.strip_prefix(region) else {
+        return false;
+    };
+    let letter = |s: &str| s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase());
+    letter(rest)
+        || rest.strip_prefix('-').is_some_and(|local| {
+            local.len() > 2 && local.ends_with(|c: char| c.is_ascii_lowercase()) && local.contains('-')
+        })
+}
+
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.')
+                .all(|l| is_dns_label(l, 63) || l.chars().all(|c| c.is_ascii_digit()))
+    });
+    name_ok && prefix_ok
+}
+
+fn is_public_key(k: &str) -> bool {
+    let mut parts = k.split_whitespace();
+    let algo_ok = parts
+        .next()
+        .is_some_and(|a| a == "ssh-ed25519" || a == "ssh-rsa" || a.starts_with("ecdsa-sha2-"));
+    algo_ok && parts.next().is_some_and(|b| b.len() > 16)
+}
+
+fn is_gpu_type(t: &str) -> bool {
+    let family = t.split('.').next().unwrap_or("");
+    let mut chars = family.chars();
+    matches!(chars.next(), Some('g' | 'p')) && chars.next().is_some_and(|c| c.is_ascii_digit())
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+impl Cluster {
+    /// Applies defaults and checks every rule, reporting all problems at once.
+    pub fn from_spec(spec: &ClusterSpec, ctx: &Context) -> Result<Cluster, ValidationError> {
+        let mut c = Checker { errors: Vec::new() };
+        let body = &spec.spec;
+
+        if spec.api_version != spec::API_VERSION {
+            c.err(
+                "apiVersion",
+                format!("`{}` is not supported", spec.api_version),
+                format!("use `{}`", spec::API_VERSION),
+            );
+        }
+        if spec.kind != "Cluster" {
+            c.err(
+                "kind",
+                format!("`{}` is not `Cluster`", spec.kind),
+                "use `kind: Cluster`",
+            );
+        }
+        let name = spec.metadata.name.clone();
+        if !is_dns_label(&name, 40) {
+            c.err(
+                "metadata.name",
+                format!("`{name}` is not a valid cluster name"),
+                "use 1-40 lowercase letters, digits and '-', starting with a letter and not ending with '-'",
+            );
+        }
+
+        let provider = body.provider;
+        let cloud = provider != Provider::Hosts;
+        let region = body.region.clone().or_else(|| ctx.fallback_region.clone());
+        match &region {
+            Some(r) if !is_region(r) => c.err(
+                "spec.region",
+                format!("`{r}` is not an AWS region name"),
+                "use a region such as us-east-1 or eu-west-2",
+            ),
+            None if cloud => c.err(
+                "spec.region",
+                "no region is set",
+                "set spec.region, pass --region, or export AWS_REGION",
+            ),
+            _ => {}
+        }
+
+        let kubernetes_version = body
+            .kubernetes_version
+            .clone()
+            .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
+        if !SUPPORTED_VERSIONS.contains(&kubernetes_version.as_str()) {
+            c.err(
+                "spec.kubernetesVersion",
+                format!("version `{kubernetes_version}` is not supported"),
+                format!("use one of {}", SUPPORTED_VERSIONS.join(", ")),
+            );
+        }
+
+        let network = if cloud {
+            let region = region.clone().unwrap_or_default();
+            Some(network(&mut c, body.network.as_ref(), &region, provider))
+        } else {
+            if body.network.is_some() {
+                c.err(
+                    "spec.network",
+                    "provider hosts uses existing machines and has no network",
+                    "remove spec.network",
+                );
+            }
+            None
+        };
+
+        let control_plane = match (provider, &body.control_plane) {
+            (Provider::Ec2, cp) => {
+                let count = cp.as_ref().and_then(|cp| cp.count).unwrap_or(1);
+                if ![1, 3, 5].contains(&count) {
+                    c.err(
+                        "spec.controlPlane.count",
+                        format!("{count} masters cannot keep an etcd quorum well"),
+                        "use 1, 3 or 5 (an odd number keeps etcd available through failures)",
+                    );
+                }
+                if let Some(net) = &network
+                    && (net.zones.len() as u32) < count
+                    && count > 1
+                {
+                    c.err(
+                        "spec.network.zones",
+                        format!(
+                            "{count} masters need {count} zones for HA, the spec has {}",
+                            net.zones.len()
+                        ),
+                        "list as many zones as masters, or lower spec.controlPlane.count",
+                    );
+                }
+                Some(ControlPlane {
+                    count,
+                    instance_type: cp
+                        .as_ref()
+                        .and_then(|cp| cp.instance_type.clone())
+                        .unwrap_or_else(|| DEFAULT_MASTER_INSTANCE_TYPE.into()),
+                })
+            }
+            (_, Some(_)) => {
+                let why = if provider == Provider::Eks {
+                    "EKS runs the control plane for you"
+                } else {
+                    "with provider hosts, masters are the hosts with role master"
+                };
+                c.err(
+                    "spec.controlPlane",
+                    format!("not used with provider {provider}: {why}"),
+                    "remove spec.controlPlane",
+                );
+                None
+            }
+            (_, None) => None,
+        };
+
+        let topology = network.as_ref().map(|n| n.topology).unwrap_or(Topology::Public);
+        let node_groups = node_groups(&mut c, body.node_groups.as_deref(), provider, topology);
+
+        let ssh = ssh(&mut c, body.ssh.as_ref(), ctx, provider);
+
+        let hosts = hosts(&mut c, body.hosts.as_deref(), ctx, provider);
+
+        let addons = addons(&mut c, body.addons.as_deref(), provider);
+
+        let tags = body.tags.clone().unwrap_or_default();
+        for (k, v) in &tags {
+            let path = format!("spec.tags.{k}");
+            if k.is_empty() || k.len() > 128 || v.len() > 256 {
+                c.err(
+                    &path,
+                    "AWS tags have keys of 1-128 and values of up to 256 characters",
+                    "shorten the tag",
+                );
+            }
+            if k.starts_with("aws:") || k.starts_with("kforge.dev/") || k.starts_with("kubernetes.io/cluster/") {
+                c.err(
+                    &path,
+                    format!("`{k}` is a reserved tag prefix"),
+                    "kforge sets these tags itself; choose another key",
+                );
+            }
+        }
+
+        if !c.errors.is_empty() {
+            return Err(ValidationError {
+                origin: ctx.origin.clone(),
+                errors: c.errors,
+            });
+        }
+        Ok(Cluster {
+            name,
+            provider,
+            region,
+            kubernetes_version,
+            network,
+            control_plane,
+            node_groups,
+            ssh,
+            hosts,
+            addons,
+            tags,
+        })
+    }
+
+    /// The AWS region; only `None` for provider hosts without one.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// Renders the fully defaulted spec.
+    pub fn to_spec(&self) -> ClusterSpec {
+        let network = self.network.as_ref().map(|n| NetworkSpec {
+            vpc_cidr: match &n.vpc {
+                VpcSource::Create { cidr } => Some(cidr.to_string()),
+                VpcSource::Existing { .. } => None,
+            },
+            vpc_id: match &n.vpc {
+                VpcSource::Existing { id } => Some(id.clone()),
+                VpcSource::Create { .. } => None,
+            },
+            zones: Some(n.zones.clone()),
+            topology: Some(n.topology),
+            nat_gateways: Some(n.nat_gateways),
+            subnets: Some(
+                n.subnets
+                    .iter()
+                    .map(|s| SubnetSpec {
+                        zone: s.zone.clone(),
+                        kind: s.kind,
+                        cidr: match &s.source {
+                            SubnetSource::Create { cidr } => Some(cidr.to_string()),
+                            SubnetSource::Existing { .. } => None,
+                        },
+                        id: match &s.source {
+                            SubnetSource::Existing { id } => Some(id.clone()),
+                            SubnetSource::Create { .. } => None,
+                        },
+                    })
+                    .collect(),
+            ),
+        });
+        ClusterSpec {
+            api_version: spec::API_VERSION.into(),
+            kind: "Cluster".into(),
+            metadata: Metadata {
+                name: self.name.clone(),
+            },
+            spec: ClusterBody {
+                provider: self.provider,
+                region: self.region.clone(),
+                kubernetes_version: Some(self.kubernetes_version.clone()),
+                network,
+                control_plane: self.control_plane.as_ref().map(|cp| ControlPlaneSpec {
+                    count: Some(cp.count),
+                    instance_type: Some(cp.instance_type.clone()),
+                }),
+                node_groups: (self.provider != Provider::Hosts).then(|| {
+                    self.node_groups
+                        .iter()
+                        .map(|g| NodeGroupSpec {
+                            name: g.name.clone(),
+                            instance_type: None,
+                            instance_types: Some(g.instance_types.clone()),
+                            min_size: Some(g.min_size),
+                            max_size: Some(g.max_size),
+                            desired_size: Some(g.desired_size),
+                            spot: Some(g.spot),
+                            gpu: Some(g.gpu),
+                            labels: Some(g.labels.clone()),
+                            taints: Some(
+                                g.taints
+                                    .iter()
+                                    .map(|t| TaintSpec {
+                                        key: t.key.clone(),
+                                        value: t.value.clone(),
+                                        effect: t.effect,
+                                    })
+                                    .collect(),
+                            ),
+                            volume: Some(VolumeSpec {
+                                size: Some(g.volume.size_gib),
+                                kind: Some(g.volume.kind.clone()),
+                                encrypted: Some(g.volume.encrypted),
+                                iops: g.volume.iops,
+                                throughput: g.volume.throughput,
+                            }),
+                            subnets: Some(g.subnets),
+                        })
+                        .collect()
+                }),
+                ssh: Some(SshSpec {
+                    public_key: if self.ssh.public_key_file.is_some() {
+                        None
+                    } else {
+                        self.ssh.public_key.clone()
+                    },
+                    public_key_file: self.ssh.public_key_file.clone(),
+                    allowed_cidrs: Some(self.ssh.allowed_cidrs.iter().map(|c| c.to_string()).collect()),
+                    bastion: Some(BastionSpec {
+                        enabled: Some(self.ssh.bastion.is_some()),
+                        instance_type: self.ssh.bastion.as_ref().map(|b| b.instance_type.clone()),
+                    }),
+                }),
+                hosts: (self.provider == Provider::Hosts).then(|| {
+                    self.hosts
+                        .iter()
+                        .map(|h| HostSpec {
+                            name: h.name.clone(),
+                            address: h.address.clone(),
+                            port: Some(h.port),
+                            user: Some(h.user.clone()),
+                            identity_file: h.identity_file_as_written.clone(),
+                            role: h.role,
+                            host_key: h.host_key.clone(),
+                        })
+                        .collect()
+                }),
+                addons: Some(
+                    self.addons
+                        .iter()
+                        .map(|a| AddonSpec {
+                            name: a.name.clone(),
+                            version: a.version.clone(),
+                        })
+                        .collect(),
+                ),
+                tags: Some(self.tags.clone()),
+            },
+        }
+    }
+}
+
+fn network(c: &mut Checker, spec: Option<&NetworkSpec>, region: &str, provider: Provider) -> Network {
+    let empty = NetworkSpec {
+        vpc_cidr: None,
+        vpc_id: None,
+        zones: None,
+        topology: None,
+        nat_gateways: None,
+        subnets: None,
+    };
+    let spec = spec.unwrap_or(&empty);
+    let topology = spec.topology.unwrap_or(Topology::Private);
+    let nat_gateways = spec.nat_gateways.unwrap_or(match topology {
+        Topology::Private => NatGateways::Single,
+        Topology::Public => NatGateways::None,
+    });
+    if topology == Topology::Public && nat_gateways != NatGateways::None {
+        c.err(
+            "spec.network.natGateways",
+            "NAT gateways serve private subnets, and the public topology has none",
+            "set natGateways: none, or topology: private",
+        );
+    }
+
+    let vpc = match (&spec.vpc_cidr, &spec.vpc_id) {
+        (Some(_), Some(_)) => {
+            c.err(
+                "spec.network.vpcId",
+                "vpcId and vpcCidr exclude each other",
+                "give vpcCidr to create a VPC, or vpcId to use one",
+            );
+            VpcSource::Existing { id: String::new() }
+        }
+        (None, Some(id)) => {
+            if !(id.starts_with("vpc-") && id.len() > 4 && id[4..].chars().all(|c| c.is_ascii_hexdigit())) {
+                c.err(
+                    "spec.network.vpcId",
+                    format!("`{id}` is not a VPC id"),
+                    "VPC ids look like vpc-0123456789abcdef0",
+                );
+            }
+            VpcSource::Existing { id: id.clone() }
+        }
+        (cidr, None) => {
+            let text = cidr.as_deref().unwrap_or(DEFAULT_VPC_CIDR);
+            let cidr = c
+                .cidr("spec.network.vpcCidr", text)
+                .unwrap_or_else(|| DEFAULT_VPC_CIDR.parse().unwrap());
+            if !(16..=24).contains(&cidr.prefix_len()) {
+                c.err(
+                    "spec.network.vpcCidr",
+                    format!("a /{} VPC is outside what kforge supports", cidr.prefix_len()),
+                    "use a prefix between /16 and /24",
+                );
+            }
+            VpcSource::Create { cidr }
+        }
+    };
+    let existing = matches!(vpc, VpcSource::Existing { .. });
+
+    let zones: Vec<String> = match (&spec.zones, &spec.subnets, existing) {
+        (Some(z), _, _) => z.clone(),
+        // With an existing VPC the zones are those of the listed subnets.
+        (None, Some(subnets), true) => {
+            let mut zones: Vec<String> = Vec::new();
+            for s in subnets {
+                if !zones.contains(&s.zone) {
+                    zones.push(s.zone.clone());
+                }
+            }
+            zones
+        }
+        _ => ["a", "b", "c"].iter().map(|l| format!("{region}{l}")).collect(),
+    };
+    let mut seen = BTreeSet::new();
+    for (i, z) in zones.iter().enumerate() {
+        if !region.is_empty() && !zone_in_region(z, region) {
+            c.err(
+                format!("spec.network.zones[{i}]"),
+                format!("zone `{z}` is not in region {region}"),
+                format!("use zones of {region}, such as {region}a"),
+            );
+        }
+        if !seen.insert(z) {
+            c.err(
+                format!("spec.network.zones[{i}]"),
+                format!("zone `{z}` is listed twice"),
+                "list each zone once",
+            );
+        }
+    }
+    if zones.is_empty() {
+        c.err("spec.network.zones", "no zones", "list at least one availability zone");
+    }
+    if provider == Provider::Eks && zones.len() < 2 {
+        c.err(
+            "spec.network.zones",
+            format!("EKS needs subnets in at least 2 zones, the spec has {}", zones.len()),
+            "list two or more zones",
+        );
+    }
+
+    let wanted_kinds: &[SubnetType] = match topology {
+        Topology::Private => &[SubnetType::Private, SubnetType::Public],
+        Topology::Public => &[SubnetType::Public],
+    };
+
+    let subnets = match &spec.subnets {
+        None if existing => {
+            c.err(
+                "spec.network.subnets",
+                "an existing VPC needs its subnets listed",
+                "list the subnets to use with zone, type and id",
+            );
+            Vec::new()
+        }
+        None => match &vpc {
+            VpcSource::Create { cidr } => compute_subnets(c, *cidr, &zones, wanted_kinds),
+            VpcSource::Existing { .. } => Vec::new(),
+        },
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, s) in list.iter().enumerate() {
+                let path = format!("spec.network.subnets[{i}]");
+                if !zones.contains(&s.zone) {
+                    c.err(
+                        format!("{path}.zone"),
+                        format!("zone `{}` is not in spec.network.zones", s.zone),
+                        "add the zone to spec.network.zones or fix the subnet's zone",
+                    );
+                }
+                if !wanted_kinds.contains(&s.kind) {
+                    c.err(
+                        format!("{path}.type"),
+                        "the public topology has no private subnets",
+                        "set topology: private, or remove the private subnets",
+                    );
+                }
+                let source = match (&vpc, &s.cidr, &s.id) {
+                    (VpcSource::Create { cidr: vpc_cidr }, Some(text), None) => {
+                        let cidr = c.cidr(&format!("{path}.cidr"), text);
+                        if let Some(cidr) = cidr
+                            && !vpc_cidr.contains(&cidr)
+                        {
+                            c.err(
+                                format!("{path}.cidr"),
+                                format!("{cidr} is outside the VPC {vpc_cidr}"),
+                                "choose a block inside spec.network.vpcCidr, or omit subnets to have them computed",
+                            );
+                        }
+                        cidr.map(|cidr| SubnetSource::Create { cidr })
+                    }
+                    (VpcSource::Create { .. }, _, _) => {
+                        c.err(
+                            &path,
+                            "a subnet of a VPC kforge creates needs a cidr and no id",
+                            "give cidr, or omit subnets to have them computed",
+                        );
+                        None
+                    }
+                    (VpcSource::Existing { .. }, None, Some(id)) => {
+                        if !id.starts_with("subnet-") {
+                            c.err(
+                                format!("{path}.id"),
+                                format!("`{id}` is not a subnet id"),
+                                "subnet ids look like subnet-0123456789abcdef0",
+                            );
+                        }
+                        Some(SubnetSource::Existing { id: id.clone() })
+                    }
+                    (VpcSource::Existing { .. }, _, _) => {
+                        c.err(
+                            &path,
+                            "a subnet of an existing VPC needs an id and no cidr",
+                            "give the existing subnet's id",
+                        );
+                        None
+                    }
+                };
+                if let Some(source) = source {
+                    out.push(Subnet {
+                        zone: s.zone.clone(),
+                        kind: s.kind,
+                        source,
+                    });
+                }
+            }
+            for (i, a) in out.iter().enumerate() {
+                for b in &out[..i] {
+                    if a.zone == b.zone && a.kind == b.kind {
+                        c.err(
+                            format!("spec.network.subnets[{i}]"),
+                            format!("a second {} subnet in {}", a.kind, a.zone),
+                            "kforge uses one subnet per zone and type",
+                        );
+                    }
+                    if let (SubnetSource::Create { cidr: x }, SubnetSource::Create { cidr: y }) = (&a.source, &b.source)
+                        && overlaps(x, y)
+                    {
+                        c.err(
+                            format!("spec.network.subnets[{i}].cidr"),
+                            format!("{x} overlaps {y} of the {} subnet", b.name()),
+                            "give every subnet its own block",
+                        );
+                    }
+                }
+            }
+            for z in &zones {
+                for kind in wanted_kinds {
+                    if !out.iter().any(|s| &s.zone == z && s.kind == *kind) && !existing {
+                        c.err(
+                            "spec.network.subnets",
+                            format!("zone {z} has no {kind} subnet"),
+                            format!("add a {kind} subnet in {z}, or omit subnets to have them computed"),
+                        );
+                    }
+                }
+            }
+            out
+        }
+    };
+
+    if nat_gateways == NatGateways::PerZone || nat_gateways == NatGateways::Single {
+        for z in &zones {
+            let has_public = subnets.iter().any(|s| &s.zone == z && s.kind == SubnetType::Public);
+            if nat_gateways == NatGateways::PerZone && !has_public && !existing {
+                c.err(
+                    "spec.network.natGateways",
+                    format!("zone {z} has no public subnet for its NAT gateway"),
+                    "add a public subnet there",
+                );
+            }
+        }
+        if existing {
+            c.err(
+                "spec.network.natGateways",
+                "kforge does not add NAT gateways to an existing VPC",
+                "set natGateways: none; the existing VPC's routing is used as is",
+            );
+        }
+    }
+
+    Network {
+        vpc,
+        zones,
+        topology,
+        nat_gateways,
+        subnets,
+    }
+}
+
+/// Splits the VPC into equal blocks: private subnets first (zone order), then public ones.
+fn compute_subnets(c: &mut Checker, vpc: Ipv4Net, zones: &[String], kinds: &[SubnetType]) -> Vec<Subnet> {
+    let count = zones.len() * kinds.len();
+    let extra_bits = (count.max(1) as f64).log2().ceil() as u8;
+    let prefix = vpc.prefix_len() + extra_bits.max(1);
+    if prefix > 28 {
+        c.err(
+            "spec.network.vpcCidr",
+            format!("{vpc} is too small for {count} subnets"),
+            "use a larger VPC block or fewer zones",
+        );
+        return Vec::new();
+    }
+    let mut blocks = vpc.subnets(prefix).expect("prefix checked");
+    let mut out = Vec::new();
+    for kind in kinds {
+        for zone in zones {
+            let cidr = blocks.next().expect("enough blocks by construction");
+            out.push(Subnet {
+                zone: zone.clone(),
+                kind: *kind,
+                source: SubnetSource::Create { cidr },
+            });
+        }
+    }
+    out
+}
+
+fn node_groups(
+    c: &mut Checker,
+    spec: Option<&[NodeGroupSpec]>,
+    provider: Provider,
+    topology: Topology,
+) -> Vec<NodeGroup> {
+    if provider == Provider::Hosts {
+        if spec.is_some() {
+            c.err(
+                "spec.nodeGroups",
+                "provider hosts takes its workers from spec.hosts",
+                "remove spec.nodeGroups and list worker hosts",
+            );
+        }
+        return Vec::new();
+    }
+    let default_group = [NodeGroupSpec {
+        name: "ng-1".into(),
+        instance_type: None,
+        instance_types: None,
+        min_size: Some(2),
+        max_size: Some(2),
+        desired_size: Some(2),
+        spot: None,
+        gpu: None,
+        labels: None,
+        taints: None,
+        volume: None,
+        subnets: None,
+    }];
+    let spec = spec.unwrap_or(&default_group);
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, g) in spec.iter().enumerate() {
+        let path = format!("spec.nodeGroups[{i}]");
+        if !is_dns_label(&g.name, 63) {
+            c.err(
+                format!("{path}.name"),
+                format!("`{}` is not a valid group name", g.name),
+                "use lowercase letters, digits and '-', starting with a letter",
+            );
+        }
+        if !names.insert(g.name.clone()) {
+            c.err(
+                format!("{path}.name"),
+                format!("group `{}` is defined twice", g.name),
+                "give each group its own name",
+            );
+        }
+        let spot = g.spot.unwrap_or(false);
+        let gpu = g.gpu.unwrap_or(false);
+        let instance_types = match (&g.instance_type, &g.instance_types) {
+            (Some(_), Some(_)) => {
+                c.err(
+                    format!("{path}.instanceTypes"),
+                    "instanceType and instanceTypes exclude each other",
+                    "use one of them",
+                );
+                Vec::new()
+            }
+            (Some(t), None) => vec![t.clone()],
+            (None, Some(ts)) if ts.is_empty() => {
+                c.err(
+                    format!("{path}.instanceTypes"),
+                    "empty list",
+                    "list at least one instance type",
+                );
+                Vec::new()
+            }
+            (None, Some(ts)) => ts.clone(),
+            (None, None) if spot => {
+                c.err(
+                    format!("{path}.instanceTypes"),
+                    "a spot group needs its instance types stated",
+                    "list several similar types (e.g. [m5.large, m5a.large, m6i.large]) so spot capacity can be found",
+                );
+                Vec::new()
+            }
+            (None, None) if gpu => {
+                c.err(
+                    format!("{path}.instanceTypes"),
+                    "a GPU group needs its instance types stated",
+                    "list GPU types such as g5.xlarge",
+                );
+                Vec::new()
+            }
+            (None, None) => vec![DEFAULT_INSTANCE_TYPE.into()],
+        };
+        for (j, t) in instance_types.iter().enumerate() {
+            let valid = t.split_once('.').is_some_and(|(f, s)| {
+                !f.is_empty()
+                    && !s.is_empty()
+                    && f.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            });
+            let field = if g.instance_type.is_some() {
+                format!("{path}.instanceType")
+            } else {
+                format!("{path}.instanceTypes[{j}]")
+            };
+            if !valid {
+                c.err(
+                    &field,
+                    format!("`{t}` is not an instance type"),
+                    "instance types look like m5.large",
+                );
+            } else if gpu && !is_gpu_type(t) {
+                c.err(
+                    &field,
+                    format!("`{t}` has no GPU"),
+                    "use a GPU family such as g5, g6 or p4d",
+                );
+            }
+        }
+        if provider == Provider::Ec2 && g.min_size.is_none() && g.max_size.is_none() && g.desired_size.is_none() {
+            c.err(
+                &path,
+                "the instance group has no size",
+                "set desiredSize (and minSize/maxSize for autoscaling)",
+            );
+        }
+        let (min, max, desired) = match (g.min_size, g.max_size, g.desired_size) {
+            (None, None, None) => (2, 2, 2),
+            (min, max, Some(d)) => (min.unwrap_or(d), max.unwrap_or(d.max(min.unwrap_or(d))), d),
+            (min, max, None) => {
+                let min = min.unwrap_or(0);
+                (min, max.unwrap_or(min.max(1)), min)
+            }
+        };
+        if min > max {
+            c.err(
+                format!("{path}.minSize"),
+                format!("minSize {min} is above maxSize {max}"),
+                "make minSize <= maxSize",
+            );
+        } else if desired < min || desired > max {
+            c.err(
+                format!("{path}.desiredSize"),
+                format!("desiredSize {desired} is outside {min}..{max}"),
+                "make minSize <= desiredSize <= maxSize",
+            );
+        }
+        if max == 0 {
+            c.err(
+                format!("{path}.maxSize"),
+                "maxSize is 0",
+                "a group needs room for at least one node",
+            );
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in g.labels.clone().unwrap_or_default() {
+            if !is_label_key(&k) || v.len() > 63 {
+                c.err(
+                    format!("{path}.labels.{k}"),
+                    format!("`{k}: {v}` is not a valid Kubernetes label"),
+                    "keys are [prefix/]name with name up to 63 characters; values up to 63",
+                );
+            }
+            labels.insert(k, v);
+        }
+        let mut taints = Vec::new();
+        for (j, t) in g.taints.iter().flatten().enumerate() {
+            if !is_label_key(&t.key) {
+                c.err(
+                    format!("{path}.taints[{j}].key"),
+                    format!("`{}` is not a valid taint key", t.key),
+                    "taint keys follow label key rules",
+                );
+            }
+            taints.push(Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect,
+            });
+        }
+        let v = g.volume.clone().unwrap_or(VolumeSpec {
+            size: None,
+            kind: None,
+            encrypted: None,
+            iops: None,
+            throughput: None,
+        });
+        let volume = Volume {
+            size_gib: v.size.unwrap_or(80),
+            kind: v.kind.unwrap_or_else(|| "gp3".into()),
+            encrypted: v.encrypted.unwrap_or(true),
+            iops: v.iops,
+            throughput: v.throughput,
+        };
+        if !(8..=16384).contains(&volume.size_gib) {
+            c.err(
+                format!("{path}.volume.size"),
+                format!("{} GiB is out of range", volume.size_gib),
+                "use 8 to 16384 GiB",
+            );
+        }
+        if !VOLUME_TYPES.contains(&volume.kind.as_str()) {
+            c.err(
+                format!("{path}.volume.type"),
+                format!("`{}` is not supported", volume.kind),
+                format!("use one of {}", VOLUME_TYPES.join(", ")),
+            );
+        }
+        if volume.iops.is_some() && volume.kind == "gp2" {
+            c.err(
+                format!("{path}.volume.iops"),
+                "gp2 volumes have no provisioned IOPS",
+                "use gp3, io1 or io2, or remove iops",
+            );
+        }
+        if volume.throughput.is_some() && volume.kind != "gp3" {
+            c.err(
+                format!("{path}.volume.throughput"),
+                "only gp3 volumes take a throughput",
+                "use gp3 or remove throughput",
+            );
+        }
+        let subnets = g.subnets.unwrap_or(match topology {
+            Topology::Private => SubnetType::Private,
+            Topology::Public => SubnetType::Public,
+        });
+        if topology == Topology::Public && subnets == SubnetType::Private {
+            c.err(
+                format!("{path}.subnets"),
+                "the public topology has no private subnets",
+                "use subnets: public or topology: private",
+            );
+        }
+        out.push(NodeGroup {
+            name: g.name.clone(),
+            instance_types,
+            min_size: min,
+            max_size: max,
+            desired_size: desired,
+            spot,
+            gpu,
+            labels,
+            taints,
+            volume,
+            subnets,
+        });
+    }
+    out
+}
+
+fn ssh(c: &mut Checker, spec: Option<&SshSpec>, ctx: &Context, provider: Provider) -> Ssh {
+    let Some(spec) = spec else {
+        return Ssh::default();
+    };
+    let public_key = match (&spec.public_key, &spec.public_key_file) {
+        (Some(_), Some(_)) => {
+            c.err(
+                "spec.ssh.publicKeyFile",
+                "publicKey and publicKeyFile exclude each other",
+                "use one of them",
+            );
+            None
+        }
+        (Some(k), None) => Some(k.trim().to_string()),
+        (None, Some(f)) => match std::fs::read_to_string(ctx.base_dir.join(f)) {
+            Ok(k) => Some(k.trim().to_string()),
+            Err(e) => {
+                c.err(
+                    "spec.ssh.publicKeyFile",
+                    format!("cannot read `{f}`: {e}"),
+                    "give a path relative to the spec file",
+                );
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    if let Some(k) = &public_key
+        && !is_public_key(k)
+    {
+        let path = if spec.public_key_file.is_some() {
+            "spec.ssh.publicKeyFile"
+        } else {
+            "spec.ssh.publicKey"
+        };
+        c.err(
+            path,
+            "not an OpenSSH public key",
+            "give one line such as `ssh-ed25519 AAAA... you@host` (the .pub file)",
+        );
+    }
+    let mut allowed_cidrs = Vec::new();
+    for (i, text) in spec.allowed_cidrs.iter().flatten().enumerate() {
+        if let Some(net) = c.cidr(&format!("spec.ssh.allowedCidrs[{i}]"), text) {
+            allowed_cidrs.push(net);
+        }
+    }
+    let bastion = spec
+        .bastion
+        .as_ref()
+        .filter(|b| b.enabled.unwrap_or(false))
+        .map(|b| Bastion {
+            instance_type: b.instance_type.clone().unwrap_or_else(|| "t3.micro".into()),
+        });
+    if bastion.is_some() && provider != Provider::Ec2 {
+        c.err(
+            "spec.ssh.bastion",
+            format!("provider {provider} creates no bastion"),
+            "remove spec.ssh.bastion",
+        );
+    }
+    Ssh {
+        public_key,
+        public_key_file: spec.public_key_file.clone(),
+        allowed_cidrs,
+        bastion,
+    }
+}
+
+fn hosts(c: &mut Checker, spec: Option<&[HostSpec]>, ctx: &Context, provider: Provider) -> Vec<Host> {
+    if provider != Provider::Hosts {
+        if spec.is_some() {
+            c.err(
+                "spec.hosts",
+                format!("provider {provider} creates its own machines"),
+                "remove spec.hosts, or use provider: hosts",
+            );
+        }
+        return Vec::new();
+    }
+    let Some(spec) = spec.filter(|h| !h.is_empty()) else {
+        c.err(
+            "spec.hosts",
+            "provider hosts needs the machines listed",
+            "list each host with name, address, identityFile and role",
+        );
+        return Vec::new();
+    };
+    let mut names = BTreeSet::new();
+    let mut endpoints = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, h) in spec.iter().enumerate() {
+        let path = format!("spec.hosts[{i}]");
+        if !is_dns_label(&h.name, 63) {
+            c.err(
+                format!("{path}.name"),
+                format!("`{}` is not a valid host name", h.name),
+                "use lowercase letters, digits and '-'",
+            );
+        }
+        if !names.insert(h.name.clone()) {
+            c.err(
+                format!("{path}.name"),
+                format!("host `{}` is listed twice", h.name),
+                "give each host its own name",
+            );
+        }
+        let port = h.port.unwrap_or(22);
+        if h.address.trim().is_empty() || h.address.contains(char::is_whitespace) {
+            c.err(
+                format!("{path}.address"),
+                "not an address",
+                "give an IP address or DNS name",
+            );
+        } else if !endpoints.insert((h.address.clone(), port)) {
+            c.err(
+                format!("{path}.address"),
+                format!("{}:{port} is used by two hosts", h.address),
+                "each host needs its own address",
+            );
+        }
+        let identity_file = ctx.base_dir.join(&h.identity_file);
+        if !identity_file.is_file() {
+            c.err(
+                format!("{path}.identityFile"),
+                format!("`{}` does not exist", identity_file.display()),
+                "give the private key used to log in, relative to the spec file",
+            );
+        }
+        if let Some(k) = &h.host_key
+            && !is_public_key(k)
+        {
+            c.err(
+                format!("{path}.hostKey"),
+                "not an OpenSSH public key line",
+                "copy a line of /etc/ssh/ssh_host_*_key.pub",
+            );
+        }
+        out.push(Host {
+            name: h.name.clone(),
+            address: h.address.clone(),
+            port,
+            user: h.user.clone().unwrap_or_else(|| "root".into()),
+            identity_file,
+            identity_file_as_written: h.identity_file.clone(),
+            role: h.role,
+            host_key: h.host_key.clone(),
+        });
+    }
+    let masters = out.iter().filter(|h| h.role == HostRole::Master).count();
+    if masters == 0 {
+        c.err(
+            "spec.hosts",
+            "no host has role master",
+            "give one, three or five hosts role: master",
+        );
+    } else if masters % 2 == 0 {
+        c.err(
+            "spec.hosts",
+            format!("{masters} masters cannot keep an etcd quorum well"),
+            "use 1, 3 or 5 masters (an odd number keeps etcd available through failures)",
+        );
+    }
+    out
+}
+
+fn addons(c: &mut Checker, spec: Option<&[AddonSpec]>, provider: Provider) -> Vec<Addon> {
+    let known = if provider == Provider::Eks {
+        EKS_ADDONS
+    } else {
+        SELF_BUILT_ADDONS
+    };
+    let Some(spec) = spec else {
+        let defaults: &[&str] = if provider == Provider::Eks {
+            &["vpc-cni", "coredns", "kube-proxy"]
+        } else {
+            &["flannel", "coredns"]
+        };
+        return defaults
+            .iter()
+            .map(|n| Addon {
+                name: n.to_string(),
+                version: None,
+            })
+            .collect();
+    };
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, a) in spec.iter().enumerate() {
+        if !known.contains(&a.name.as_str()) {
+            c.err(
+                format!("spec.addons[{i}].name"),
+                format!("`{}` is not an addon kforge installs with provider {provider}", a.name),
+                format!("use one of {}", known.join(", ")),
+            );
+        }
+        if !names.insert(&a.name) {
+            c.err(
+                format!("spec.addons[{i}].name"),
+                format!("addon `{}` is listed twice", a.name),
+                "list each addon once",
+            );
+        }
+        out.push(Addon {
+            name: a.name.clone(),
+            version: a.version.clone(),
+        });
+    }
+    out
+}
+
+/// Reads, parses and validates a spec file in one step.
+pub fn load_cluster(path: &Path, fallback_region: Option<String>) -> anyhow::Result<Cluster> {
+    let spec = spec::load(path)?;
+    let ctx = Context {
+        fallback_region,
+        base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        origin: path.display().to_string(),
+    };
+    Ok(Cluster::from_spec(&spec, &ctx)?)
+}
+
+/// The first address of a block, handy for documentation and tests.
+pub fn first_host(net: &Ipv4Net) -> Ipv4Addr {
+    net.hosts().next().unwrap_or(net.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            fallback_region: None,
+            base_dir: PathBuf::from("."),
+            origin: "t.yaml".into(),
+        }
+    }
+
+    fn check(yaml_spec_body: &str) -> Result<Cluster, ValidationError> {
+        let text =
+            format!("apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n{yaml_spec_body}");
+        let spec = spec::parse(&text, "t.yaml").unwrap();
+        Cluster::from_spec(&spec, &ctx())
+    }
+
+    fn paths(e: &ValidationError) -> Vec<&str> {
+        e.errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_for_eks() {
+        let c = check("  provider: eks\n  region: us-east-1\n").unwrap();
+        let net = c.network.as_ref().unwrap();
+        assert_eq!(net.zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
+        assert_eq!(net.nat_gateways, NatGateways::Single);
+        assert_eq!(net.subnets.len(), 6);
+        assert_eq!(
+            net.subnets[0].source,
+            SubnetSource::Create {
+                cidr: "10.0.0.0/19".parse().unwrap()
+            }
+        );
+        assert_eq!(net.subnets[3].kind, SubnetType::Public);
+        assert_eq!(
+            net.subnets[3].source,
+            SubnetSource::Create {
+                cidr: "10.0.96.0/19".parse().unwrap()
+            }
+        );
+        assert_eq!(c.node_groups[0].desired_size, 2);
+        assert_eq!(c.kubernetes_version, *SUPPORTED_VERSIONS.last().unwrap());
+        assert_eq!(c.addons.len(), 3);
+    }
+
+    #[test]
+    fn defaulted_spec_round_trips() {
+        let c = check("  provider: ec2\n  region: eu-west-1\n  controlPlane: {count: 3}\n  nodeGroups:\n  - name: a\n    desiredSize: 3\n").unwrap();
+        let text = serde_norway::to_string(&c.to_spec()).unwrap();
+        let again = Cluster::from_spec(&spec::parse(&text, "x").unwrap(), &ctx()).unwrap();
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn region_falls_back_to_context_and_is_required() {
+        let e = check("  provider: eks\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.region"]);
+        let spec = spec::parse(
+            "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec: {provider: eks}\n",
+            "t",
+        )
+        .unwrap();
+        let c = Cluster::from_spec(
+            &spec,
+            &Context {
+                fallback_region: Some("us-west-2".into()),
+                ..ctx()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.region(), Some("us-west-2"));
+    }
+
+    #[test]
+    fn subnet_outside_vpc_and_overlap() {
+        let e = check(
+            "  provider: eks\n  region: us-east-1\n  network:\n    vpcCidr: 10.0.0.0/16\n    zones: [us-east-1a, us-east-1b]\n    topology: public\n    subnets:\n    - {zone: us-east-1a, type: public, cidr: 10.1.0.0/24}\n    - {zone: us-east-1b, type: public, cidr: 10.0.0.0/20}\n    - {zone: us-east-1b, type: public, cidr: 10.0.1.0/24}\n",
+        )
+        .unwrap_err();
+        let p = paths(&e);
+        assert!(p.contains(&"spec.network.subnets[0].cidr"), "{e}");
+        assert!(p.contains(&"spec.network.subnets[2].cidr"), "{e}");
+        assert!(e.to_string().contains("outside the VPC 10.0.0.0/16"), "{e}");
+        assert!(e.to_string().contains("overlaps"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_and_host_bits() {
+        let e = check("  provider: eks\n  region: us-east-1\n  network: {vpcCidr: 10.0.0.0/33}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.network.vpcCidr"]);
+        let e = check("  provider: eks\n  region: us-east-1\n  network: {vpcCidr: 10.0.0.1/16}\n").unwrap_err();
+        assert!(e.to_string().contains("use the network address `10.0.0.0/16`"), "{e}");
+    }
+
+    #[test]
+    fn ha_needs_zones_and_odd_masters() {
+        let e = check("  provider: ec2\n  region: us-east-1\n  network: {zones: [us-east-1a, us-east-1b]}\n  controlPlane: {count: 3}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.network.zones"]);
+        let e = check("  provider: ec2\n  region: us-east-1\n  controlPlane: {count: 2}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.controlPlane.count"]);
+    }
+
+    #[test]
+    fn zones_outside_region() {
+        let e =
+            check("  provider: eks\n  region: us-east-1\n  network: {zones: [us-east-1a, eu-west-1b]}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.network.zones[1]"]);
+        assert!(zone_in_region("us-east-1-bos-1a", "us-east-1"));
+        assert!(!zone_in_region("us-east-12a", "us-east-1"));
+    }
+
+    #[test]
+    fn node_group_rules() {
+        let e = check(
+            "  provider: eks\n  region: us-east-1\n  nodeGroups:\n  - {name: a, minSize: 3, maxSize: 1}\n  - {name: b, spot: true}\n  - {name: B}\n  - {name: g, gpu: true, instanceType: m5.large}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&e),
+            [
+                "spec.nodeGroups[0].minSize",
+                "spec.nodeGroups[1].instanceTypes",
+                "spec.nodeGroups[2].name",
+                "spec.nodeGroups[3].instanceType"
+            ]
+        );
+        let e = check("  provider: ec2\n  region: us-east-1\n  nodeGroups:\n  - {name: a}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.nodeGroups[0]"]);
+    }
+
+    #[test]
+    fn provider_specific_sections() {
+        let e = check("  provider: eks\n  region: us-east-1\n  controlPlane: {count: 1}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.controlPlane"]);
+        let e = check("  provider: hosts\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.hosts"]);
+    }
+
+    #[test]
+    fn unsupported_version_and_bad_name() {
+        let text = "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata: {name: Bad_Name}\nspec: {provider: eks, region: us-east-1, kubernetesVersion: '1.12'}\n";
+        let e = Cluster::from_spec(&spec::parse(text, "t").unwrap(), &ctx()).unwrap_err();
+        assert_eq!(paths(&e), ["metadata.name", "spec.kubernetesVersion"]);
+        assert!(e.to_string().contains("hint: use one of 1.30"), "{e}");
+    }
+
+    #[test]
+    fn reserved_tags_refused() {
+        let e = check("  provider: eks\n  region: us-east-1\n  tags: {kforge.dev/cluster: x}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.tags.kforge.dev/cluster"]);
+    }
+
+    #[test]
+    fn public_topology_has_no_nat() {
+        let c = check("  provider: eks\n  region: us-east-1\n  network: {topology: public}\n").unwrap();
+        let net = c.network.unwrap();
+        assert_eq!(net.nat_gateways, NatGateways::None);
+        assert!(net.subnets.iter().all(|s| s.kind == SubnetType::Public));
+        let e = check("  provider: eks\n  region: us-east-1\n  network: {topology: public, natGateways: single}\n")
+            .unwrap_err();
+        assert_eq!(paths(&e), ["spec.network.natGateways"]);
+    }
+}

@@ -1,0 +1,110 @@
+//! Providers turn a validated [`Cluster`] into the resources of each phase. Shared pieces (the network layer) live
+//! once and are used by every provider that needs them.
+//!
+//! A phase a provider has not built yet is refused up front, before any cloud call, so a run never stops half-way
+//! because of a missing feature.
+
+pub mod network;
+
+use std::sync::Arc;
+
+use crate::engine::{Phase, Resource};
+use crate::model::Cluster;
+use crate::spec::Provider;
+
+/// The phases a full `create` of this provider goes through, in order.
+pub fn phases(provider: Provider) -> &'static [Phase] {
+    match provider {
+        Provider::Eks => &[Phase::Network, Phase::Security, Phase::Cluster],
+        Provider::Ec2 => &[Phase::Network, Phase::Security, Phase::Cluster, Phase::Bootstrap],
+        Provider::Hosts => &[Phase::Bootstrap],
+    }
+}
+
+fn implemented(provider: Provider, phase: Phase) -> bool {
+    matches!((provider, phase), (Provider::Eks | Provider::Ec2, Phase::Network))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PhaseError {
+    #[error("provider {provider} has no {phase} phase\n  hint: its phases are {}", list(.provider))]
+    NotAPhase { provider: Provider, phase: Phase },
+    #[error(
+        "provider {provider}: the {phase} phase is not available in this version of kforge, so nothing was changed\n  hint: {hint}"
+    )]
+    NotBuilt {
+        provider: Provider,
+        phase: Phase,
+        hint: String,
+    },
+}
+
+fn list(p: &Provider) -> String {
+    phases(*p).iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The phases a run covers: the one asked for, or all of them.
+pub fn selected_phases(provider: Provider, only: Option<Phase>) -> Result<Vec<Phase>, PhaseError> {
+    let all = phases(provider);
+    let wanted: Vec<Phase> = match only {
+        Some(p) if !all.contains(&p) => return Err(PhaseError::NotAPhase { provider, phase: p }),
+        Some(p) => vec![p],
+        None => all.to_vec(),
+    };
+    if let Some(missing) = wanted.iter().find(|p| !implemented(provider, **p)) {
+        let built: Vec<String> = all
+            .iter()
+            .filter(|p| implemented(provider, **p))
+            .map(|p| format!("--phase {p}"))
+            .collect();
+        let hint = if built.is_empty() {
+            format!("provider {provider} cannot be applied yet; `kforge validate spec` checks the spec meanwhile")
+        } else {
+            format!(
+                "run the phases that are available ({}) to create those parts now",
+                built.join(", ")
+            )
+        };
+        return Err(PhaseError::NotBuilt {
+            provider,
+            phase: *missing,
+            hint,
+        });
+    }
+    Ok(wanted)
+}
+
+/// Every resource of the phases up to the last selected one: earlier phases are read (their outputs feed later
+/// ones), selected ones are reconciled.
+pub fn resources(cluster: &Cluster, selected: &[Phase]) -> Vec<Arc<dyn Resource>> {
+    let last = selected.iter().max().copied().unwrap_or(Phase::Network);
+    let mut out = Vec::new();
+    if let Some(net) = &cluster.network
+        && last >= Phase::Network
+    {
+        out.extend(network::resources(&cluster.name, net, &cluster.tags));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unbuilt_phases_are_refused_with_a_way_forward() {
+        let e = selected_phases(Provider::Eks, None).unwrap_err().to_string();
+        assert!(e.contains("security phase is not available"), "{e}");
+        assert!(e.contains("--phase network"), "{e}");
+        assert_eq!(
+            selected_phases(Provider::Eks, Some(Phase::Network)).unwrap(),
+            [Phase::Network]
+        );
+        let e = selected_phases(Provider::Hosts, Some(Phase::Network))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has no network phase"), "{e}");
+        let e = selected_phases(Provider::Hosts, None).unwrap_err().to_string();
+        assert!(e.contains("cannot be applied yet"), "{e}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The user-facing cluster spec: serde DTOs exactly as written in YAML, and the loader that turns a file into them.
+//!
+//! Invariants: every struct rejects unknown fields; syntax and type errors carry `file:line:col`; nothing here
+//! applies defaults or checks meaning. That happens once, in [`crate::model`], which converts a [`ClusterSpec`]
+//! into a validated `Cluster` and can render the fully defaulted spec back (for `--dry-run -o yaml`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "kforge.dev/v1alpha1";
+
+/// A `kind: Cluster` document.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Always `kforge.dev/v1alpha1`.
+    pub api_version: String,
+    /// Always `Cluster`.
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ClusterBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Cluster name: 1–40 characters, lowercase letters, digits and '-', starting with a letter.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    /// EKS managed control plane with managed nodegroups.
+    Eks,
+    /// Self-built cluster on EC2 instances, bootstrapped by kforge over SSH.
+    Ec2,
+    /// Self-built cluster on machines you already have; no cloud calls at all.
+    Hosts,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::Eks => "eks",
+            Provider::Ec2 => "ec2",
+            Provider::Hosts => "hosts",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterBody {
+    pub provider: Provider,
+    /// AWS region. Default: `--region`, then `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Kubernetes minor version, e.g. "1.33". Default: the newest supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+    /// Control-plane machines (provider ec2 only; EKS manages its own, hosts take roles from `hosts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneSpec>,
+    /// Worker groups. Default for eks/ec2: one group `ng-1` of 2 m5.large.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_groups: Option<Vec<NodeGroupSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+    /// Existing machines (provider hosts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addons: Option<Vec<AddonSpec>>,
+    /// Extra tags put on every AWS resource kforge creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Topology {
+    /// Public subnets for load balancers and NAT, private subnets for nodes.
+    Private,
+    /// Public subnets only; nodes get public addresses.
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum NatGateways {
+    None,
+    Single,
+    PerZone,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum SubnetType {
+    Public,
+    Private,
+}
+
+impl fmt::Display for SubnetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SubnetType::Public => "public",
+            SubnetType::Private => "private",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkSpec {
+    /// CIDR of the VPC kforge creates. Default 10.0.0.0/16. Exclusive with `vpcId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_cidr: Option<String>,
+    /// Use this existing VPC instead of creating one; then `subnets` must list existing subnet ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// Availability zones. Default: the region's first three (`<region>a`, `b`, `c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// Default `private`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// Default `single` for the private topology, `none` for public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_gateways: Option<NatGateways>,
+    /// Subnets; computed from `vpcCidr` and `zones` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<Vec<SubnetSpec>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubnetSpec {
+    pub zone: String,
+    #[serde(rename = "type")]
+    pub kind: SubnetType,
+    /// CIDR inside the VPC (created subnets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr: Option<String>,
+    /// Existing subnet id (with `network.vpcId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControlPlaneSpec {
+    /// 1, 3 or 5 masters, spread one per zone. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Default t3.medium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodeGroupSpec {
+    pub name: String,
+    /// Shorthand for a single entry in `instanceTypes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// Several types (spot groups should list more than one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_size: Option<u32>,
+    /// Run on spot capacity. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot: Option<bool>,
+    /// Use a GPU-enabled AMI. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taints: Option<Vec<TaintSpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSpec>,
+    /// Which subnets the group runs in. Default: private in the private topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<SubnetType>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TaintSpec {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// GiB. Default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// gp3 (default), gp2, io1, io2.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Default true; kforge refuses unencrypted root volumes unless set to false explicitly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshSpec {
+    /// OpenSSH public key line (`ssh-ed25519 AAAA... comment`). Exclusive with `publicKeyFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Path of a public key file, relative to the spec file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<String>,
+    /// CIDRs allowed to reach port 22. Default: none (SSH closed to the world).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bastion: Option<BastionSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BastionSpec {
+    /// Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Default t3.micro.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum HostRole {
+    Master,
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostSpec {
+    pub name: String,
+    /// IP address or DNS name.
+    pub address: String,
+    /// Default 22.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Default root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Private key used to log in, relative to the spec file.
+    pub identity_file: String,
+    pub role: HostRole,
+    /// The host's public key line (`ssh-ed25519 AAAA...`); when omitted it must be in ~/.ssh/known_hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AddonSpec {
+    pub name: String,
+    /// Default: the version matched to the Kubernetes version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Why a spec file could not be read as a document; `Display` is the whole user-facing message.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecLoadError {
+    #[error("cannot read spec {path}: {source}\n  hint: check the path given to -f")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}\n  hint: {hint}")]
+    Parse {
+        location: String,
+        message: String,
+        hint: String,
+    },
+}
+
+/// Reads and parses a spec file; no defaults, no semantic checks.
+pub fn load(path: &Path) -> Result<ClusterSpec, SpecLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecLoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses YAML text; `origin` names the file in error messages.
+pub fn parse(text: &str, origin: &str) -> Result<ClusterSpec, SpecLoadError> {
+    // Check apiVersion/kind first so a document of another kind gets a clear message instead of
+    // a list of unknown fields.
+    if let Ok(header) = serde_norway::from_str::<DocumentHeader>(text) {
+        if let Some(kind) = header.kind.as_deref()
+            && kind != "Cluster"
+        {
+            return Err(SpecLoadError::Parse {
+                location: format!("{origin}:1:1"),
+                message: format!("kind: expected `Cluster`, found `{kind}`"),
+                hint: "this command takes a `kind: Cluster` document".into(),
+            });
+        }
+        if let Some(v) = header.api_version.as_deref()
+            && v != API_VERSION
+        {
+            return Err(SpecLoadError::Parse {
+                location: format!("{origin}:1:1"),
+                message: format!("apiVersion: expected `{API_VERSION}`, found `{v}`"),
+                hint: format!("set `apiVersion: {API_VERSION}`"),
+            });
+        }
+    }
+    serde_norway::from_str(text).map_err(|e| parse_error(&e, origin))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentHeader {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+fn parse_error(e: &serde_norway::Error, origin: &str) -> SpecLoadError {
+    let location = match e.location() {
+        Some(l) => format!("{origin}:{}:{}", l.line(), l.column()),
+        None => origin.to_string(),
+    };
+    let mut message = e.to_string();
+    // serde_norway appends " at line L column C"; the location is already in front.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let hint = if message.contains("unknown field") {
+        "remove the field or fix its spelling; `kforge schema` lists every field"
+    } else if message.contains("missing field") {
+        "add the required field; docs/spec.md documents every field"
+    } else if message.contains("invalid type") || message.contains("unknown variant") {
+        "fix the value's type; docs/spec.md shows an example for every field"
+    } else {
+        "fix the YAML syntax at that position"
+    };
+    SpecLoadError::Parse {
+        location,
+        message,
+        hint: hint.into(),
+    }
+}
+
+/// JSON Schema of the `Cluster` document, for editors and `kforge schema`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ClusterSpec)).expect("schema serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str =
+        "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n  provider: eks\n";
+
+    #[test]
+    fn parses_minimal_document() {
+        let spec = parse(MINIMAL, "t.yaml").unwrap();
+        assert_eq!(spec.metadata.name, "demo");
+        assert_eq!(spec.spec.provider, Provider::Eks);
+    }
+
+    #[test]
+    fn unknown_field_reports_line_and_column() {
+        let text = format!("{MINIMAL}  netwrk: {{}}\n");
+        let err = parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:7:3: spec: unknown field `netwrk`"), "{err}");
+        assert!(err.contains("hint:"), "{err}");
+        assert!(!err.contains(" at line "), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_reports_field_and_position() {
+        let text = format!("{MINIMAL}  controlPlane:\n    count: three\n");
+        let err = parse(&text, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:8:12: spec.controlPlane.count: invalid type"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_yaml_syntax_reports_position() {
+        let err = parse("apiVersion: [\n", "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn other_kind_is_named() {
+        let err = parse("apiVersion: kforge.dev/v1alpha1\nkind: EcsService\n", "t.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected `Cluster`, found `EcsService`"), "{err}");
+    }
+
+    #[test]
+    fn schema_lists_fields() {
+        let schema = json_schema().to_string();
+        assert!(schema.contains("natGateways"));
+        assert!(schema.contains("kubernetesVersion"));
+    }
+}

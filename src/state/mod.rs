@@ -1,0 +1,590 @@
+//! The state store: the applied spec and the outputs of each cluster, plus a lock so two runs never reconcile one
+//! cluster at once. Local by default (`~/.kforge`, or `KFORGE_STATE`; dirs 0700, files 0600), `s3://bucket/prefix`
+//! for teams, where the lock is an object created with `If-None-Match: *` (S3's conditional write).
+//!
+//! The cloud stays the source of truth for what exists (resources are found by tags); the store is what lets
+//! `get clusters` answer without scanning every region, and what a later run reads outputs from.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+
+use crate::aws::{Aws, aws_err};
+use crate::engine::{Outputs, Phase};
+use crate::spec::{ClusterSpec, Provider};
+
+/// What the store keeps of one cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRecord {
+    pub name: String,
+    pub provider: Provider,
+    pub region: Option<String>,
+    pub kubernetes_version: String,
+    /// Phases whose last apply succeeded.
+    pub phases: Vec<Phase>,
+    /// `applied`, or `failed` when the last run ended in errors.
+    pub status: String,
+    /// The fully defaulted spec last applied.
+    pub spec: ClusterSpec,
+    /// Outputs per logical resource id.
+    pub outputs: BTreeMap<String, Outputs>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub kforge_version: String,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Who holds a cluster's lock.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LockInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+    pub acquired_at: String,
+}
+
+impl LockInfo {
+    fn mine(command: &str) -> Self {
+        let pid = std::process::id();
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        LockInfo {
+            id: format!("{pid}-{nanos:x}"),
+            host: hostname(),
+            pid,
+            command: command.into(),
+            acquired_at: now(),
+        }
+    }
+
+    /// Held by a process of this machine that no longer exists (a run killed with SIGKILL).
+    fn is_stale(&self) -> bool {
+        self.host == hostname() && self.pid != std::process::id() && !Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "cluster {cluster} is locked by `{}` (pid {} on {}, since {}) in {location}\n  hint: wait for that run to finish; if it died, re-run with --force-unlock",
+        .holder.command, .holder.pid, .holder.host, .holder.acquired_at
+    )]
+    Locked {
+        cluster: String,
+        location: String,
+        holder: Box<LockInfo>,
+    },
+    #[error("state store {location}: {message}\n  hint: {hint}")]
+    Store {
+        location: String,
+        message: String,
+        hint: String,
+    },
+}
+
+/// Where state lives.
+#[derive(Clone)]
+pub enum StateStore {
+    Local {
+        root: PathBuf,
+    },
+    S3 {
+        aws: Arc<Aws>,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl StateStore {
+    /// The store named by `--state`/`KFORGE_STATE`, or `~/.kforge`.
+    pub fn from_location(
+        location: Option<&str>,
+        aws_for_s3: impl FnOnce() -> Arc<Aws>,
+    ) -> Result<StateStore, StateError> {
+        match location {
+            Some(url) if url.starts_with("s3://") => {
+                let rest = &url["s3://".len()..];
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(StateError::Store {
+                        location: url.into(),
+                        message: "no bucket in the URL".into(),
+                        hint: "write it as s3://BUCKET/PREFIX".into(),
+                    });
+                }
+                Ok(StateStore::S3 {
+                    aws: aws_for_s3(),
+                    bucket: bucket.into(),
+                    prefix: prefix.trim_matches('/').into(),
+                })
+            }
+            Some(path) => Ok(StateStore::Local {
+                root: PathBuf::from(path),
+            }),
+            None => {
+                let home = std::env::var_os("HOME").ok_or_else(|| StateError::Store {
+                    location: "~/.kforge".into(),
+                    message: "HOME is not set".into(),
+                    hint: "pass --state DIR or set KFORGE_STATE".into(),
+                })?;
+                Ok(StateStore::Local {
+                    root: PathBuf::from(home).join(".kforge"),
+                })
+            }
+        }
+    }
+
+    pub fn location(&self) -> String {
+        match self {
+            StateStore::Local { root } => root.display().to_string(),
+            StateStore::S3 { bucket, prefix, .. } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+
+    fn key(&self, cluster: &str, file: &str) -> String {
+        match self {
+            StateStore::Local { .. } => format!("clusters/{cluster}/{file}"),
+            StateStore::S3 { prefix, .. } if prefix.is_empty() => format!("clusters/{cluster}/{file}"),
+            StateStore::S3 { prefix, .. } => format!("{prefix}/clusters/{cluster}/{file}"),
+        }
+    }
+
+    fn store_error(&self, message: impl Into<String>, hint: &str) -> StateError {
+        StateError::Store {
+            location: self.location(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    pub async fn get(&self, cluster: &str) -> anyhow::Result<Option<ClusterRecord>> {
+        let Some(bytes) = self.read(&self.key(cluster, "cluster.json")).await? else {
+            return Ok(None);
+        };
+        let record = serde_json::from_slice(&bytes).map_err(|e| {
+            self.store_error(
+                format!("clusters/{cluster}/cluster.json is not a kforge record: {e}"),
+                "restore it from a backup, or remove it (resources are found by tags, delete still works)",
+            )
+        })?;
+        Ok(Some(record))
+    }
+
+    pub async fn put(&self, record: &ClusterRecord) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)?;
+        self.write(&self.key(&record.name, "cluster.json"), &bytes).await
+    }
+
+    pub async fn remove(&self, cluster: &str) -> anyhow::Result<()> {
+        self.delete(&self.key(cluster, "cluster.json")).await?;
+        if let StateStore::Local { root } = self {
+            // Leaves the directory if something else (a lock, PKI of later phases) is still there.
+            let _ = std::fs::remove_dir(root.join("clusters").join(cluster));
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self) -> anyhow::Result<Vec<ClusterRecord>> {
+        let names: Vec<String> = match self {
+            StateStore::Local { root } => match std::fs::read_dir(root.join("clusters")) {
+                Ok(dir) => dir
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(self
+                        .store_error(format!("cannot list: {e}"), "check the directory's permissions")
+                        .into());
+                }
+            },
+            StateStore::S3 { aws, bucket, .. } => {
+                let base = self.key("", "");
+                let base = base.trim_end_matches('/').trim_end_matches("clusters/").to_string() + "clusters/";
+                let mut names = Vec::new();
+                let mut pages = aws
+                    .s3()
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&base)
+                    .delimiter("/")
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.location(), "ListObjectsV2"))?;
+                    for p in page.common_prefixes() {
+                        if let Some(name) = p.prefix().and_then(|p| p.strip_prefix(&base)) {
+                            names.push(name.trim_end_matches('/').to_string());
+                        }
+                    }
+                }
+                names
+            }
+        };
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(r) = self.get(&n).await? {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Takes the cluster's lock, or says who holds it. A lock left by a dead process of this machine is taken
+    /// over; `force` breaks any lock.
+    pub async fn lock(&self, cluster: &str, command: &str, force: bool) -> anyhow::Result<StateLock> {
+        let key = self.key(cluster, "lock");
+        let mine = LockInfo::mine(command);
+        let body = serde_json::to_vec_pretty(&mine)?;
+        for _ in 0..2 {
+            if self.create_exclusive(&key, &body).await? {
+                return Ok(StateLock {
+                    store: self.clone(),
+                    key,
+                    id: mine.id,
+                    released: false,
+                });
+            }
+            let holder: Option<LockInfo> = self.read(&key).await?.and_then(|b| serde_json::from_slice(&b).ok());
+            match holder {
+                Some(h) if !force && !h.is_stale() => {
+                    return Err(StateError::Locked {
+                        cluster: cluster.into(),
+                        location: self.location(),
+                        holder: Box::new(h),
+                    }
+                    .into());
+                }
+                Some(h) => {
+                    let why = if force { "--force-unlock" } else { "its process is gone" };
+                    tracing::warn!(
+                        "breaking the lock of cluster {cluster} held by pid {} on {} ({why})",
+                        h.pid,
+                        h.host
+                    );
+                    self.delete(&key).await?;
+                }
+                // Vanished between the two calls, or unreadable: try once more, then delete if forced.
+                None if force => self.delete(&key).await?,
+                None => {}
+            }
+        }
+        Err(self
+            .store_error(
+                format!("could not take the lock of cluster {cluster}"),
+                "another run is racing for it; retry, or use --force-unlock",
+            )
+            .into())
+    }
+
+    async fn read(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self {
+            StateStore::Local { root } => match std::fs::read(root.join(key)) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(self
+                    .store_error(format!("cannot read {key}: {e}"), "check the file's permissions")
+                    .into()),
+            },
+            StateStore::S3 { aws, bucket, .. } => {
+                let r = aws.s3().get_object().bucket(bucket).key(key).send().await;
+                match r {
+                    Ok(o) => Ok(Some(o.body.collect().await?.into_bytes().to_vec())),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(aws_err(format!("s3://{bucket}/{key}"), "GetObject")(e).into()),
+                }
+            }
+        }
+    }
+
+    async fn write(&self, key: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            StateStore::Local { root } => {
+                let path = root.join(key);
+                make_private_dirs(root, path.parent().expect("key has a directory"))?;
+                let tmp = path.with_extension("tmp");
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| {
+                        self.store_error(format!("cannot write {key}: {e}"), "check the directory's permissions")
+                    })?;
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)?;
+                Ok(())
+            }
+            StateStore::S3 { aws, bucket, .. } => {
+                aws.s3()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(bytes.to_vec()))
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("s3://{bucket}/{key}"), "PutObject"))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates `key` only if absent; `false` when it already exists.
+    async fn create_exclusive(&self, key: &str, bytes: &[u8]) -> anyhow::Result<bool> {
+        match self {
+            StateStore::Local { root } => {
+                let path = root.join(key);
+                make_private_dirs(root, path.parent().expect("key has a directory"))?;
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                {
+                    Ok(mut f) => {
+                        f.write_all(bytes)?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(self
+                        .store_error(format!("cannot create {key}: {e}"), "check the directory's permissions")
+                        .into()),
+                }
+            }
+            StateStore::S3 { aws, bucket, .. } => {
+                let r = aws
+                    .s3()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_none_match("*")
+                    .body(ByteStream::from(bytes.to_vec()))
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+                    Err(e) => Err(aws_err(format!("s3://{bucket}/{key}"), "PutObject")(e).into()),
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self {
+            StateStore::Local { root } => match std::fs::remove_file(root.join(key)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(self
+                    .store_error(format!("cannot remove {key}: {e}"), "check the file's permissions")
+                    .into()),
+            },
+            StateStore::S3 { aws, bucket, .. } => {
+                aws.s3()
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(aws_err(format!("s3://{bucket}/{key}"), "DeleteObject"))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Creates `dir` and its parents below `root` (and `root` itself) with mode 0700.
+fn make_private_dirs(root: &Path, dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // `recursive` leaves existing directories alone; the root may predate us with looser bits.
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if !p.starts_with(root) {
+            break;
+        }
+        let mode = std::fs::metadata(p)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+        }
+        d = p.parent();
+    }
+    Ok(())
+}
+
+/// A held cluster lock. Release it explicitly (it needs an async call); a lock dropped unreleased is left for the
+/// stale-lock rule or `--force-unlock`.
+pub struct StateLock {
+    store: StateStore,
+    key: String,
+    id: String,
+    released: bool,
+}
+
+impl StateLock {
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        self.released = true;
+        // Only remove the lock if it is still ours (someone may have broken it with --force-unlock).
+        let current: Option<LockInfo> = self
+            .store
+            .read(&self.key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if current.is_some_and(|c| c.id == self.id) {
+            self.store.delete(&self.key).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        if !self.released {
+            tracing::debug!("state lock {} dropped without release", self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ClusterRecord {
+        let spec = crate::spec::parse(
+            &format!(
+                "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec: {{provider: eks}}\n"
+            ),
+            "t",
+        )
+        .unwrap();
+        ClusterRecord {
+            name: name.into(),
+            provider: Provider::Eks,
+            region: Some("us-east-1".into()),
+            kubernetes_version: "1.33".into(),
+            phases: vec![Phase::Network],
+            status: "applied".into(),
+            spec,
+            outputs: BTreeMap::new(),
+            created_at: now(),
+            updated_at: now(),
+            kforge_version: "test".into(),
+        }
+    }
+
+    fn local(dir: &Path) -> StateStore {
+        StateStore::Local {
+            root: dir.join("state"),
+        }
+    }
+
+    #[tokio::test]
+    async fn local_round_trip_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = local(tmp.path());
+        assert!(store.get("a").await.unwrap().is_none());
+        store.put(&record("a")).await.unwrap();
+        store.put(&record("b")).await.unwrap();
+        assert_eq!(
+            store.get("a").await.unwrap().unwrap(),
+            record("a").clone_with_times(&store.get("a").await.unwrap().unwrap())
+        );
+        let names: Vec<String> = store.list().await.unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        let file = tmp.path().join("state/clusters/a/cluster.json");
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        for dir in ["state", "state/clusters", "state/clusters/a"] {
+            assert_eq!(
+                std::fs::metadata(tmp.path().join(dir)).unwrap().permissions().mode() & 0o777,
+                0o700,
+                "{dir}"
+            );
+        }
+        store.remove("a").await.unwrap();
+        assert!(store.get("a").await.unwrap().is_none());
+        assert!(!tmp.path().join("state/clusters/a").exists());
+    }
+
+    impl ClusterRecord {
+        fn clone_with_times(&self, other: &ClusterRecord) -> ClusterRecord {
+            ClusterRecord {
+                created_at: other.created_at.clone(),
+                updated_at: other.updated_at.clone(),
+                ..self.clone()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn second_lock_is_refused_until_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = local(tmp.path());
+        let lock = store.lock("a", "kforge apply", false).await.unwrap();
+        let err = store.lock("a", "kforge delete", false).await.err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            matches!(err.downcast_ref::<StateError>(), Some(StateError::Locked { .. })),
+            "{msg}"
+        );
+        assert!(msg.contains("kforge apply") && msg.contains("--force-unlock"), "{msg}");
+        lock.release().await.unwrap();
+        let again = store.lock("a", "kforge delete", false).await.unwrap();
+        // --force-unlock breaks a live lock; the original holder's release then leaves the new lock alone.
+        let forced = store.lock("a", "kforge apply", true).await.unwrap();
+        again.release().await.unwrap();
+        assert!(store.lock("a", "x", false).await.is_err());
+        forced.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lock_of_a_dead_process_is_taken_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = local(tmp.path());
+        let dead = LockInfo {
+            id: "x".into(),
+            host: hostname(),
+            pid: 999_999_999,
+            command: "kforge apply".into(),
+            acquired_at: now(),
+        };
+        store
+            .create_exclusive(&store.key("a", "lock"), &serde_json::to_vec(&dead).unwrap())
+            .await
+            .unwrap();
+        let lock = store.lock("a", "kforge apply", false).await.unwrap();
+        lock.release().await.unwrap();
+    }
+
+    #[test]
+    fn s3_urls() {
+        let aws = || -> Arc<Aws> { unreachable!("not needed for a local path") };
+        assert!(matches!(
+            StateStore::from_location(Some("/tmp/x"), aws),
+            Ok(StateStore::Local { .. })
+        ));
+        let e = StateStore::from_location(Some("s3:///x"), aws).err().unwrap();
+        assert!(e.to_string().contains("s3://BUCKET/PREFIX"));
+    }
+}
