@@ -34,7 +34,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// State store: a directory, or s3://BUCKET/PREFIX for teams [default: ~/.kforge]
-    #[arg(long, global = true, env = "KFORGE_STATE", value_name = "DIR|URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "KFORGE_STATE",
+        hide_env_values = true,
+        value_name = "DIR|URL"
+    )]
     pub state: Option<String>,
     /// Output format of results on stdout
     #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]

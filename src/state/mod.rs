@@ -219,8 +219,8 @@ impl StateStore {
                 }
             },
             StateStore::S3 { aws, bucket, .. } => {
-                let base = self.key("", "");
-                let base = base.trim_end_matches('/').trim_end_matches("clusters/").to_string() + "clusters/";
+                // `PREFIX/clusters/`: the key of a cluster named x, without the x.
+                let base = self.key("x", "").trim_end_matches("x/").to_string();
                 let mut names = Vec::new();
                 let mut pages = aws
                     .s3()

@@ -1,1 +1,9 @@
+//! kforge's integration tests: the real binary against the testbed (moto behind a recording, fault-injecting
+//! proxy). One test binary, so the AWS SDK is linked once.
 
+mod cli;
+mod crash;
+mod network;
+mod reliability;
+mod state_s3;
+mod support;

@@ -1,0 +1,170 @@
+//! The command line without the cloud: spec errors, examples, defaults, schema, completion, help, exit codes.
+
+use crate::support::{TestEnv, example, repo, s, write_spec};
+
+const HEAD: &str = "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n  provider: eks\n  region: us-east-1\n";
+
+/// Each malformed spec: exit 1, the expected location or field path and a hint on stderr, and never a panic.
+#[test]
+fn malformed_specs_are_reported_with_position_or_path() {
+    let env = TestEnv::new();
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "bad-yaml.yaml",
+            HEAD.replace("region: us-east-1", "region: us-east-1: oops"),
+            &[
+                "bad-yaml.yaml:7:20: mapping values are not allowed",
+                "hint: fix the YAML syntax",
+            ],
+        ),
+        (
+            "wrong-type.yaml",
+            format!("{HEAD}  nodeGroups:\n    - name: a\n      minSize: lots\n"),
+            &[
+                "wrong-type.yaml:10:16: spec.nodeGroups[0].minSize: invalid type",
+                "hint:",
+            ],
+        ),
+        (
+            "unknown-field.yaml",
+            format!("{HEAD}  network:\n    vpcCIDR: 10.0.0.0/16\n"),
+            &[
+                "unknown-field.yaml:9:5: spec.network: unknown field `vpcCIDR`",
+                "kforge schema",
+            ],
+        ),
+        (
+            "bad-cidr.yaml",
+            format!("{HEAD}  network:\n    vpcCidr: 10.0.0.0/33\n"),
+            &[
+                "spec.network.vpcCidr: `10.0.0.0/33` is not an IPv4 CIDR",
+                "hint: write it as ADDRESS/PREFIX",
+            ],
+        ),
+        (
+            "outside.yaml",
+            format!(
+                "{HEAD}  network:\n    zones: [us-east-1a, us-east-1b]\n    topology: public\n    subnets:\n      - {{zone: us-east-1a, type: public, cidr: 192.168.0.0/24}}\n      - {{zone: us-east-1b, type: public, cidr: 10.0.0.0/24}}\n"
+            ),
+            &["spec.network.subnets[0].cidr: 192.168.0.0/24 is outside the VPC 10.0.0.0/16"],
+        ),
+        (
+            "min-max.yaml",
+            format!("{HEAD}  nodeGroups:\n    - {{name: a, minSize: 5, maxSize: 2}}\n"),
+            &[
+                "spec.nodeGroups[0].minSize: minSize 5 is above maxSize 2",
+                "hint: make minSize <= maxSize",
+            ],
+        ),
+        (
+            "version.yaml",
+            format!("{HEAD}  kubernetesVersion: '1.19'\n"),
+            &[
+                "spec.kubernetesVersion: version `1.19` is not supported",
+                "hint: use one of",
+            ],
+        ),
+        ("empty.yaml", String::new(), &["empty.yaml", "hint:"]),
+    ];
+    for (name, text, expected) in cases {
+        let path = write_spec(env.dir.path(), name, text);
+        let o = env.run(&["validate", "spec", "-f", s(&path)]);
+        assert_eq!(o.code, 1, "{name}: {}", o.stderr);
+        for e in *expected {
+            assert!(o.stderr.contains(e), "{name}: expected {e:?} in:\n{}", o.stderr);
+        }
+        assert!(!o.stderr.contains("panicked"), "{name}: {}", o.stderr);
+        assert!(o.stdout.is_empty(), "{name}: nothing on stdout, got {}", o.stdout);
+    }
+    assert!(env.proxy.calls().is_empty(), "validation never calls AWS");
+}
+
+#[test]
+fn every_example_validates() {
+    let env = TestEnv::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let o = env.run(&["validate", "spec", "-f", s(&path)]);
+            assert_eq!(o.code, 0, "{}: {}", path.display(), o.stderr);
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "examples/ holds the documented examples");
+}
+
+#[test]
+fn dry_run_prints_the_defaulted_spec_which_validates_again() {
+    let env = TestEnv::new();
+    let spec = write_spec(env.dir.path(), "min.yaml", HEAD);
+    let o = env.ok(&["create", "cluster", "-f", s(&spec), "--dry-run", "-o", "yaml"]);
+    for want in [
+        "natGateways: single",
+        "vpcCidr: 10.0.0.0/16",
+        "cidr: 10.0.0.0/19",
+        "name: ng-1",
+        "kubernetesVersion:",
+    ] {
+        assert!(o.stdout.contains(want), "missing {want:?} in\n{}", o.stdout);
+    }
+    let again = write_spec(env.dir.path(), "defaulted.yaml", &o.stdout);
+    let o2 = env.ok(&["create", "cluster", "-f", s(&again), "--dry-run", "-o", "yaml"]);
+    assert_eq!(
+        o.stdout, o2.stdout,
+        "defaults are applied once: the defaulted spec is a fixed point"
+    );
+    assert!(env.proxy.calls().is_empty(), "--dry-run calls nothing");
+}
+
+#[test]
+fn unbuilt_phases_stop_before_any_cloud_call() {
+    let env = TestEnv::new();
+    let o = env.run(&["create", "cluster", "-f", s(&example("eks-minimal.yaml"))]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("security phase is not available"), "{}", o.stderr);
+    assert!(o.stderr.contains("--phase network"), "{}", o.stderr);
+    assert!(
+        env.proxy.calls().is_empty(),
+        "refused before touching AWS: {:?}",
+        env.proxy.calls()
+    );
+}
+
+#[test]
+fn schema_is_json_schema_of_the_spec() {
+    let env = TestEnv::new();
+    let o = env.ok(&["schema"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["title"], "ClusterSpec");
+    assert!(
+        v["$defs"]["NetworkSpec"]["properties"]["natGateways"].is_object(),
+        "{v}"
+    );
+    assert_eq!(
+        v["additionalProperties"], false,
+        "unknown fields are rejected by the schema too"
+    );
+}
+
+#[test]
+fn completion_and_usage_errors() {
+    let env = TestEnv::new();
+    let o = env.ok(&["completion", "bash"]);
+    assert!(
+        o.stdout.contains("_kforge()"),
+        "{}",
+        &o.stdout[..200.min(o.stdout.len())]
+    );
+    let o = env.run(&["plan"]);
+    assert_eq!(o.code, 64, "usage errors have their own code: {}", o.stderr);
+    let o = env.run(&["delete", "cluster"]);
+    assert_eq!(o.code, 64, "{}", o.stderr);
+}
+
+#[test]
+fn help_text() {
+    let env = TestEnv::new();
+    insta::assert_snapshot!("help", env.ok(&["--help"]).stdout);
+    insta::assert_snapshot!("delete_cluster_help", env.ok(&["delete", "cluster", "--help"]).stdout);
+}

@@ -1,0 +1,285 @@
+//! Test support: the shared moto server and proxy, one test at a time against them (moto reset in between), a
+//! private state dir per test, and helpers to run the real `kforge` binary and inspect what it left in "AWS".
+
+pub mod moto;
+pub mod proxy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use aws_sdk_ec2::types::{Filter, NatGatewayState};
+use tempfile::TempDir;
+
+pub use proxy::Proxy;
+
+pub const REGION: &str = "us-east-1";
+
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn shared_proxy() -> &'static Arc<Proxy> {
+    static PROXY: OnceLock<Arc<Proxy>> = OnceLock::new();
+    PROXY.get_or_init(|| Proxy::start(rt(), moto::shared().url()))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example(name: &str) -> PathBuf {
+    repo().join("examples").join(name)
+}
+
+/// One test's view of the testbed. Holding it serialises tests that use moto.
+pub struct TestEnv {
+    _serial: MutexGuard<'static, ()>,
+    pub dir: TempDir,
+    pub proxy: &'static Arc<Proxy>,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        moto::shared().reset();
+        let proxy = shared_proxy();
+        proxy.reset();
+        TestEnv {
+            _serial: serial,
+            dir: tempfile::tempdir().unwrap(),
+            proxy,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// `kforge` pointed at the proxy (through `AWS_ENDPOINT_URL`, as users of emulators set it) with a private state.
+    pub fn kforge(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kforge"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", self.proxy.url())
+            .env("KFORGE_STATE", self.state_dir());
+        c
+    }
+
+    /// Runs kforge to completion; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        let out = self.kforge().args(args).output().expect("kforge runs");
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs kforge and insists on exit 0.
+    pub fn ok(&self, args: &[&str]) -> Outcome {
+        let o = self.run(args);
+        assert_eq!(o.code, 0, "kforge {args:?} failed:\n{}\n{}", o.stdout, o.stderr);
+        o
+    }
+
+    /// An EC2 client straight to moto (not through the proxy, so it does not show in the proxy's record).
+    pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::new()
+                .behavior_version_latest()
+                .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+                .endpoint_url(moto::shared().url())
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .build(),
+        )
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::new()
+                .behavior_version_latest()
+                .region(aws_sdk_s3::config::Region::new(REGION))
+                .endpoint_url(moto::shared().url())
+                .force_path_style(true)
+                .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
+                .build(),
+        )
+    }
+
+    /// Counts, by kind, of what exists tagged with `kforge.dev/cluster=cluster` (live NAT gateways only).
+    pub fn tagged(&self, cluster: &str, region: &str) -> BTreeMap<&'static str, usize> {
+        let ec2 = self.ec2(region);
+        let f = || Filter::builder().name("tag:kforge.dev/cluster").values(cluster).build();
+        rt().block_on(async {
+            let mut m = BTreeMap::new();
+            m.insert(
+                "vpc",
+                ec2.describe_vpcs().filters(f()).send().await.unwrap().vpcs().len(),
+            );
+            m.insert(
+                "subnet",
+                ec2.describe_subnets()
+                    .filters(f())
+                    .send()
+                    .await
+                    .unwrap()
+                    .subnets()
+                    .len(),
+            );
+            m.insert(
+                "internet-gateway",
+                ec2.describe_internet_gateways()
+                    .filters(f())
+                    .send()
+                    .await
+                    .unwrap()
+                    .internet_gateways()
+                    .len(),
+            );
+            let nats = ec2.describe_nat_gateways().filter(f()).send().await.unwrap();
+            m.insert(
+                "nat-gateway",
+                nats.nat_gateways()
+                    .iter()
+                    .filter(|n| matches!(n.state(), Some(NatGatewayState::Available | NatGatewayState::Pending)))
+                    .count(),
+            );
+            m.insert(
+                "elastic-ip",
+                ec2.describe_addresses()
+                    .filters(f())
+                    .send()
+                    .await
+                    .unwrap()
+                    .addresses()
+                    .len(),
+            );
+            m.insert(
+                "route-table",
+                ec2.describe_route_tables()
+                    .filters(f())
+                    .send()
+                    .await
+                    .unwrap()
+                    .route_tables()
+                    .len(),
+            );
+            m.insert(
+                "security-group",
+                ec2.describe_security_groups()
+                    .filters(f())
+                    .send()
+                    .await
+                    .unwrap()
+                    .security_groups()
+                    .len(),
+            );
+            m
+        })
+    }
+
+    /// Everything that is not moto's default VPC furniture, tagged or not: orphans show up here.
+    pub fn all_non_default(&self, region: &str) -> BTreeMap<&'static str, usize> {
+        let ec2 = self.ec2(region);
+        rt().block_on(async {
+            let vpcs = ec2.describe_vpcs().send().await.unwrap();
+            let custom: Vec<String> = vpcs
+                .vpcs()
+                .iter()
+                .filter(|v| !v.is_default().unwrap_or(false))
+                .filter_map(|v| v.vpc_id().map(str::to_string))
+                .collect();
+            let in_custom = || {
+                Filter::builder()
+                    .name("vpc-id")
+                    .set_values(Some(custom.clone()))
+                    .build()
+            };
+            let mut m = BTreeMap::new();
+            m.insert("vpc", custom.len());
+            if custom.is_empty() {
+                return m;
+            }
+            m.insert(
+                "subnet",
+                ec2.describe_subnets()
+                    .filters(in_custom())
+                    .send()
+                    .await
+                    .unwrap()
+                    .subnets()
+                    .len(),
+            );
+            let nats = ec2.describe_nat_gateways().send().await.unwrap();
+            m.insert(
+                "nat-gateway",
+                nats.nat_gateways()
+                    .iter()
+                    .filter(|n| matches!(n.state(), Some(NatGatewayState::Available | NatGatewayState::Pending)))
+                    .count(),
+            );
+            m.insert(
+                "elastic-ip",
+                ec2.describe_addresses().send().await.unwrap().addresses().len(),
+            );
+            let igws = ec2.describe_internet_gateways().send().await.unwrap();
+            m.insert(
+                "internet-gateway",
+                igws.internet_gateways()
+                    .iter()
+                    .filter(|g| {
+                        g.attachments()
+                            .iter()
+                            .all(|a| a.vpc_id().is_none_or(|v| custom.iter().any(|c| c == v)))
+                    })
+                    .filter(|g| {
+                        !g.attachments().is_empty() || g.tags().iter().any(|t| t.key() == Some("kforge.dev/cluster"))
+                    })
+                    .count(),
+            );
+            let rtbs = ec2.describe_route_tables().filters(in_custom()).send().await.unwrap();
+            m.insert(
+                "route-table",
+                rtbs.route_tables()
+                    .iter()
+                    .filter(|t| !t.associations().iter().any(|a| a.main().unwrap_or(false)))
+                    .count(),
+            );
+            m
+        })
+    }
+}
+
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Writes `text` as a spec file in `dir` and returns its path.
+pub fn write_spec(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
