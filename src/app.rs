@@ -1,7 +1,7 @@
 //! What each command does: raw arguments are turned into validated values here, once, and handed to the engine,
 //! the delete sweep and the state store. Results go to stdout in the chosen format; progress and errors to stderr.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -206,17 +206,35 @@ async fn prepare(g: &GlobalArgs, file: &Path, phase: Option<Phase>) -> anyhow::R
     })
 }
 
+/// The engine's plan plus the deletions of what the spec no longer wants (found by tag).
+async fn plan_with_deletions(
+    p: Prepared,
+    opts: &ExecOptions,
+    reporter: &dyn progress::Reporter,
+) -> anyhow::Result<(engine::Plan, Vec<delete::Doomed>)> {
+    let wanted: BTreeSet<String> = p.resources.iter().map(|r| r.id().to_string()).collect();
+    let cloud = !p.resources.is_empty();
+    let mut plan = engine::plan(&p.ctx, p.resources, &p.phases, opts, reporter).await?;
+    let orphans = if cloud {
+        delete::orphans(&p.ctx, &wanted, &p.phases).await?
+    } else {
+        Vec::new()
+    };
+    plan.deletions = orphans
+        .iter()
+        .map(|d| engine::PlannedDeletion {
+            resource: d.logical.clone().unwrap_or_default(),
+            kind: d.kind.name(),
+            id: d.cloud_id.clone(),
+        })
+        .collect();
+    Ok((plan, orphans))
+}
+
 async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
     let started = Instant::now();
     let p = prepare(g, &args.spec.file, args.phase).await?;
-    let plan = engine::plan(
-        &p.ctx,
-        p.resources,
-        &p.phases,
-        &exec_options(g, started),
-        &progress::Silent,
-    )
-    .await?;
+    let (plan, _) = plan_with_deletions(p, &exec_options(g, started), &progress::Silent).await?;
     print(g.output, &plan.entries(), || plan.render())?;
     Ok(if args.detailed_exitcode && plan.has_changes() {
         Finished::Changes
@@ -275,19 +293,35 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
     let reporter = progress::console(g.quiet);
     let opts = exec_options(g, started);
     let name = p.cluster.name.clone();
+    let (cluster, phases, ctx) = (p.cluster.clone(), p.phases.clone(), Arc::clone(&p.ctx));
     locked(&store, &name, command, g.force_unlock, async {
-        let plan = engine::plan(&p.ctx, p.resources, &p.phases, &opts, reporter.as_ref()).await?;
+        let (plan, orphans) = plan_with_deletions(p, &opts, reporter.as_ref()).await?;
         let entries = plan.entries();
         let count = |verb: &str| entries.iter().filter(|e| e.change.verb() == verb).count();
         reporter.event(Event::Note(format!(
-            "cluster {name}: {} to create, {} to update, {} to replace, {} unchanged",
+            "cluster {name}: {} to create, {} to update, {} to replace, {} to delete, {} unchanged",
             count("create"),
             count("update"),
             count("replace"),
+            count("delete"),
             count("unchanged")
         )));
-        let report = engine::apply(&p.ctx, plan, &opts, reporter.as_ref()).await?;
-        record_apply(&store, &p.cluster, &p.phases, &report).await?;
+        let mut report = engine::apply(&ctx, plan, &opts, reporter.as_ref()).await?;
+        // Only once everything wanted is in place: routes have moved off a NAT gateway before it goes.
+        if report.errors.is_empty() && !orphans.is_empty() {
+            let deleted = delete::sweep(&ctx, orphans, true, &opts, reporter.as_ref()).await?;
+            report.errors.extend(deleted.errors);
+            report
+                .entries
+                .extend(deleted.entries.into_iter().map(|d| engine::Applied {
+                    resource: d.resource.unwrap_or_default(),
+                    kind: d.kind,
+                    action: "delete",
+                    result: if d.result == "deleted" { "ok".into() } else { d.result },
+                    id: Some(d.id),
+                }));
+        }
+        record_apply(&store, &cluster, &phases, &report).await?;
         print(g.output, &report.entries, || {
             table(
                 &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
@@ -311,7 +345,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         }
         reporter.event(Event::Note(format!(
             "cluster {name}: phases {} applied in {:.1}s",
-            p.phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
+            phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
             started.elapsed().as_secs_f64()
         )));
         Ok(Finished::Ok)

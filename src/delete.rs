@@ -2,7 +2,9 @@
 //! order through the executor (parallel where unblocked, `DependencyViolation` retried while others progress),
 //! and report what happened to each resource. The same sweep prunes resources a changed spec no longer wants.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::NatGatewayState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use serde::Serialize;
 
 use crate::aws::inventory::{logical_id, nat_is_live};
 use crate::aws::{aws_err, error_code};
-use crate::engine::Ctx;
 use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
+use crate::engine::{Ctx, Phase};
 use crate::progress::Reporter;
 use crate::providers::network;
 
@@ -52,6 +54,8 @@ pub struct Doomed {
     pub vpc: Option<String>,
     /// Attachments (IGW: VPC ids) or associations (route table: association ids) to undo first.
     pub attached: Vec<String>,
+    /// Already being deleted (NAT gateways).
+    pub deleting: bool,
 }
 
 impl Doomed {
@@ -74,24 +78,31 @@ pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
         inv.security_groups(aws),
     )?;
     let mut out = Vec::new();
-    let mut push =
-        |kind, id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag], vpc: Option<&str>, attached: Vec<String>| {
-            out.push(Doomed {
-                kind,
-                cloud_id: id.unwrap_or_default().to_string(),
-                logical: logical_id(tags),
-                vpc: vpc.map(str::to_string),
-                attached,
-            })
-        };
-    for n in nats
-        .iter()
-        .filter(|n| nat_is_live(n) || n.state() == Some(&aws_sdk_ec2::types::NatGatewayState::Deleting))
-    {
-        push(SweepKind::NatGateway, n.nat_gateway_id(), n.tags(), n.vpc_id(), vec![]);
+    let mut push = |kind, id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag], vpc: Option<&str>, attached, deleting| {
+        out.push(Doomed {
+            kind,
+            cloud_id: id.unwrap_or_default().to_string(),
+            logical: logical_id(tags),
+            vpc: vpc.map(str::to_string),
+            attached,
+            deleting,
+        })
+    };
+    for n in nats {
+        let deleting = n.state() == Some(&NatGatewayState::Deleting);
+        if nat_is_live(n) || deleting {
+            push(
+                SweepKind::NatGateway,
+                n.nat_gateway_id(),
+                n.tags(),
+                n.vpc_id(),
+                vec![],
+                deleting,
+            );
+        }
     }
     for a in eips {
-        push(SweepKind::ElasticIp, a.allocation_id(), a.tags(), None, vec![]);
+        push(SweepKind::ElasticIp, a.allocation_id(), a.tags(), None, vec![], false);
     }
     for g in igws {
         let vpcs: Vec<String> = g
@@ -106,6 +117,7 @@ pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
             g.tags(),
             vpc.as_deref(),
             vpcs,
+            false,
         );
     }
     for t in rtbs {
@@ -115,18 +127,55 @@ pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
             .filter(|a| !a.main().unwrap_or(false))
             .filter_map(|a| a.route_table_association_id().map(str::to_string))
             .collect();
-        push(SweepKind::RouteTable, t.route_table_id(), t.tags(), t.vpc_id(), assocs);
+        push(
+            SweepKind::RouteTable,
+            t.route_table_id(),
+            t.tags(),
+            t.vpc_id(),
+            assocs,
+            false,
+        );
     }
     for g in sgs.iter().filter(|g| g.group_name() != Some("default")) {
-        push(SweepKind::SecurityGroup, g.group_id(), g.tags(), g.vpc_id(), vec![]);
+        push(
+            SweepKind::SecurityGroup,
+            g.group_id(),
+            g.tags(),
+            g.vpc_id(),
+            vec![],
+            false,
+        );
     }
     for s in subnets {
-        push(SweepKind::Subnet, s.subnet_id(), s.tags(), s.vpc_id(), vec![]);
+        push(SweepKind::Subnet, s.subnet_id(), s.tags(), s.vpc_id(), vec![], false);
     }
     for v in vpcs {
-        push(SweepKind::Vpc, v.vpc_id(), v.tags(), v.vpc_id(), vec![]);
+        push(SweepKind::Vpc, v.vpc_id(), v.tags(), v.vpc_id(), vec![], false);
     }
     Ok(out)
+}
+
+impl SweepKind {
+    /// The phase whose apply owns this kind of resource.
+    pub fn phase(self) -> Phase {
+        match self {
+            SweepKind::SecurityGroup => Phase::Security,
+            _ => Phase::Network,
+        }
+    }
+}
+
+/// Resources kforge created for the cluster in `phases` whose logical id the spec no longer has (a NAT gateway
+/// after `perZone` became `single`, the subnets of a dropped zone). Deleting them is part of converging.
+pub async fn orphans(ctx: &Ctx, wanted: &BTreeSet<String>, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>> {
+    Ok(discover(ctx)
+        .await?
+        .into_iter()
+        .filter(|d| phases.contains(&d.kind.phase()))
+        .filter(|d| d.logical.as_ref().is_some_and(|l| !wanted.contains(l)))
+        // A NAT gateway already deleting is on its way out.
+        .filter(|d| !(d.kind == SweepKind::NatGateway && d.deleting))
+        .collect())
 }
 
 /// What depends on what when deleting: NAT gateways hold their EIP, subnet and the IGW's public mappings; a VPC
@@ -290,6 +339,7 @@ mod tests {
             logical: None,
             vpc: Some(vpc.into()),
             attached: vec![],
+            deleting: false,
         }
     }
 

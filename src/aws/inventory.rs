@@ -221,6 +221,22 @@ impl Ec2Inventory {
     }
 }
 
+impl Ec2Inventory {
+    /// Lists every kind at once, so finds that follow never wait for one another's listings.
+    pub async fn prefetch(&self, aws: &Aws) -> anyhow::Result<()> {
+        tokio::try_join!(
+            self.vpcs(aws),
+            self.subnets(aws),
+            self.internet_gateways(aws),
+            self.nat_gateways(aws),
+            self.addresses(aws),
+            self.route_tables(aws),
+            self.security_groups(aws),
+        )?;
+        Ok(())
+    }
+}
+
 /// Picks the one item whose `kforge.dev/resource` tag is `logical`; `None` if there is none.
 pub fn by_logical_id<'a, T>(
     items: &'a [T],
@@ -266,6 +282,7 @@ pub fn nat_is_live(n: &NatGateway) -> bool {
 /// Summary of the cluster's resources by kind, for `get cluster`.
 pub async fn summary(inv: &Ec2Inventory, aws: &Aws) -> anyhow::Result<BTreeMap<&'static str, Vec<(String, String)>>> {
     let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+    inv.prefetch(aws).await?;
     let (vpcs, subnets, igws, nats, eips, rtbs, sgs) = tokio::try_join!(
         inv.vpcs(aws),
         inv.subnets(aws),

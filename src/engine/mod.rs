@@ -176,6 +176,8 @@ pub enum Change {
     Create,
     Update(Vec<AttrChange>),
     Replace(Vec<AttrChange>),
+    /// Only in plan entries: an existing resource the spec no longer wants.
+    Delete,
 }
 
 impl Change {
@@ -185,6 +187,7 @@ impl Change {
             Change::Create => "create",
             Change::Update(_) => "update",
             Change::Replace(_) => "replace",
+            Change::Delete => "delete",
         }
     }
 }
@@ -318,6 +321,16 @@ pub struct PlannedResource {
 
 pub struct Plan {
     pub resources: Vec<PlannedResource>,
+    /// Existing resources of the cluster the spec no longer wants; deleted after everything else is applied.
+    pub deletions: Vec<PlannedDeletion>,
+}
+
+/// A resource to delete because the spec no longer has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedDeletion {
+    pub resource: String,
+    pub kind: &'static str,
+    pub id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -332,7 +345,7 @@ pub struct PlanEntry {
 
 impl Plan {
     pub fn has_changes(&self) -> bool {
-        self.resources.iter().any(|r| r.change != Change::None)
+        !self.deletions.is_empty() || self.resources.iter().any(|r| r.change != Change::None)
     }
 
     pub fn entries(&self) -> Vec<PlanEntry> {
@@ -346,6 +359,13 @@ impl Plan {
                 id: r.observed.as_ref().map(|o| o.id.clone()),
                 change: r.change.clone(),
             })
+            .chain(self.deletions.iter().map(|d| PlanEntry {
+                resource: d.resource.clone(),
+                kind: d.kind,
+                phase: Phase::Network,
+                id: Some(d.id.clone()),
+                change: Change::Delete,
+            }))
             .collect()
     }
 
@@ -358,6 +378,7 @@ impl Plan {
             let cloud_id = r.observed.as_ref().map(|o| format!(" ({})", o.id)).unwrap_or_default();
             match &r.change {
                 Change::None => same += 1,
+                Change::Delete => {}
                 Change::Create => {
                     create += 1;
                     out.push_str(&format!("  + {id}\n"));
@@ -378,8 +399,15 @@ impl Plan {
                 }
             }
         }
+        for d in &self.deletions {
+            out.push_str(&format!(
+                "  - {} ({}): delete, no longer in the spec\n",
+                d.resource, d.id
+            ));
+        }
         out.push_str(&format!(
-            "Plan: {create} to create, {update} to update in place, {replace} to replace, {same} unchanged.\n"
+            "Plan: {create} to create, {update} to update in place, {replace} to replace, {} to delete, {same} unchanged.\n",
+            self.deletions.len()
         ));
         out
     }
@@ -423,6 +451,10 @@ pub async fn plan(
     opts: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Plan> {
+    if !resources.is_empty() {
+        // One listing per kind, all at once; every find below is then answered from the snapshot.
+        ctx.inventory.prefetch(&ctx.aws).await?;
+    }
     let jobs: Vec<Arc<dyn executor::Job<Option<Observed>>>> = resources
         .iter()
         .map(|r| {
@@ -497,7 +529,7 @@ pub async fn plan(
         };
         let outputs = match change {
             Change::None | Change::Update(_) => actual.as_ref().map(|a| a.outputs.clone()),
-            Change::Create | Change::Replace(_) => None,
+            Change::Create | Change::Replace(_) | Change::Delete => None,
         };
         known_outputs.insert(id.clone(), outputs);
         planned.insert(
@@ -515,6 +547,7 @@ pub async fn plan(
     }
     Ok(Plan {
         resources: order.iter().filter_map(|id| planned.remove(id)).collect(),
+        deletions: Vec::new(),
     })
 }
 
@@ -540,32 +573,14 @@ impl executor::Job<()> for GraphNode {
     }
 }
 
-/// Longest dependency chain among the resources that a plan changes (plus one level for observing).
-pub fn critical_depth(plan: &Plan) -> anyhow::Result<usize> {
-    let graph: Vec<Arc<dyn executor::Job<()>>> = plan
-        .resources
+/// Longest dependency chain of the resources, in resources: the number of rounds of calls a create needs at
+/// best, whatever the concurrency.
+pub fn graph_depth(resources: &[Arc<dyn Resource>]) -> anyhow::Result<usize> {
+    let graph: Vec<Arc<dyn executor::Job<()>>> = resources
         .iter()
-        .map(|r| Arc::new(GraphNode(Arc::clone(&r.resource))) as Arc<dyn executor::Job<()>>)
+        .map(|r| Arc::new(GraphNode(Arc::clone(r))) as Arc<dyn executor::Job<()>>)
         .collect();
-    let changing: std::collections::BTreeSet<&str> = plan
-        .resources
-        .iter()
-        .filter(|r| r.change != Change::None)
-        .map(|r| r.resource.id())
-        .collect();
-    let order = executor::topological_order(&graph)?;
-    let deps: BTreeMap<&str, &[String]> = plan
-        .resources
-        .iter()
-        .map(|r| (r.resource.id(), r.resource.depends_on()))
-        .collect();
-    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
-    for id in &order {
-        let own = usize::from(changing.contains(id.as_str()));
-        let l = own + deps[id.as_str()].iter().map(|d| level[d.as_str()]).max().unwrap_or(0);
-        level.insert(id.as_str(), l);
-    }
-    Ok(1 + level.values().copied().max().unwrap_or(0))
+    Ok(executor::depth(&graph)?)
 }
 
 enum ApplyState {

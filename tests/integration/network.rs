@@ -399,3 +399,72 @@ fn delete_by_spec_file_removes_the_state_record() {
     assert_eq!(o.code, 1, "{}", o.stdout);
     assert!(o.stderr.contains("not found"), "{}", o.stderr);
 }
+
+#[test]
+fn shrinking_the_spec_deletes_what_it_no_longer_wants() {
+    let env = TestEnv::new();
+    let spec = example("eks-gpu-spot.yaml");
+    env.ok(&["apply", "-f", s(&spec), "--phase", "network"]);
+    assert_eq!(env.tagged("ml-gpu", "us-west-2")["nat-gateway"], 3);
+
+    let single = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("natGateways: perZone", "natGateways: single");
+    let single = crate::support::write_spec(env.dir.path(), "single.yaml", &single);
+    let plan = env.run(&["plan", "-f", s(&single), "--phase", "network", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{}", plan.stderr);
+    for line in [
+        "- nat/us-west-2b (",
+        "- eip/nat-us-west-2c (",
+        "~ route/private-us-west-2b",
+    ] {
+        assert!(plan.stdout.contains(line), "missing {line:?} in\n{}", plan.stdout);
+    }
+    assert!(
+        plan.stdout.contains("2 to update in place, 0 to replace, 4 to delete"),
+        "{}",
+        plan.stdout
+    );
+
+    env.ok(&["apply", "-f", s(&single), "--phase", "network"]);
+    let tagged = env.tagged("ml-gpu", "us-west-2");
+    assert_eq!((tagged["nat-gateway"], tagged["elastic-ip"]), (1, 1), "{tagged:?}");
+    let ec2 = env.ec2("us-west-2");
+    rt().block_on(async {
+        let nat = ec2
+            .describe_nat_gateways()
+            .filter(
+                Filter::builder()
+                    .name("tag:kforge.dev/resource")
+                    .values("nat/us-west-2a")
+                    .build(),
+            )
+            .filter(Filter::builder().name("state").values("available").build())
+            .send()
+            .await
+            .unwrap();
+        let nat_a = nat.nat_gateways()[0].nat_gateway_id().unwrap();
+        let tables = ec2
+            .describe_route_tables()
+            .filters(
+                Filter::builder()
+                    .name("tag:kforge.dev/cluster")
+                    .values("ml-gpu")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        for t in tables.route_tables() {
+            for r in t.routes().iter().filter(|r| r.nat_gateway_id().is_some()) {
+                assert_eq!(
+                    r.nat_gateway_id(),
+                    Some(nat_a),
+                    "every private table routes through the single NAT"
+                );
+            }
+        }
+    });
+    let plan = env.run(&["plan", "-f", s(&single), "--phase", "network", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "converged: {}", plan.stdout);
+}

@@ -1,7 +1,8 @@
 //! One moto server per test binary, started on a free port through `scripts/moto_sidecar.py`; it exits when this
 //! process does (its stdin is our pipe), even if the tests are killed.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
@@ -18,12 +19,15 @@ impl Moto {
 
     /// Forgets every resource (all accounts and regions).
     pub fn reset(&self) {
-        let status = Command::new("curl")
-            .args(["-sf", "-X", "POST", &format!("{}/moto-api/reset", self.url())])
-            .stdout(Stdio::null())
-            .status()
-            .expect("curl runs");
-        assert!(status.success(), "moto reset failed");
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("moto answers");
+        conn.write_all(b"POST /moto-api/reset HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+            .expect("send reset");
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).expect("read reset reply");
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+            "moto reset: {reply}"
+        );
     }
 }
 

@@ -1,0 +1,44 @@
+# Shared by scripts/test, scripts/demo and bench/: where kforge keeps its caches, and installing what the
+# testbed needs on a fresh machine. Sourced, not run.
+
+KFORGE_CACHE="${KFORGE_CACHE:-$HOME/.cache/kforge}"
+# Outside the clone, so CI's fresh clones reuse the compiled AWS SDK (a clean build costs 5-25 minutes).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KFORGE_CACHE/target}"
+VENV="$KFORGE_CACHE/venv"
+MOTO_SPEC='moto[server,ec2,s3]>=5.2,<5.3'
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# moto in a private venv; reinstalled only when missing or broken.
+ensure_moto() {
+  if ! "$VENV/bin/python" -c 'import moto.server, flask, werkzeug' 2>/dev/null; then
+    log "installing $MOTO_SPEC into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_SPEC"
+  fi
+  export KFORGE_PYTHON="$VENV/bin/python"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
+}
+
+# Starts moto on a free port for the life of this shell: the sidecar's stdin is fd 9 of this script, so it exits
+# when the script does, however the script ends. Sets MOTO_URL.
+start_moto() {
+  local portfile
+  portfile="$(mktemp)"
+  exec 9> >(MOTO_IAM_LOAD_MANAGED_POLICIES=true "$KFORGE_PYTHON" scripts/moto_sidecar.py >"$portfile" 2>/dev/null)
+  for _ in $(seq 1 200); do
+    [ -s "$portfile" ] && break
+    sleep 0.1
+  done
+  [ -s "$portfile" ] || { log "moto did not start"; exit 1; }
+  MOTO_URL="http://127.0.0.1:$(head -1 "$portfile")"
+  rm -f "$portfile"
+  export MOTO_URL
+}
+
+stop_moto() {
+  exec 9>&- 2>/dev/null || true
+}
