@@ -28,7 +28,7 @@ fn main() {
     let rounds = chain + 1;
 
     let env = TestEnv::new();
-    let mut time_create = |extra: &[&str]| -> f64 {
+    let time_create = |extra: &[&str]| -> f64 {
         support::moto::shared().reset();
         env.proxy.reset();
         env.proxy.set_latency(LATENCY);
