@@ -13,10 +13,29 @@ log() { printf '==> %s\n' "$*" >&2; }
 ensure_moto() {
   if ! "$VENV/bin/python" -c 'import moto.server, flask, werkzeug' 2>/dev/null; then
     log "installing $MOTO_SPEC into $VENV"
-    python3 -m venv "$VENV"
+    command -v python3 >/dev/null || apt_install python3
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+      # Debian's python3 needs python3-venv for venvs.
+      rm -rf "$VENV"
+      apt_install python3-venv
+      python3 -m venv "$VENV"
+    fi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_SPEC"
   fi
   export KFORGE_PYTHON="$VENV/bin/python"
+}
+
+# Installs Debian packages when we may (root, or passwordless sudo); otherwise says what is missing.
+apt_install() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null && $sudo true 2>/dev/null; then
+    log "installing Debian packages: $*"
+    $sudo apt-get install -y -q "$@" >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "$@" >/dev/null; }
+  else
+    log "please install: $*"
+    exit 1
+  fi
 }
 
 ensure_rust() {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::CommandFactory;
@@ -32,7 +32,26 @@ pub enum Finished {
     Changes,
 }
 
+/// Runs the command within `--timeout`, a hard deadline: a hung connection cannot hang a CI job.
 pub async fn run(cli: Cli) -> anyhow::Result<Finished> {
+    let limit = cli.global.timeout;
+    // Commands holding a lock stop themselves at the deadline (so they release it); this is the backstop.
+    match tokio::time::timeout(limit + LOCK_RELEASE_GRACE, run_command(cli)).await {
+        Ok(r) => r,
+        Err(_) => Err(RunTimedOut { limit }.into()),
+    }
+}
+
+/// Time a command stopped at its deadline gets to release its lock.
+const LOCK_RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {} (--timeout); what was started may still be in progress in AWS\n  hint: re-run the same command to continue, or raise --timeout", humantime::format_duration(*.limit))]
+pub struct RunTimedOut {
+    pub limit: Duration,
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
     let g = &cli.global;
     match cli.command {
         Command::Create(CreateCommand::Cluster(args)) => create_cluster(g, args).await,
@@ -243,18 +262,22 @@ async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
     })
 }
 
-/// Runs `work` holding the cluster's lock; the lock is released however `work` ends, Ctrl-C included.
+/// Runs `work` holding the cluster's lock; the lock is released however `work` ends: done, failed, Ctrl-C, or
+/// the `--timeout` deadline.
 async fn locked<T>(
+    g: &GlobalArgs,
+    started: Instant,
     store: &StateStore,
     cluster: &str,
     command: &str,
-    force: bool,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let lock = store.lock(cluster, command, force).await?;
+    let lock = store.lock(cluster, command, g.force_unlock).await?;
+    let deadline = tokio::time::Instant::from_std(started + g.timeout);
     let result = tokio::select! {
         r = work => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(Interrupted)),
+        _ = tokio::time::sleep_until(deadline) => Err(RunTimedOut { limit: g.timeout }.into()),
     };
     let released = lock.release().await;
     let value = result?;
@@ -294,7 +317,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
     let opts = exec_options(g, started);
     let name = p.cluster.name.clone();
     let (cluster, phases, ctx) = (p.cluster.clone(), p.phases.clone(), Arc::clone(&p.ctx));
-    locked(&store, &name, command, g.force_unlock, async {
+    locked(g, started, &store, &name, command, async {
         let (plan, orphans) = plan_with_deletions(p, &opts, reporter.as_ref()).await?;
         let entries = plan.entries();
         let count = |verb: &str| entries.iter().filter(|e| e.change.verb() == verb).count();
@@ -417,7 +440,7 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
         );
     }
     let wait = !args.no_wait;
-    locked(&store, &name, "kforge delete cluster", g.force_unlock, async {
+    locked(g, started, &store, &name, "kforge delete cluster", async {
         let ctx = Arc::new(Ctx::new(aws_for(g, region.as_deref()).await, &name));
         let found = if cloud {
             delete::discover(&ctx).await?

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kforge::app::{self, Finished, Interrupted};
+use kforge::app::{self, Finished, Interrupted, RunTimedOut};
 use kforge::cli::Cli;
 use kforge::engine::executor::TimedOut;
 use kforge::state::StateError;
@@ -64,7 +64,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_INTERRUPTED;
         }
     }
-    if e.chain().any(|c| c.downcast_ref::<TimedOut>().is_some()) || e.to_string().contains("gave up after") {
+    if e.chain()
+        .any(|c| c.downcast_ref::<TimedOut>().is_some() || c.downcast_ref::<RunTimedOut>().is_some())
+        || e.to_string().contains("gave up after")
+    {
         return EXIT_TIMEOUT;
     }
     EXIT_FAILURE

@@ -188,29 +188,37 @@ impl Ec2Inventory {
     pub async fn security_groups(&self, aws: &Aws) -> anyhow::Result<&[SecurityGroup]> {
         self.security_groups
             .get_or_try_init(|| async {
-                let mut groups = paged!(
-                    aws,
-                    describe_security_groups,
-                    self.filters(),
-                    security_groups,
-                    "DescribeSecurityGroups",
-                    self.what("security group")
-                );
                 let owned = vec![
                     Filter::builder()
                         .name(format!("tag:{}", tags::kubernetes_cluster_key(&self.cluster)))
                         .values("owned")
                         .build(),
                 ];
-                for g in paged!(
-                    aws,
-                    describe_security_groups,
-                    owned,
-                    security_groups,
-                    "DescribeSecurityGroups",
-                    self.what("security group")
-                ) {
-                    if !groups.iter().any(|x: &SecurityGroup| x.group_id() == g.group_id()) {
+                // Two listings (EC2 filters cannot OR two tag keys), asked at once.
+                let (mut groups, owned): (Vec<SecurityGroup>, Vec<SecurityGroup>) = tokio::try_join!(
+                    async {
+                        Ok::<_, anyhow::Error>(paged!(
+                            aws,
+                            describe_security_groups,
+                            self.filters(),
+                            security_groups,
+                            "DescribeSecurityGroups",
+                            self.what("security group")
+                        ))
+                    },
+                    async {
+                        Ok::<_, anyhow::Error>(paged!(
+                            aws,
+                            describe_security_groups,
+                            owned,
+                            security_groups,
+                            "DescribeSecurityGroups",
+                            self.what("security group")
+                        ))
+                    },
+                )?;
+                for g in owned {
+                    if !groups.iter().any(|x| x.group_id() == g.group_id()) {
                         groups.push(g);
                     }
                 }

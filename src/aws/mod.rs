@@ -9,7 +9,10 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::OnceLock;
 
+use std::time::Duration;
+
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
@@ -33,6 +36,8 @@ pub struct Aws {
 /// Retry attempts when neither `AWS_MAX_ATTEMPTS` nor a profile says otherwise. Infrastructure runs make many
 /// calls; the SDK's default of 3 turns a short throttling burst into a failed run.
 const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Longest a single AWS API call may take before it is abandoned and retried; API calls are small.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Aws {
     pub async fn load(opts: &AwsOptions) -> Aws {
@@ -49,6 +54,13 @@ impl Aws {
         if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() && std::env::var_os("AWS_RETRY_MODE").is_none() {
             loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
         }
+        // Without an attempt timeout a stalled connection would wait forever; an attempt that times out is retried.
+        loader = loader.timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .build(),
+        );
         let config = loader.load().await;
         let endpoint_url = opts
             .endpoint_url

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod errors;
 mod network;
 mod reliability;
 mod state_s3;

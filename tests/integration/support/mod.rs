@@ -123,6 +123,24 @@ impl TestEnv {
         )
     }
 
+    /// Answers moto's first-touch cost of each EC2 kind in `region` (it builds defaults lazily, ~1 s after a
+    /// reset), directly and not through the proxy, so timings measure kforge and not the emulator's warm-up.
+    #[allow(dead_code, reason = "used by benches/network_phase.rs, which shares this module")]
+    pub fn warm(&self, region: &str) {
+        let ec2 = self.ec2(region);
+        rt().block_on(async {
+            let _ = tokio::join!(
+                ec2.describe_vpcs().send(),
+                ec2.describe_subnets().send(),
+                ec2.describe_internet_gateways().send(),
+                ec2.describe_nat_gateways().send(),
+                ec2.describe_addresses().send(),
+                ec2.describe_route_tables().send(),
+                ec2.describe_security_groups().send(),
+            );
+        });
+    }
+
     /// Counts, by kind, of what exists tagged with `kforge.dev/cluster=cluster` (live NAT gateways only).
     pub fn tagged(&self, cluster: &str, region: &str) -> BTreeMap<&'static str, usize> {
         let ec2 = self.ec2(region);

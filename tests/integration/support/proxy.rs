@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -24,6 +24,10 @@ pub struct Call {
     /// EC2 `Action` (query protocol), or `S3 METHOD /path`.
     pub action: String,
     pub faulted: bool,
+    /// When the request reached the proxy and when its answer left (latency included).
+    #[allow(dead_code, reason = "read by benches/network_phase.rs, which shares this module")]
+    pub received: Instant,
+    pub answered: Instant,
 }
 
 impl Call {
@@ -145,6 +149,7 @@ impl Proxy {
         client: &Client<HttpConnector, Full<Bytes>>,
         upstream: &str,
     ) -> Response<Full<Bytes>> {
+        let received = Instant::now();
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
@@ -162,9 +167,15 @@ impl Proxy {
             tokio::time::sleep(latency).await;
         }
         let faulted = fault_per_mille > 0 && self.roll() < fault_per_mille;
-        let mut call = Call { action, faulted };
+        let mut call = Call {
+            action,
+            faulted,
+            received,
+            answered: received,
+        };
         if faulted {
             let reply = fault(is_ec2, self.roll() % 2 == 0);
+            call.answered = Instant::now();
             self.calls.lock().unwrap().push(call);
             return reply;
         }
@@ -196,6 +207,7 @@ impl Proxy {
                     .unwrap()
             }
         };
+        call.answered = Instant::now();
         self.calls.lock().unwrap().push(call);
         if hold {
             // AWS has acted; the client never hears about it.
