@@ -1,7 +1,7 @@
 //! What each command does: raw arguments are turned into validated values here, once, and handed to the engine,
 //! the delete sweep and the state store. Results go to stdout in the chosen format; progress and errors to stderr.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -567,13 +567,10 @@ async fn get_cluster(g: &GlobalArgs, name: &str) -> anyhow::Result<Finished> {
     let record = store.get(name).await?;
     let region = fallback_region(g).or_else(|| record.as_ref().and_then(|r| r.region.clone()));
     let cloud = record.as_ref().is_none_or(|r| r.provider != spec::Provider::Hosts);
+    // The same listing delete works from: everything tagged with the cluster.
     let resources = match (&region, cloud) {
-        (Some(region), true) => {
-            let aws = aws_for(g, Some(region)).await;
-            let inv = crate::aws::inventory::Ec2Inventory::new(name);
-            crate::aws::inventory::summary(&inv, &aws).await?
-        }
-        _ => BTreeMap::new(),
+        (Some(region), true) => delete::discover(&Ctx::new(aws_for(g, Some(region)).await, name)).await?,
+        _ => Vec::new(),
     };
     if record.is_none() && resources.is_empty() {
         anyhow::bail!(
@@ -599,12 +596,10 @@ async fn get_cluster(g: &GlobalArgs, name: &str) -> anyhow::Result<Finished> {
         record: record.as_ref(),
         resources: resources
             .iter()
-            .flat_map(|(kind, items)| {
-                items.iter().map(move |(id, logical)| Resource {
-                    kind,
-                    id,
-                    resource: logical,
-                })
+            .map(|d| Resource {
+                kind: d.kind.name(),
+                id: &d.cloud_id,
+                resource: d.logical.as_deref().unwrap_or_default(),
             })
             .collect(),
     };

@@ -4,8 +4,6 @@
 //! kind in one call is what keeps observing fast: a plan asks six questions, not one per resource. The snapshot is
 //! taken lazily, at the first question about a kind; delete and `get cluster` use the same lists.
 
-use std::collections::BTreeMap;
-
 use aws_sdk_ec2::types::{
     Address, Filter, InternetGateway, NatGateway, NatGatewayState, RouteTable, SecurityGroup, Subnet, Tag, Vpc,
 };
@@ -285,36 +283,4 @@ pub fn logical_id(tags: &[Tag]) -> Option<String> {
 /// A NAT gateway that still counts as present.
 pub fn nat_is_live(n: &NatGateway) -> bool {
     matches!(n.state(), Some(NatGatewayState::Pending | NatGatewayState::Available))
-}
-
-/// Summary of the cluster's resources by kind, for `get cluster`.
-pub async fn summary(inv: &Ec2Inventory, aws: &Aws) -> anyhow::Result<BTreeMap<&'static str, Vec<(String, String)>>> {
-    let mut out: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
-    inv.prefetch(aws).await?;
-    let (vpcs, subnets, igws, nats, eips, rtbs, sgs) = tokio::try_join!(
-        inv.vpcs(aws),
-        inv.subnets(aws),
-        inv.internet_gateways(aws),
-        inv.nat_gateways(aws),
-        inv.addresses(aws),
-        inv.route_tables(aws),
-        inv.security_groups(aws),
-    )?;
-    let mut add = |kind: &'static str, id: Option<&str>, tags: &[Tag]| {
-        out.entry(kind)
-            .or_default()
-            .push((id.unwrap_or_default().to_string(), logical_id(tags).unwrap_or_default()));
-    };
-    vpcs.iter().for_each(|x| add("vpc", x.vpc_id(), x.tags()));
-    subnets.iter().for_each(|x| add("subnet", x.subnet_id(), x.tags()));
-    igws.iter()
-        .for_each(|x| add("internet-gateway", x.internet_gateway_id(), x.tags()));
-    nats.iter()
-        .filter(|n| nat_is_live(n))
-        .for_each(|x| add("nat-gateway", x.nat_gateway_id(), x.tags()));
-    eips.iter().for_each(|x| add("elastic-ip", x.allocation_id(), x.tags()));
-    rtbs.iter()
-        .for_each(|x| add("route-table", x.route_table_id(), x.tags()));
-    sgs.iter().for_each(|x| add("security-group", x.group_id(), x.tags()));
-    Ok(out)
 }

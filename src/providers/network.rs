@@ -38,6 +38,7 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
             out.push(Arc::new(ExistingVpc {
                 id: vpc_id.clone(),
                 vpc_id: id.clone(),
+                deps: Vec::new(),
             }));
             for s in &network.subnets {
                 if let SubnetSource::Existing { id } = &s.source {
@@ -55,6 +56,7 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
                 id: vpc_id.clone(),
                 cidr: cidr.to_string(),
                 tags: tagger.tags("vpc", &[]),
+                deps: Vec::new(),
             }));
             out.push(Arc::new(VpcDns {
                 id: "vpc-dns".into(),
@@ -68,6 +70,7 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
         out.push(Arc::new(InternetGateway {
             id: "igw".into(),
             tags: tagger.tags("igw", &[]),
+            deps: Vec::new(),
         }));
         out.push(Arc::new(IgwAttachment {
             id: "igw-attachment".into(),
@@ -98,6 +101,7 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
         out.push(Arc::new(ElasticIp {
             id: format!("eip/nat-{zone}"),
             tags: tagger.tags(&format!("eip/nat-{zone}"), &[]),
+            deps: Vec::new(),
         }));
         out.push(Arc::new(NatGateway {
             id: format!("nat/{zone}"),
@@ -163,6 +167,24 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
     out
 }
 
+/// The metadata methods every network resource implements alike (each has `id` and `deps` fields).
+macro_rules! network_resource {
+    ($kind:literal) => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn phase(&self) -> Phase {
+            Phase::Network
+        }
+        fn depends_on(&self) -> &[String] {
+            &self.deps
+        }
+    };
+}
+
 fn outputs(id: &str) -> Outputs {
     Outputs::from([("id".to_string(), id.to_string())])
 }
@@ -209,15 +231,26 @@ fn deletion_step(r: anyhow::Result<()>, what: &str) -> anyhow::Result<Step<()>> 
     }
 }
 
-async fn update_tags(aws: &Aws, resource: &str, cloud_id: &str, tags: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    aws.ec2()
+/// The in-place update of resources whose only mutable attribute is their tags: `Some` when that was the change.
+async fn retag(
+    ctx: &Ctx,
+    change: &Change,
+    actual: Option<&Observed>,
+    resource: &str,
+    tags: &BTreeMap<String, String>,
+) -> anyhow::Result<Option<Step<Outputs>>> {
+    let (Change::Update(_), Some(a)) = (change, actual) else {
+        return Ok(None);
+    };
+    ctx.aws
+        .ec2()
         .create_tags()
-        .resources(cloud_id)
+        .resources(&a.id)
         .set_tags(Some(ec2_tags(tags)))
         .send()
         .await
-        .map_err(aws_err(format!("{resource} ({cloud_id})"), "CreateTags"))?;
-    Ok(())
+        .map_err(aws_err(format!("{resource} ({})", a.id), "CreateTags"))?;
+    Ok(Some(Step::Done(a.outputs.clone())))
 }
 
 // ---------------------------------------------------------------- VPC
@@ -226,22 +259,12 @@ struct Vpc {
     id: String,
     cidr: String,
     tags: BTreeMap<String, String>,
+    deps: Vec<String>,
 }
 
 #[async_trait]
 impl Resource for Vpc {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "vpc"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &[]
-    }
+    network_resource!("vpc");
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
             .attr("cidr", self.cidr.as_str(), Mutability::Immutable)
@@ -268,9 +291,8 @@ impl Resource for Vpc {
         actual: Option<&Observed>,
         _: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let out = ctx
             .aws
@@ -314,18 +336,7 @@ const DNS_ATTRS: [(&str, VpcAttributeName); 2] = [
 
 #[async_trait]
 impl Resource for VpcDns {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "vpc-attribute"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("vpc-attribute");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::InPlace)
@@ -407,22 +418,12 @@ impl Resource for VpcDns {
 struct ExistingVpc {
     id: String,
     vpc_id: String,
+    deps: Vec<String>,
 }
 
 #[async_trait]
 impl Resource for ExistingVpc {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "existing-vpc"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &[]
-    }
+    network_resource!("existing-vpc");
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
     }
@@ -455,18 +456,7 @@ struct ExistingSubnet {
 
 #[async_trait]
 impl Resource for ExistingSubnet {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "existing-subnet"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("existing-subnet");
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
     }
@@ -504,22 +494,12 @@ impl Resource for ExistingSubnet {
 struct InternetGateway {
     id: String,
     tags: BTreeMap<String, String>,
+    deps: Vec<String>,
 }
 
 #[async_trait]
 impl Resource for InternetGateway {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "internet-gateway"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &[]
-    }
+    network_resource!("internet-gateway");
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default().attr("tags", render(&self.tags), Mutability::InPlace)
     }
@@ -547,9 +527,8 @@ impl Resource for InternetGateway {
         actual: Option<&Observed>,
         _: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let out = ctx
             .aws
@@ -610,18 +589,7 @@ struct IgwAttachment {
 
 #[async_trait]
 impl Resource for IgwAttachment {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "gateway-attachment"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("gateway-attachment");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("gateway", inputs.get("igw", "id"), Mutability::Replace)
@@ -706,18 +674,7 @@ struct SubnetRes {
 
 #[async_trait]
 impl Resource for SubnetRes {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "subnet"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("subnet");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::Immutable)
@@ -754,9 +711,8 @@ impl Resource for SubnetRes {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let r = ctx
             .aws
@@ -798,18 +754,7 @@ struct SubnetPublicIp {
 
 #[async_trait]
 impl Resource for SubnetPublicIp {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "subnet-attribute"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("subnet-attribute");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("subnet", inputs.get(&self.subnet, "id"), Mutability::InPlace)
@@ -868,22 +813,12 @@ impl Resource for SubnetPublicIp {
 struct ElasticIp {
     id: String,
     tags: BTreeMap<String, String>,
+    deps: Vec<String>,
 }
 
 #[async_trait]
 impl Resource for ElasticIp {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "elastic-ip"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &[]
-    }
+    network_resource!("elastic-ip");
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default().attr("tags", render(&self.tags), Mutability::InPlace)
     }
@@ -914,9 +849,8 @@ impl Resource for ElasticIp {
         actual: Option<&Observed>,
         _: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let out = ctx
             .aws
@@ -968,18 +902,7 @@ impl NatGateway {
 
 #[async_trait]
 impl Resource for NatGateway {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "nat-gateway"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("nat-gateway");
     fn deadline(&self) -> Duration {
         // AWS takes one to five minutes; allow for a slow day.
         Duration::from_secs(900)
@@ -1032,9 +955,8 @@ impl Resource for NatGateway {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let r = ctx
             .aws
@@ -1157,18 +1079,7 @@ async fn find_table<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'
 
 #[async_trait]
 impl Resource for RouteTableRes {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "route-table"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("route-table");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::Replace)
@@ -1192,9 +1103,8 @@ impl Resource for RouteTableRes {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        if let (Change::Update(_), Some(a)) = (change, actual) {
-            update_tags(&ctx.aws, &self.id, &a.id, &self.tags).await?;
-            return Ok(Step::Done(a.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
         let r = ctx
             .aws
@@ -1257,18 +1167,7 @@ struct DefaultRoute {
 
 #[async_trait]
 impl Resource for DefaultRoute {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "route"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("route");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("table", inputs.get(&self.table, "id"), Mutability::Replace)
@@ -1357,18 +1256,7 @@ struct Association {
 
 #[async_trait]
 impl Resource for Association {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "route-table-association"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Network
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    network_resource!("route-table-association");
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("subnet", inputs.get(&self.subnet, "id"), Mutability::Replace)

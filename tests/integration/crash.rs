@@ -1,31 +1,14 @@
 //! A create killed with SIGKILL right after AWS acted on a call (the client never learned the new id), then run
 //! again: exactly one of everything, nothing orphaned. moto ignores ClientToken, so only find-by-tag saves us.
 
-use std::time::{Duration, Instant};
-
 use crate::support::{TestEnv, example, s};
 
 fn kill_at(env: &TestEnv, spec: &str, nth_mutating_call: usize) {
     env.proxy.reset();
-    env.proxy.hold_at(nth_mutating_call);
-    let mut child = env
-        .kforge()
-        .args(["create", "cluster", "-f", spec, "--phase", "network", "-q"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !env.proxy.holding() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("create ended ({status}) before mutating call {nth_mutating_call}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "call {nth_mutating_call} never came"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = env.spawn_until_held(
+        nth_mutating_call,
+        &["create", "cluster", "-f", spec, "--phase", "network", "-q"],
+    );
     child.kill().unwrap(); // SIGKILL: no cleanup, the lock file stays behind
     child.wait().unwrap();
     env.proxy.reset();

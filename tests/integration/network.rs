@@ -392,6 +392,25 @@ fn delete_by_spec_file_removes_the_state_record() {
     let spec = example("eks-minimal.yaml");
     env.ok(&["create", "cluster", "-f", s(&spec), "--phase", "network"]);
     assert!(env.state_dir().join("clusters/eks-minimal/cluster.json").exists());
+    let got = env.ok(&["get", "cluster", "eks-minimal", "-o", "json"]);
+    let view: Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(view["record"]["phases"], serde_json::json!(["network"]));
+    assert_eq!(
+        view["record"]["spec"]["spec"]["network"]["natGateways"], "single",
+        "the defaulted spec is recorded"
+    );
+    let listed = view["resources"].as_array().unwrap();
+    assert_eq!(
+        listed.len(),
+        env.tagged("eks-minimal", "us-east-1").values().sum::<usize>(),
+        "{view}"
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|r| r["kind"] == "nat-gateway" && r["resource"] == "nat/us-east-1a"),
+        "{view}"
+    );
     env.ok(&["delete", "cluster", "-f", s(&spec), "--yes"]);
     assert!(!env.state_dir().join("clusters/eks-minimal/cluster.json").exists());
     assert!(env.tagged("eks-minimal", "us-east-1").values().all(|n| *n == 0));

@@ -1,8 +1,6 @@
 //! The s3:// state store: records kept in the bucket, and the lock (an S3 conditional write) keeping two applies
 //! of one cluster apart.
 
-use std::time::{Duration, Instant};
-
 use crate::support::{TestEnv, example, rt, s};
 
 const BUCKET: &str = "kforge-state";
@@ -32,22 +30,7 @@ fn second_apply_fails_on_the_lock_and_the_lock_is_released_after() {
     let spec = s(&spec);
 
     // First apply: hold its third mutating EC2 call, so it sits inside the lock.
-    env.proxy.hold_at(3);
-    let mut first = env
-        .kforge()
-        .args(["apply", "-f", spec, "--phase", "network", "--state", &state, "-q"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !env.proxy.holding() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "first apply never reached its third call"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = env.spawn_until_held(3, &["apply", "-f", spec, "--phase", "network", "--state", &state, "-q"]);
     assert!(lock_exists(&env), "the lock object exists while applying");
 
     let second = env.run(&["apply", "-f", spec, "--phase", "network", "--state", &state]);

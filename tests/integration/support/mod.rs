@@ -97,6 +97,31 @@ impl TestEnv {
         o
     }
 
+    /// Starts kforge with the proxy holding its `nth` mutating EC2 call (after AWS acted on it), and returns once
+    /// that call is held: the child sits mid-run, ready to be killed or to hold its lock.
+    pub fn spawn_until_held(&self, nth: usize, args: &[&str]) -> std::process::Child {
+        self.proxy.hold_at(nth);
+        let mut child = self
+            .kforge()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !self.proxy.holding() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("kforge {args:?} ended ({status}) before mutating call {nth}");
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "mutating call {nth} never came"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
+    }
+
     /// An EC2 client straight to moto (not through the proxy, so it does not show in the proxy's record).
     pub fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         aws_sdk_ec2::Client::from_conf(
