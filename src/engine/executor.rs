@@ -150,13 +150,34 @@ pub fn topological_order<O>(jobs: &[Arc<dyn Job<O>>]) -> Result<Vec<String>, Gra
     Ok(order)
 }
 
+/// Each job's height: the longest chain of jobs from it to the end of the graph, itself included.
+fn heights<O>(jobs: &[Arc<dyn Job<O>>]) -> Result<BTreeMap<String, usize>, GraphError> {
+    let order = topological_order(jobs)?;
+    let mut dependants: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for j in jobs {
+        for d in j.deps() {
+            dependants.entry(d.as_str()).or_default().push(j.id());
+        }
+    }
+    let mut height: BTreeMap<String, usize> = BTreeMap::new();
+    for id in order.iter().rev() {
+        let below = dependants.get(id.as_str()).into_iter().flatten().map(|d| height[*d]).max().unwrap_or(0);
+        height.insert(id.clone(), below + 1);
+    }
+    Ok(height)
+}
+
 /// Runs every job; returns each job's outcome. Only a malformed graph is an `Err`.
+///
+/// When more jobs are ready than may run, those heading the longest chains start first (critical path first):
+/// they bound the run's length, the others have slack.
 pub async fn run<O: Clone + Send + Sync + 'static>(
-    jobs: Vec<Arc<dyn Job<O>>>,
+    mut jobs: Vec<Arc<dyn Job<O>>>,
     opts: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> Result<BTreeMap<String, Outcome<O>>, GraphError> {
-    topological_order(&jobs)?;
+    let height = heights(&jobs)?;
+    jobs.sort_by_key(|j| std::cmp::Reverse(height[j.id()]));
     let semaphore = Semaphore::new(opts.concurrency.max(1));
     let last_progress = Mutex::new(Instant::now());
     let mut outcomes: BTreeMap<String, Outcome<O>> = BTreeMap::new();
@@ -452,6 +473,54 @@ mod tests {
         };
         let out = run(vec![arc(j)], &opts, &Silent).await.unwrap();
         assert!(matches!(&out["subnet"], Outcome::Failed(e) if e.to_string().contains("nothing else is progressing")));
+    }
+
+    /// Records the order in which jobs start.
+    struct Ordered {
+        id: String,
+        deps: Vec<String>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait]
+    impl Job<()> for Ordered {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn deps(&self) -> &[String] {
+            &self.deps
+        }
+        fn deadline(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+        fn action(&self) -> String {
+            "test".into()
+        }
+        async fn step(&self, _: &BTreeMap<String, ()>) -> anyhow::Result<Step<()>> {
+            self.log.lock().unwrap().push(self.id.clone());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(Step::Done(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn longest_chain_starts_first() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let j = |id: &str, deps: &[&str]| {
+            Arc::new(Ordered {
+                id: id.into(),
+                deps: deps.iter().map(|d| d.to_string()).collect(),
+                log: log.clone(),
+            }) as Arc<dyn Job<()>>
+        };
+        // Declared leaf-first; with one slot, the head of the chain a -> b -> c must still go first.
+        let jobs = vec![j("leaf1", &[]), j("leaf2", &[]), j("c", &["b"]), j("b", &["a"]), j("a", &[])];
+        let opts = ExecOptions {
+            concurrency: 1,
+            ..Default::default()
+        };
+        run(jobs, &opts, &Silent).await.unwrap();
+        assert_eq!(log.lock().unwrap()[0], "a");
     }
 
     #[test]
