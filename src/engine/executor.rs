@@ -161,7 +161,13 @@ fn heights<O>(jobs: &[Arc<dyn Job<O>>]) -> Result<BTreeMap<String, usize>, Graph
     }
     let mut height: BTreeMap<String, usize> = BTreeMap::new();
     for id in order.iter().rev() {
-        let below = dependants.get(id.as_str()).into_iter().flatten().map(|d| height[*d]).max().unwrap_or(0);
+        let below = dependants
+            .get(id.as_str())
+            .into_iter()
+            .flatten()
+            .map(|d| height[*d])
+            .max()
+            .unwrap_or(0);
         height.insert(id.clone(), below + 1);
     }
     Ok(height)
@@ -514,7 +520,13 @@ mod tests {
             }) as Arc<dyn Job<()>>
         };
         // Declared leaf-first; with one slot, the head of the chain a -> b -> c must still go first.
-        let jobs = vec![j("leaf1", &[]), j("leaf2", &[]), j("c", &["b"]), j("b", &["a"]), j("a", &[])];
+        let jobs = vec![
+            j("leaf1", &[]),
+            j("leaf2", &[]),
+            j("c", &["b"]),
+            j("b", &["a"]),
+            j("a", &[]),
+        ];
         let opts = ExecOptions {
             concurrency: 1,
             ..Default::default()
