@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
@@ -1347,11 +1346,6 @@ pub fn load_cluster(path: &Path, fallback_region: Option<String>) -> anyhow::Res
         origin: path.display().to_string(),
     };
     Ok(Cluster::from_spec(&spec, &ctx)?)
-}
-
-/// The first address of a block, handy for documentation and tests.
-pub fn first_host(net: &Ipv4Net) -> Ipv4Addr {
-    net.hosts().next().unwrap_or(net.network())
 }
 
 #[cfg(test)]

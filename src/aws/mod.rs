@@ -115,12 +115,6 @@ impl fmt::Display for CloudError {
     }
 }
 
-impl CloudError {
-    pub fn is(&self, code: &str) -> bool {
-        self.code == code
-    }
-}
-
 /// What to do about an AWS error code.
 fn hint_for(code: &str) -> &'static str {
     match code {

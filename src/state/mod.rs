@@ -416,15 +416,14 @@ impl StateStore {
     }
 }
 
-/// Creates `dir` and its parents below `root` (and `root` itself) with mode 0700.
+/// Creates `dir` and any missing parents with mode 0700. Directories that already exist are left as they are:
+/// the root may be a directory of the user's (`--state ~/infra`), which is theirs to protect. Only the
+/// `clusters/NAME` directories, kforge's own, are made private if an older run left them looser.
 fn make_private_dirs(root: &Path, dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    // `recursive` leaves existing directories alone; the root may predate us with looser bits.
+    let clusters = root.join("clusters");
     let mut d = Some(dir);
-    while let Some(p) = d {
-        if !p.starts_with(root) {
-            break;
-        }
+    while let Some(p) = d.filter(|p| p.starts_with(&clusters)) {
         let mode = std::fs::metadata(p)?.permissions().mode() & 0o777;
         if mode != 0o700 {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
@@ -535,6 +534,21 @@ mod tests {
                 ..self.clone()
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_existing_root_keeps_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("mine");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = StateStore::Local { root: root.clone() };
+        store.put(&record("a")).await.unwrap();
+        assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            std::fs::metadata(root.join("clusters/a")).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[tokio::test]
