@@ -210,7 +210,7 @@ struct Prepared {
     resources: Vec<Arc<dyn engine::Resource>>,
 }
 
-async fn prepare(g: &GlobalArgs, file: &Path, phase: Option<Phase>) -> anyhow::Result<Prepared> {
+async fn prepare(g: &GlobalArgs, file: &Path, phase: &[Phase]) -> anyhow::Result<Prepared> {
     let cluster = load(g, file)?;
     // Refused before any cloud call: a provider without the phase never starts half a cluster.
     let phases = providers::selected_phases(cluster.provider, phase)?;
@@ -252,7 +252,7 @@ async fn plan_with_deletions(
 
 async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
     let started = Instant::now();
-    let p = prepare(g, &args.spec.file, args.phase).await?;
+    let p = prepare(g, &args.spec.file, &args.phase).await?;
     let (plan, _) = plan_with_deletions(p, &exec_options(g, started), &progress::Silent).await?;
     print(g.output, &plan.entries(), || plan.render())?;
     Ok(if args.detailed_exitcode && plan.has_changes() {
@@ -311,7 +311,7 @@ fn failures(errors: &[anyhow::Error]) -> ResourcesFailed {
 
 async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow::Result<Finished> {
     let started = Instant::now();
-    let p = prepare(g, &args.spec.file, args.phase).await?;
+    let p = prepare(g, &args.spec.file, &args.phase).await?;
     let store = state_store(g, p.cluster.region()).await?;
     let reporter = progress::console(g.quiet);
     let opts = exec_options(g, started);
@@ -443,7 +443,7 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
     locked(g, started, &store, &name, "kforge delete cluster", async {
         let ctx = Arc::new(Ctx::new(aws_for(g, region.as_deref()).await, &name));
         let found = if cloud {
-            delete::discover(&ctx).await?
+            delete::discover(&ctx, &Phase::ALL).await?
         } else {
             Vec::new()
         };
@@ -569,7 +569,10 @@ async fn get_cluster(g: &GlobalArgs, name: &str) -> anyhow::Result<Finished> {
     let cloud = record.as_ref().is_none_or(|r| r.provider != spec::Provider::Hosts);
     // The same listing delete works from: everything tagged with the cluster.
     let resources = match (&region, cloud) {
-        (Some(region), true) => delete::discover(&Ctx::new(aws_for(g, Some(region)).await, name)).await?,
+        (Some(region), true) => {
+            let ctx = Ctx::new(aws_for(g, Some(region)).await, name);
+            delete::discover(&ctx, &Phase::ALL).await?
+        }
         _ => Vec::new(),
     };
     if record.is_none() && resources.is_empty() {

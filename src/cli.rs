@@ -114,9 +114,9 @@ pub struct SpecFile {
 pub struct CreateClusterArgs {
     #[command(flatten)]
     pub spec: SpecFile,
-    /// Only this phase (earlier phases must exist already)
-    #[arg(long, value_enum)]
-    pub phase: Option<Phase>,
+    /// Only these phases, e.g. network or network,security (earlier phases must exist already)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phase: Vec<Phase>,
     /// Print the fully defaulted spec and stop; nothing is called
     #[arg(long)]
     pub dry_run: bool,
@@ -126,9 +126,9 @@ pub struct CreateClusterArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub spec: SpecFile,
-    /// Only this phase
-    #[arg(long, value_enum)]
-    pub phase: Option<Phase>,
+    /// Only these phases, e.g. network or network,security
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phase: Vec<Phase>,
     /// Exit 0 when there is nothing to change, 2 when there is (1 stays an error)
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -138,9 +138,9 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub spec: SpecFile,
-    /// Only this phase (earlier phases must exist already)
-    #[arg(long, value_enum)]
-    pub phase: Option<Phase>,
+    /// Only these phases, e.g. network or network,security (earlier phases must exist already)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub phase: Vec<Phase>,
 }
 
 #[derive(Debug, Subcommand)]

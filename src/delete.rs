@@ -16,7 +16,7 @@ use crate::aws::{aws_err, error_code};
 use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
 use crate::engine::{Ctx, Phase};
 use crate::progress::Reporter;
-use crate::providers::network;
+use crate::providers::{iam, network};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -28,6 +28,7 @@ pub enum SweepKind {
     SecurityGroup,
     Subnet,
     Vpc,
+    IamRole,
 }
 
 impl SweepKind {
@@ -40,6 +41,7 @@ impl SweepKind {
             SweepKind::SecurityGroup => "security-group",
             SweepKind::Subnet => "subnet",
             SweepKind::Vpc => "vpc",
+            SweepKind::IamRole => "iam-role",
         }
     }
 }
@@ -64,8 +66,8 @@ impl Doomed {
     }
 }
 
-/// Everything of the cluster that exists, from the inventory.
-pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
+/// Everything of the cluster that exists, from the inventory. IAM is only asked when `phases` include security.
+pub async fn discover(ctx: &Ctx, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>> {
     let aws = &ctx.aws;
     let inv = &ctx.inventory;
     let (vpcs, subnets, igws, nats, eips, rtbs, sgs) = tokio::try_join!(
@@ -152,6 +154,20 @@ pub async fn discover(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
     for v in vpcs {
         push(SweepKind::Vpc, v.vpc_id(), v.tags(), v.vpc_id(), vec![], false);
     }
+    if phases.contains(&Phase::Security) {
+        // Role listings carry no tags; kforge's role names are `kforge-CLUSTER-WHICH` for `role/WHICH`.
+        let prefix = format!("kforge-{}-", ctx.cluster);
+        for r in inv.roles(aws).await? {
+            out.push(Doomed {
+                kind: SweepKind::IamRole,
+                cloud_id: r.role_name().to_string(),
+                logical: r.role_name().strip_prefix(&prefix).map(|which| format!("role/{which}")),
+                vpc: None,
+                attached: Vec::new(),
+                deleting: false,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -159,7 +175,7 @@ impl SweepKind {
     /// The phase whose apply owns this kind of resource.
     pub fn phase(self) -> Phase {
         match self {
-            SweepKind::SecurityGroup => Phase::Security,
+            SweepKind::SecurityGroup | SweepKind::IamRole => Phase::Security,
             _ => Phase::Network,
         }
     }
@@ -168,7 +184,7 @@ impl SweepKind {
 /// Resources kforge created for the cluster in `phases` whose logical id the spec no longer has (a NAT gateway
 /// after `perZone` became `single`, the subnets of a dropped zone). Deleting them is part of converging.
 pub async fn orphans(ctx: &Ctx, wanted: &BTreeSet<String>, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>> {
-    Ok(discover(ctx)
+    Ok(discover(ctx, phases)
         .await?
         .into_iter()
         .filter(|d| phases.contains(&d.kind.phase()))
@@ -184,7 +200,8 @@ fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
     let of = |k: SweepKind| all.iter().filter(move |d| d.kind == k);
     let same_vpc = |d: &&Doomed| d.vpc.is_some() && d.vpc == item.vpc;
     match item.kind {
-        SweepKind::NatGateway | SweepKind::RouteTable | SweepKind::SecurityGroup => Vec::new(),
+        // Roles go once what assumes them is gone (EKS clusters and nodegroups, instances: later kinds).
+        SweepKind::NatGateway | SweepKind::RouteTable | SweepKind::SecurityGroup | SweepKind::IamRole => Vec::new(),
         SweepKind::ElasticIp | SweepKind::InternetGateway => of(SweepKind::NatGateway).map(Doomed::job_id).collect(),
         SweepKind::Subnet => of(SweepKind::NatGateway)
             .chain(of(SweepKind::RouteTable))
@@ -232,6 +249,7 @@ impl Job<()> for DeleteJob {
             SweepKind::RouteTable => network::delete_route_table(aws, id, &self.item.attached).await,
             SweepKind::Subnet => network::delete_subnet(aws, id).await,
             SweepKind::Vpc => network::delete_vpc(aws, id).await,
+            SweepKind::IamRole => iam::delete_role(aws, id).await,
             SweepKind::SecurityGroup => {
                 let r = aws
                     .ec2()

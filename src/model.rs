@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 
 use crate::spec::{
-    self, AddonSpec, BastionSpec, ClusterBody, ClusterSpec, ControlPlaneSpec, HostRole, HostSpec, Metadata,
+    self, AddonSpec, BastionSpec, ClusterBody, ClusterSpec, ControlPlaneSpec, HostRole, HostSpec, IamSpec, Metadata,
     NatGateways, NetworkSpec, NodeGroupSpec, Provider, SshSpec, SubnetSpec, SubnetType, TaintEffect, TaintSpec,
     Topology, VolumeSpec,
 };
@@ -47,7 +47,15 @@ pub struct Cluster {
     pub ssh: Ssh,
     pub hosts: Vec<Host>,
     pub addons: Vec<Addon>,
+    pub iam: Iam,
     pub tags: BTreeMap<String, String>,
+}
+
+/// Existing IAM roles to use instead of creating them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Iam {
+    pub cluster_role_arn: Option<String>,
+    pub node_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -433,6 +441,8 @@ impl Cluster {
 
         let addons = addons(&mut c, body.addons.as_deref(), provider);
 
+        let iam = iam(&mut c, body.iam.as_ref(), provider);
+
         let tags = body.tags.clone().unwrap_or_default();
         for (k, v) in &tags {
             let path = format!("spec.tags.{k}");
@@ -469,6 +479,7 @@ impl Cluster {
             ssh,
             hosts,
             addons,
+            iam,
             tags,
         })
     }
@@ -595,9 +606,59 @@ impl Cluster {
                         })
                         .collect(),
                 ),
+                iam: (self.iam != Iam::default()).then(|| IamSpec {
+                    cluster_role_arn: self.iam.cluster_role_arn.clone(),
+                    node_role_arn: self.iam.node_role_arn.clone(),
+                }),
                 tags: Some(self.tags.clone()),
             },
         }
+    }
+}
+
+/// `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5]
+            .strip_prefix("role/")
+            .is_some_and(|n| !n.is_empty() && !n.ends_with('/'))
+}
+
+fn iam(c: &mut Checker, spec: Option<&IamSpec>, provider: Provider) -> Iam {
+    let Some(spec) = spec else {
+        return Iam::default();
+    };
+    if provider != Provider::Eks {
+        c.err(
+            "spec.iam",
+            format!("provider {provider} does not take IAM roles yet"),
+            "remove spec.iam",
+        );
+    }
+    for (field, arn) in [
+        ("clusterRoleArn", &spec.cluster_role_arn),
+        ("nodeRoleArn", &spec.node_role_arn),
+    ] {
+        if let Some(arn) = arn
+            && !is_role_arn(arn)
+        {
+            c.err(
+                format!("spec.iam.{field}"),
+                format!("`{arn}` is not an IAM role ARN"),
+                "role ARNs look like arn:aws:iam::123456789012:role/my-role",
+            );
+        }
+    }
+    Iam {
+        cluster_role_arn: spec.cluster_role_arn.clone(),
+        node_role_arn: spec.node_role_arn.clone(),
     }
 }
 
@@ -1495,6 +1556,18 @@ mod tests {
         let e = Cluster::from_spec(&spec::parse(text, "t").unwrap(), &ctx()).unwrap_err();
         assert_eq!(paths(&e), ["metadata.name", "spec.kubernetesVersion"]);
         assert!(e.to_string().contains("hint: use one of 1.30"), "{e}");
+    }
+
+    #[test]
+    fn role_arns_are_checked() {
+        let c = check("  provider: eks\n  region: us-east-1\n  iam: {clusterRoleArn: 'arn:aws:iam::123456789012:role/eks/cluster'}\n").unwrap();
+        assert_eq!(
+            c.iam.cluster_role_arn.as_deref(),
+            Some("arn:aws:iam::123456789012:role/eks/cluster")
+        );
+        let e = check("  provider: eks\n  region: us-east-1\n  iam: {nodeRoleArn: 'arn:aws:iam::1234:role/x'}\n")
+            .unwrap_err();
+        assert_eq!(paths(&e), ["spec.iam.nodeRoleArn"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Everything in EC2 tagged with one cluster, listed once per kind and per run.
+//! Everything of one cluster, listed once per kind and per run: EC2 resources by their `kforge.dev/cluster` tag, IAM
+//! roles by their path `/kforge/CLUSTER/` (IAM cannot list by tag).
 //!
 //! Finding by tag is what makes re-runs converge (moto and crashed runs ignore `ClientToken`), and listing a whole
 //! kind in one call is what keeps observing fast: a plan asks six questions, not one per resource. The snapshot is
@@ -12,7 +13,7 @@ use tokio::sync::OnceCell;
 use super::tags::{self, ec2_tag_map};
 use super::{Aws, aws_err};
 
-pub struct Ec2Inventory {
+pub struct Inventory {
     cluster: String,
     vpcs: OnceCell<Vec<Vpc>>,
     subnets: OnceCell<Vec<Subnet>>,
@@ -21,6 +22,7 @@ pub struct Ec2Inventory {
     addresses: OnceCell<Vec<Address>>,
     route_tables: OnceCell<Vec<RouteTable>>,
     security_groups: OnceCell<Vec<SecurityGroup>>,
+    roles: OnceCell<Vec<aws_sdk_iam::types::Role>>,
 }
 
 /// Several live resources claim one logical id: a previous run was interrupted in a way find-before-create could
@@ -53,9 +55,9 @@ macro_rules! paged {
     }};
 }
 
-impl Ec2Inventory {
+impl Inventory {
     pub fn new(cluster: &str) -> Self {
-        Ec2Inventory {
+        Inventory {
             cluster: cluster.into(),
             vpcs: OnceCell::new(),
             subnets: OnceCell::new(),
@@ -64,7 +66,30 @@ impl Ec2Inventory {
             addresses: OnceCell::new(),
             route_tables: OnceCell::new(),
             security_groups: OnceCell::new(),
+            roles: OnceCell::new(),
         }
+    }
+
+    /// IAM roles kforge made for the cluster (those under its path). Listings carry no tags; finds look roles up by
+    /// name.
+    pub async fn roles(&self, aws: &Aws) -> anyhow::Result<&[aws_sdk_iam::types::Role]> {
+        self.roles
+            .get_or_try_init(|| async {
+                let mut out = Vec::new();
+                let mut pages = aws
+                    .iam()
+                    .list_roles()
+                    .path_prefix(role_path(&self.cluster))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(format!("IAM roles of cluster {}", self.cluster), "ListRoles"))?;
+                    out.extend(page.roles().iter().cloned());
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+            .map(Vec::as_slice)
     }
 
     fn filters(&self) -> Vec<Filter> {
@@ -227,8 +252,9 @@ impl Ec2Inventory {
     }
 }
 
-impl Ec2Inventory {
-    /// Lists every kind at once, so finds that follow never wait for one another's listings.
+impl Inventory {
+    /// Lists every EC2 kind at once, so finds that follow never wait for one another's listings. (IAM roles are
+    /// listed only when a run involves them: a network-only run needs no IAM permission.)
     pub async fn prefetch(&self, aws: &Aws) -> anyhow::Result<()> {
         tokio::try_join!(
             self.vpcs(aws),
@@ -241,6 +267,11 @@ impl Ec2Inventory {
         )?;
         Ok(())
     }
+}
+
+/// The IAM path of every role and instance profile kforge creates for `cluster`.
+pub fn role_path(cluster: &str) -> String {
+    format!("/kforge/{cluster}/")
 }
 
 /// Picks the one item whose `kforge.dev/resource` tag is `logical`; `None` if there is none.

@@ -30,6 +30,7 @@ pub struct Aws {
     config: SdkConfig,
     endpoint_url: Option<String>,
     ec2: OnceLock<aws_sdk_ec2::Client>,
+    iam: OnceLock<aws_sdk_iam::Client>,
     s3: OnceLock<aws_sdk_s3::Client>,
 }
 
@@ -70,6 +71,7 @@ impl Aws {
             config,
             endpoint_url,
             ec2: OnceLock::new(),
+            iam: OnceLock::new(),
             s3: OnceLock::new(),
         }
     }
@@ -82,6 +84,15 @@ impl Aws {
         self.ec2.get_or_init(|| aws_sdk_ec2::Client::new(&self.config))
     }
 
+    pub fn iam(&self) -> &aws_sdk_iam::Client {
+        self.iam.get_or_init(|| aws_sdk_iam::Client::new(&self.config))
+    }
+
+    /// `aws`, `aws-cn` or `aws-us-gov`: the partition of ARNs in this region.
+    pub fn partition(&self) -> &'static str {
+        partition_of(&self.region())
+    }
+
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
             let mut b = aws_sdk_s3::config::Builder::from(&self.config);
@@ -91,6 +102,16 @@ impl Aws {
             }
             aws_sdk_s3::Client::from_conf(b.build())
         })
+    }
+}
+
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
     }
 }
 

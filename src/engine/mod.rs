@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use executor::{ExecOptions, Outcome, Step};
 
 use crate::aws::Aws;
-use crate::aws::inventory::Ec2Inventory;
+use crate::aws::inventory::Inventory;
 use crate::progress::Reporter;
 
 /// Outputs of a resource that dependants consume: `id`, `arn`, ...
@@ -32,6 +32,10 @@ pub enum Phase {
     Security,
     Cluster,
     Bootstrap,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [Phase::Network, Phase::Security, Phase::Cluster, Phase::Bootstrap];
 }
 
 impl fmt::Display for Phase {
@@ -50,7 +54,7 @@ pub struct Ctx {
     pub aws: Aws,
     pub cluster: String,
     /// What exists, listed by kind at the first question and shared by every resource's `find`.
-    pub inventory: Ec2Inventory,
+    pub inventory: Inventory,
 }
 
 impl Ctx {
@@ -58,7 +62,7 @@ impl Ctx {
         Ctx {
             aws,
             cluster: cluster.into(),
-            inventory: Ec2Inventory::new(cluster),
+            inventory: Inventory::new(cluster),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! A phase a provider has not built yet is refused up front, before any cloud call, so a run never stops half-way
 //! because of a missing feature.
 
+pub mod eks;
+pub mod iam;
 pub mod network;
 
 use std::sync::Arc;
@@ -22,7 +24,10 @@ pub fn phases(provider: Provider) -> &'static [Phase] {
 }
 
 fn implemented(provider: Provider, phase: Phase) -> bool {
-    matches!((provider, phase), (Provider::Eks | Provider::Ec2, Phase::Network))
+    matches!(
+        (provider, phase),
+        (Provider::Eks | Provider::Ec2, Phase::Network) | (Provider::Eks, Phase::Security)
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,26 +48,27 @@ fn list(p: &Provider) -> String {
     phases(*p).iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// The phases a run covers: the one asked for, or all of them.
-pub fn selected_phases(provider: Provider, only: Option<Phase>) -> Result<Vec<Phase>, PhaseError> {
+/// The phases a run covers: those asked for (`--phase network,security`), or all of them.
+pub fn selected_phases(provider: Provider, only: &[Phase]) -> Result<Vec<Phase>, PhaseError> {
     let all = phases(provider);
-    let wanted: Vec<Phase> = match only {
-        Some(p) if !all.contains(&p) => return Err(PhaseError::NotAPhase { provider, phase: p }),
-        Some(p) => vec![p],
-        None => all.to_vec(),
-    };
+    if let Some(p) = only.iter().find(|p| !all.contains(p)) {
+        return Err(PhaseError::NotAPhase { provider, phase: *p });
+    }
+    let mut wanted: Vec<Phase> = if only.is_empty() { all.to_vec() } else { only.to_vec() };
+    wanted.sort();
+    wanted.dedup();
     if let Some(missing) = wanted.iter().find(|p| !implemented(provider, **p)) {
         let built: Vec<String> = all
             .iter()
             .filter(|p| implemented(provider, **p))
-            .map(|p| format!("--phase {p}"))
+            .map(|p| p.to_string())
             .collect();
         let hint = if built.is_empty() {
             format!("provider {provider} cannot be applied yet; `kforge validate spec` checks the spec meanwhile")
         } else {
             format!(
-                "run the phases that are available ({}) to create those parts now",
-                built.join(", ")
+                "run the phases that are available (--phase {}) to create those parts now",
+                built.join(",")
             )
         };
         return Err(PhaseError::NotBuilt {
@@ -84,6 +90,9 @@ pub fn resources(cluster: &Cluster, selected: &[Phase]) -> Vec<Arc<dyn Resource>
     {
         out.extend(network::resources(&cluster.name, net, &cluster.tags));
     }
+    if cluster.provider == Provider::Eks && last >= Phase::Security {
+        out.extend(eks::security_resources(cluster));
+    }
     out
 }
 
@@ -93,18 +102,23 @@ mod tests {
 
     #[test]
     fn unbuilt_phases_are_refused_with_a_way_forward() {
-        let e = selected_phases(Provider::Eks, None).unwrap_err().to_string();
-        assert!(e.contains("security phase is not available"), "{e}");
-        assert!(e.contains("--phase network"), "{e}");
+        let e = selected_phases(Provider::Eks, &[]).unwrap_err().to_string();
+        assert!(e.contains("cluster phase is not available"), "{e}");
+        assert!(e.contains("--phase network,security"), "{e}");
         assert_eq!(
-            selected_phases(Provider::Eks, Some(Phase::Network)).unwrap(),
-            [Phase::Network]
+            selected_phases(Provider::Eks, &[Phase::Security, Phase::Network]).unwrap(),
+            [Phase::Network, Phase::Security]
         );
-        let e = selected_phases(Provider::Hosts, Some(Phase::Network))
+        let e = selected_phases(Provider::Ec2, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("security phase is not available") && e.contains("(--phase network)"),
+            "{e}"
+        );
+        let e = selected_phases(Provider::Hosts, &[Phase::Network])
             .unwrap_err()
             .to_string();
         assert!(e.contains("has no network phase"), "{e}");
-        let e = selected_phases(Provider::Hosts, None).unwrap_err().to_string();
+        let e = selected_phases(Provider::Hosts, &[]).unwrap_err().to_string();
         assert!(e.contains("cannot be applied yet"), "{e}");
     }
 }

@@ -78,6 +78,9 @@ pub struct ClusterBody {
     pub hosts: Option<Vec<HostSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addons: Option<Vec<AddonSpec>>,
+    /// IAM roles: created by kforge unless existing ones are named here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<IamSpec>,
     /// Extra tags put on every AWS resource kforge creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
@@ -283,6 +286,19 @@ pub struct HostSpec {
     /// The host's public key line (`ssh-ed25519 AAAA...`); when omitted it must be in ~/.ssh/known_hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IamSpec {
+    /// Existing role the EKS control plane assumes (provider eks). Default: kforge creates
+    /// `kforge-<cluster>-cluster` with AmazonEKSClusterPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_role_arn: Option<String>,
+    /// Existing role the worker nodes assume (provider eks). Default: kforge creates `kforge-<cluster>-node` with
+    /// the worker, CNI and ECR read-only policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_role_arn: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -6,5 +6,6 @@ mod crash;
 mod errors;
 mod network;
 mod reliability;
+mod security;
 mod state_s3;
 mod support;
