@@ -72,6 +72,13 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Get(GetCommand::Clusters) => get_clusters(g).await,
         Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
+        Command::Token { cluster } => {
+            // A protocol document for kubectl, so always JSON whatever -o says.
+            let aws = aws_for(g, None).await;
+            let credential = crate::aws::eks_token::exec_credential(&aws, &cluster).await?;
+            println!("{}", serde_json::to_string(&credential)?);
+            Ok(Finished::Ok)
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(Finished::Ok)

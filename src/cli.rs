@@ -87,6 +87,12 @@ pub enum Command {
     /// Check input without touching the cloud
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// Print an EKS bearer token as a kubectl ExecCredential (the exec plugin of kforge's kubeconfigs)
+    Token {
+        /// EKS cluster name
+        #[arg(long)]
+        cluster: String,
+    },
     /// Print the JSON Schema of the cluster spec (for editors and CI linting)
     Schema,
     /// Print a shell completion script

@@ -2,6 +2,7 @@
 //! clients built once and shared, adaptive retries, and [`CloudError`], which names the resource, the operation, the
 //! AWS error code and what to do about it.
 
+pub mod eks_token;
 pub mod inventory;
 pub mod tags;
 
@@ -74,6 +75,10 @@ impl Aws {
             iam: OnceLock::new(),
             s3: OnceLock::new(),
         }
+    }
+
+    pub fn credentials_provider(&self) -> Option<aws_credential_types::provider::SharedCredentialsProvider> {
+        self.config.credentials_provider()
     }
 
     pub fn region(&self) -> String {

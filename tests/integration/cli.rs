@@ -168,3 +168,42 @@ fn help_text() {
     insta::assert_snapshot!("help", env.ok(&["--help"]).stdout);
     insta::assert_snapshot!("delete_cluster_help", env.ok(&["delete", "cluster", "--help"]).stdout);
 }
+
+#[test]
+fn token_is_an_exec_credential_with_a_presigned_sts_url() {
+    use base64::Engine;
+    let env = TestEnv::new();
+    let o = env.ok(&["token", "--cluster", "ml-gpu", "--region", "us-west-2"]);
+    let cred: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(cred["kind"], "ExecCredential");
+    assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
+    let token = cred["status"]["token"].as_str().unwrap();
+    let body = token.strip_prefix("k8s-aws-v1.").expect("EKS token prefix");
+    let url = String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap()).unwrap();
+    assert!(
+        url.starts_with("https://sts.us-west-2.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&"),
+        "{url}"
+    );
+    let query: std::collections::BTreeMap<&str, &str> = url
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert_eq!(query["X-Amz-Algorithm"], "AWS4-HMAC-SHA256");
+    assert!(
+        query["X-Amz-Credential"].starts_with("test%2F")
+            && query["X-Amz-Credential"].ends_with("%2Fus-west-2%2Fsts%2Faws4_request")
+    );
+    assert!(query["X-Amz-Expires"].parse::<u32>().unwrap() <= 60);
+    assert_eq!(
+        query["X-Amz-SignedHeaders"], "host%3Bx-k8s-aws-id",
+        "the cluster header is signed"
+    );
+    assert_eq!(query["X-Amz-Signature"].len(), 64);
+    let expires = humantime::parse_rfc3339(cred["status"]["expirationTimestamp"].as_str().unwrap()).unwrap();
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(left <= std::time::Duration::from_secs(15 * 60), "{left:?}");
+    assert!(env.proxy.calls().is_empty(), "signing is local: no AWS call");
+}
