@@ -81,6 +81,20 @@ impl Aws {
         self.config.credentials_provider()
     }
 
+    /// An `Aws` whose EC2 client is given (tests: a client answering from aws-smithy-mocks rules).
+    #[cfg(test)]
+    pub(crate) fn with_ec2(ec2: aws_sdk_ec2::Client) -> Aws {
+        let ec2_cell = OnceLock::new();
+        let _ = ec2_cell.set(ec2);
+        Aws {
+            config: SdkConfig::builder().region(Region::new("us-east-1")).build(),
+            endpoint_url: None,
+            ec2: ec2_cell,
+            iam: OnceLock::new(),
+            s3: OnceLock::new(),
+        }
+    }
+
     pub fn region(&self) -> String {
         self.config.region().map(|r| r.to_string()).unwrap_or_default()
     }

@@ -1451,6 +1451,142 @@ mod tests {
         assert_eq!(rs.len(), 5);
     }
 
+    mod waiting {
+        //! What moto cannot show (its NAT gateways are available at once): a gateway pending for a while, one
+        //! that fails, deletions that take time, and a subnet still in use. Answers come from aws-smithy-mocks.
+        use super::super::*;
+        use aws_sdk_ec2::error::ErrorMetadata;
+        use aws_sdk_ec2::operation::delete_subnet::DeleteSubnetError;
+        use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
+        use aws_sdk_ec2::types::NatGateway as NatGatewayDto;
+        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+
+        fn ctx(rules: &[&Rule]) -> Ctx {
+            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
+            for r in rules {
+                interceptor = interceptor.with_rule(r);
+            }
+            let client = aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::Config::builder()
+                    .behavior_version_latest()
+                    .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+                    .credentials_provider(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test"))
+                    .http_client(create_mock_http_client())
+                    .interceptor(interceptor)
+                    .build(),
+            );
+            Ctx::new(Aws::with_ec2(client), "demo")
+        }
+
+        fn nat_in(state: NatGatewayState) -> Rule {
+            mock!(aws_sdk_ec2::Client::describe_nat_gateways).then_output(move || {
+                DescribeNatGatewaysOutput::builder()
+                    .nat_gateways(
+                        NatGatewayDto::builder()
+                            .nat_gateway_id("nat-1")
+                            .state(state.clone())
+                            .failure_code("InsufficientFreeAddressesInSubnet")
+                            .failure_message("Subnet has no free addresses")
+                            .build(),
+                    )
+                    .build()
+            })
+        }
+
+        fn nat() -> NatGateway {
+            NatGateway {
+                id: "nat/us-east-1a".into(),
+                deps: vec!["subnet/public-us-east-1a".into(), "eip/nat-us-east-1a".into()],
+                tags: BTreeMap::new(),
+            }
+        }
+
+        fn pending_outputs() -> Outputs {
+            Outputs::from([("id".into(), "nat-1".into()), (CREATED_STATE.into(), "pending".into())])
+        }
+
+        #[tokio::test]
+        async fn a_pending_gateway_is_waited_for_until_available() {
+            let (pending, available) = (nat_in(NatGatewayState::Pending), nat_in(NatGatewayState::Available));
+            let ctx = ctx(&[&pending, &available]);
+            let first = nat().ready(&ctx, &pending_outputs()).await.unwrap();
+            assert!(
+                matches!(first, Step::Retry { ref reason, .. } if reason == "state pending"),
+                "{first:?}"
+            );
+            assert_eq!(nat().ready(&ctx, &pending_outputs()).await.unwrap(), Step::Done(()));
+            assert_eq!(pending.num_calls() + available.num_calls(), 2);
+        }
+
+        #[tokio::test]
+        async fn an_available_create_answer_needs_no_describe() {
+            let describe = nat_in(NatGatewayState::Pending);
+            let ctx = ctx(&[&describe]);
+            let outputs = Outputs::from([
+                ("id".into(), "nat-1".into()),
+                (CREATED_STATE.into(), "available".into()),
+            ]);
+            assert_eq!(nat().ready(&ctx, &outputs).await.unwrap(), Step::Done(()));
+            assert_eq!(describe.num_calls(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_failed_gateway_reports_why() {
+            let failed = nat_in(NatGatewayState::Failed);
+            let ctx = ctx(&[&failed]);
+            let err = nat().ready(&ctx, &pending_outputs()).await.unwrap_err().to_string();
+            assert!(
+                err.contains("nat/us-east-1a (nat-1) failed: InsufficientFreeAddressesInSubnet"),
+                "{err}"
+            );
+            assert!(err.contains("hint:"), "{err}");
+        }
+
+        #[tokio::test]
+        async fn deleting_waits_until_the_gateway_is_gone() {
+            let available = nat_in(NatGatewayState::Available);
+            let delete = mock!(aws_sdk_ec2::Client::delete_nat_gateway).then_output(|| {
+                aws_sdk_ec2::operation::delete_nat_gateway::DeleteNatGatewayOutput::builder()
+                    .nat_gateway_id("nat-1")
+                    .build()
+            });
+            let deleting = nat_in(NatGatewayState::Deleting);
+            let deleted = nat_in(NatGatewayState::Deleted);
+            let ctx = ctx(&[&available, &delete, &deleting, &deleted]);
+            assert!(matches!(
+                delete_nat_gateway(&ctx.aws, "nat-1", true).await.unwrap(),
+                Step::Retry { .. }
+            ));
+            assert!(matches!(
+                delete_nat_gateway(&ctx.aws, "nat-1", true).await.unwrap(),
+                Step::Retry { .. }
+            ));
+            assert_eq!(
+                delete_nat_gateway(&ctx.aws, "nat-1", true).await.unwrap(),
+                Step::Done(())
+            );
+            assert_eq!(delete.num_calls(), 1, "asked to delete once, then only watched");
+        }
+
+        #[tokio::test]
+        async fn a_subnet_in_use_is_blocked_not_failed() {
+            let in_use = mock!(aws_sdk_ec2::Client::delete_subnet).then_error(|| {
+                DeleteSubnetError::generic(
+                    ErrorMetadata::builder()
+                        .code("DependencyViolation")
+                        .message("has dependencies")
+                        .build(),
+                )
+            });
+            let ctx = ctx(&[&in_use]);
+            let step = delete_subnet(&ctx.aws, "subnet-1").await.unwrap();
+            assert!(
+                matches!(step, Step::Blocked { ref reason } if reason.contains("subnet-1")),
+                "{step:?}"
+            );
+        }
+    }
+
     #[test]
     fn subnets_carry_load_balancer_role_tags() {
         assert_eq!(subnet_role_tag(SubnetType::Public).0, "kubernetes.io/role/elb");
