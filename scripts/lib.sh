@@ -38,6 +38,11 @@ apt_install() {
   fi
 }
 
+# kubectl, which the tests use to check the kubeconfigs kforge writes.
+ensure_kubectl() {
+  command -v kubectl >/dev/null || apt_install kubernetes-client
+}
+
 ensure_rust() {
   command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
 }

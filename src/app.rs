@@ -72,6 +72,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Get(GetCommand::Clusters) => get_clusters(g).await,
         Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
+        Command::Kubeconfig { name, kubeconfig } => write_kubeconfig(g, &name, kubeconfig).await,
         Command::Token { cluster } => {
             // A protocol document for kubectl, so always JSON whatever -o says.
             let aws = aws_for(g, None).await;
@@ -518,6 +519,76 @@ fn confirm(name: &str, count: usize) -> anyhow::Result<()> {
         anyhow::bail!("not confirmed; nothing was deleted");
     }
     Ok(())
+}
+
+/// Merges an EKS cluster's endpoint, CA and a `kforge token` exec entry into a kubeconfig.
+async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<Finished> {
+    // The region: flags and environment first, then what the state store recorded for the cluster.
+    let region = match fallback_region(g) {
+        Some(r) => Some(r),
+        None => state_store(g, None).await?.get(name).await?.and_then(|r| r.region),
+    };
+    let aws = aws_for(g, region.as_deref()).await;
+    let region = aws.region();
+    anyhow::ensure!(
+        !region.is_empty(),
+        "no region for cluster {name}\n  hint: pass --region, or set AWS_REGION"
+    );
+    let described = aws.eks().describe_cluster().name(name).send().await;
+    let cluster = match described {
+        Ok(out) => out
+            .cluster
+            .ok_or_else(|| anyhow::anyhow!("DescribeCluster returned no cluster for {name}"))?,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            anyhow::bail!(
+                "EKS cluster {name} not found in {region}\n  hint: check the name and --region (`aws eks list-clusters`)"
+            )
+        }
+        Err(e) => return Err(crate::aws::aws_err(format!("EKS cluster {name}"), "DescribeCluster")(e).into()),
+    };
+    let server = cluster.endpoint().ok_or_else(|| {
+        anyhow::anyhow!(
+            "EKS cluster {name} has no endpoint yet (status {})\n  hint: wait until it is ACTIVE, then run this again",
+            cluster.status().map(|s| s.as_str()).unwrap_or("unknown")
+        )
+    })?;
+    let ca = cluster
+        .certificate_authority()
+        .and_then(|c| c.data())
+        .unwrap_or_default();
+    let context = cluster
+        .arn()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{name}.{region}.kforge"));
+    let command = std::env::current_exe()
+        .context("locating the kforge binary for the exec plugin")?
+        .display()
+        .to_string();
+    let access = crate::kubeconfig::EksAccess {
+        name: context.clone(),
+        server: server.to_string(),
+        certificate_authority_data: ca.to_string(),
+        command,
+        args: ["token", "--cluster", name, "--region", &region]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        env: g
+            .profile
+            .iter()
+            .map(|p| ("AWS_PROFILE".to_string(), p.clone()))
+            .collect(),
+    };
+    let path = file.unwrap_or_else(crate::kubeconfig::default_path);
+    crate::kubeconfig::write(&path, &access)?;
+    let result = serde_json::json!({"context": context, "kubeconfig": path.display().to_string()});
+    print(g.output, &result, || {
+        format!("context {context} added to {} and made current\n", path.display())
+    })?;
+    Ok(Finished::Ok)
 }
 
 async fn get_clusters(g: &GlobalArgs) -> anyhow::Result<Finished> {

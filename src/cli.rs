@@ -87,6 +87,14 @@ pub enum Command {
     /// Check input without touching the cloud
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context
+    Kubeconfig {
+        /// EKS cluster name
+        name: String,
+        /// File to merge into [default: first of $KUBECONFIG, else ~/.kube/config]
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print an EKS bearer token as a kubectl ExecCredential (the exec plugin of kforge's kubeconfigs)
     Token {
         /// EKS cluster name

@@ -31,6 +31,7 @@ pub struct Aws {
     config: SdkConfig,
     endpoint_url: Option<String>,
     ec2: OnceLock<aws_sdk_ec2::Client>,
+    eks: OnceLock<aws_sdk_eks::Client>,
     iam: OnceLock<aws_sdk_iam::Client>,
     s3: OnceLock<aws_sdk_s3::Client>,
 }
@@ -72,6 +73,7 @@ impl Aws {
             config,
             endpoint_url,
             ec2: OnceLock::new(),
+            eks: OnceLock::new(),
             iam: OnceLock::new(),
             s3: OnceLock::new(),
         }
@@ -90,6 +92,7 @@ impl Aws {
             config: SdkConfig::builder().region(Region::new("us-east-1")).build(),
             endpoint_url: None,
             ec2: ec2_cell,
+            eks: OnceLock::new(),
             iam: OnceLock::new(),
             s3: OnceLock::new(),
         }
@@ -101,6 +104,10 @@ impl Aws {
 
     pub fn ec2(&self) -> &aws_sdk_ec2::Client {
         self.ec2.get_or_init(|| aws_sdk_ec2::Client::new(&self.config))
+    }
+
+    pub fn eks(&self) -> &aws_sdk_eks::Client {
+        self.eks.get_or_init(|| aws_sdk_eks::Client::new(&self.config))
     }
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {

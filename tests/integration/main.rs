@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod errors;
+mod kubeconfig;
 mod network;
 mod reliability;
 mod security;
