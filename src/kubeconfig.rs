@@ -2,8 +2,6 @@
 //! others, as `aws eks update-kubeconfig` does. The file is read as generic YAML so fields kforge does not know
 //! survive; it is written atomically with mode 0600 (it names credentials plugins and may hold tokens).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_norway::{Mapping, Value};
@@ -148,17 +146,7 @@ pub fn write(path: &Path, access: &EksAccess) -> Result<(), KubeconfigError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
-    let tmp = path.with_extension("kforge-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(write_err)?;
-    f.write_all(merged.as_bytes()).map_err(write_err)?;
-    f.sync_all().map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    crate::fsutil::write_private(path, merged.as_bytes()).map_err(write_err)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod aws;
 pub mod cli;
 pub mod delete;
 pub mod engine;
+pub mod fsutil;
 pub mod kubeconfig;
 pub mod model;
 pub mod progress;

@@ -265,6 +265,26 @@ pub trait Resource: Send + Sync {
     async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>>;
 }
 
+/// The metadata methods of a [`Resource`] whose struct has `id: String` and `deps: Vec<String>` fields:
+/// `resource_metadata!("subnet", Phase::Network);` inside the `impl`.
+macro_rules! resource_metadata {
+    ($kind:literal, $phase:expr) => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn phase(&self) -> $crate::engine::Phase {
+            $phase
+        }
+        fn depends_on(&self) -> &[String] {
+            &self.deps
+        }
+    };
+}
+pub(crate) use resource_metadata;
+
 /// The generic attribute diff behind [`Resource::diff`].
 pub fn diff_attrs(
     id: &str,

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use crate::aws::inventory::role_path;
 use crate::aws::tags::{self, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
-use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step};
+use crate::engine::{
+    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
+};
 
 /// A role kforge owns.
 pub struct IamRole {
@@ -97,18 +99,7 @@ async fn attached_policies(aws: &Aws, role: &str) -> anyhow::Result<BTreeSet<Str
 
 #[async_trait]
 impl Resource for IamRole {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "iam-role"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Security
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    resource_metadata!("iam-role", Phase::Security);
     fn desired(&self, _: &Inputs) -> Desired {
         // Policies by name: find strips the partition's ARN prefix, so the same spec diffs alike in every partition.
         Desired::default()
@@ -336,18 +327,7 @@ pub struct ExistingRole {
 
 #[async_trait]
 impl Resource for ExistingRole {
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn kind(&self) -> &'static str {
-        "existing-iam-role"
-    }
-    fn phase(&self) -> Phase {
-        Phase::Security
-    }
-    fn depends_on(&self) -> &[String] {
-        &self.deps
-    }
+    resource_metadata!("existing-iam-role", Phase::Security);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
     }

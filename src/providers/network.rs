@@ -17,7 +17,9 @@ use aws_sdk_ec2::types::{
 use crate::aws::inventory::by_logical_id;
 use crate::aws::tags::{Tagger, ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
-use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step};
+use crate::engine::{
+    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
+};
 use crate::model::{Network, SubnetSource, VpcSource};
 use crate::spec::{NatGateways, SubnetType};
 
@@ -167,24 +169,6 @@ pub fn resources(cluster: &str, network: &Network, extra_tags: &BTreeMap<String,
     out
 }
 
-/// The metadata methods every network resource implements alike (each has `id` and `deps` fields).
-macro_rules! network_resource {
-    ($kind:literal) => {
-        fn id(&self) -> &str {
-            &self.id
-        }
-        fn kind(&self) -> &'static str {
-            $kind
-        }
-        fn phase(&self) -> Phase {
-            Phase::Network
-        }
-        fn depends_on(&self) -> &[String] {
-            &self.deps
-        }
-    };
-}
-
 fn outputs(id: &str) -> Outputs {
     Outputs::from([("id".to_string(), id.to_string())])
 }
@@ -264,7 +248,7 @@ struct Vpc {
 
 #[async_trait]
 impl Resource for Vpc {
-    network_resource!("vpc");
+    resource_metadata!("vpc", Phase::Network);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
             .attr("cidr", self.cidr.as_str(), Mutability::Immutable)
@@ -336,7 +320,7 @@ const DNS_ATTRS: [(&str, VpcAttributeName); 2] = [
 
 #[async_trait]
 impl Resource for VpcDns {
-    network_resource!("vpc-attribute");
+    resource_metadata!("vpc-attribute", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::InPlace)
@@ -423,7 +407,7 @@ struct ExistingVpc {
 
 #[async_trait]
 impl Resource for ExistingVpc {
-    network_resource!("existing-vpc");
+    resource_metadata!("existing-vpc", Phase::Network);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
     }
@@ -456,7 +440,7 @@ struct ExistingSubnet {
 
 #[async_trait]
 impl Resource for ExistingSubnet {
-    network_resource!("existing-subnet");
+    resource_metadata!("existing-subnet", Phase::Network);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default()
     }
@@ -499,7 +483,7 @@ struct InternetGateway {
 
 #[async_trait]
 impl Resource for InternetGateway {
-    network_resource!("internet-gateway");
+    resource_metadata!("internet-gateway", Phase::Network);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default().attr("tags", render(&self.tags), Mutability::InPlace)
     }
@@ -589,7 +573,7 @@ struct IgwAttachment {
 
 #[async_trait]
 impl Resource for IgwAttachment {
-    network_resource!("gateway-attachment");
+    resource_metadata!("gateway-attachment", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("gateway", inputs.get("igw", "id"), Mutability::Replace)
@@ -674,7 +658,7 @@ struct SubnetRes {
 
 #[async_trait]
 impl Resource for SubnetRes {
-    network_resource!("subnet");
+    resource_metadata!("subnet", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::Immutable)
@@ -754,7 +738,7 @@ struct SubnetPublicIp {
 
 #[async_trait]
 impl Resource for SubnetPublicIp {
-    network_resource!("subnet-attribute");
+    resource_metadata!("subnet-attribute", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("subnet", inputs.get(&self.subnet, "id"), Mutability::InPlace)
@@ -818,7 +802,7 @@ struct ElasticIp {
 
 #[async_trait]
 impl Resource for ElasticIp {
-    network_resource!("elastic-ip");
+    resource_metadata!("elastic-ip", Phase::Network);
     fn desired(&self, _: &Inputs) -> Desired {
         Desired::default().attr("tags", render(&self.tags), Mutability::InPlace)
     }
@@ -902,7 +886,7 @@ impl NatGateway {
 
 #[async_trait]
 impl Resource for NatGateway {
-    network_resource!("nat-gateway");
+    resource_metadata!("nat-gateway", Phase::Network);
     fn deadline(&self) -> Duration {
         // AWS takes one to five minutes; allow for a slow day.
         Duration::from_secs(900)
@@ -1079,7 +1063,7 @@ async fn find_table<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'
 
 #[async_trait]
 impl Resource for RouteTableRes {
-    network_resource!("route-table");
+    resource_metadata!("route-table", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("vpc", inputs.get("vpc", "id"), Mutability::Replace)
@@ -1167,7 +1151,7 @@ struct DefaultRoute {
 
 #[async_trait]
 impl Resource for DefaultRoute {
-    network_resource!("route");
+    resource_metadata!("route", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("table", inputs.get(&self.table, "id"), Mutability::Replace)
@@ -1256,7 +1240,7 @@ struct Association {
 
 #[async_trait]
 impl Resource for Association {
-    network_resource!("route-table-association");
+    resource_metadata!("route-table-association", Phase::Network);
     fn desired(&self, inputs: &Inputs) -> Desired {
         Desired::default()
             .attr("subnet", inputs.get(&self.subnet, "id"), Mutability::Replace)

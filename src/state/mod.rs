@@ -323,19 +323,9 @@ impl StateStore {
             StateStore::Local { root } => {
                 let path = root.join(key);
                 make_private_dirs(root, path.parent().expect("key has a directory"))?;
-                let tmp = path.with_extension("tmp");
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| {
-                        self.store_error(format!("cannot write {key}: {e}"), "check the directory's permissions")
-                    })?;
-                f.write_all(bytes)?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
+                crate::fsutil::write_private(&path, bytes).map_err(|e| {
+                    self.store_error(format!("cannot write {key}: {e}"), "check the directory's permissions")
+                })?;
                 Ok(())
             }
             StateStore::S3 { aws, bucket, .. } => {

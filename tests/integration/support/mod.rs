@@ -197,13 +197,7 @@ impl TestEnv {
                     .len(),
             );
             let nats = ec2.describe_nat_gateways().filter(f()).send().await.unwrap();
-            m.insert(
-                "nat-gateway",
-                nats.nat_gateways()
-                    .iter()
-                    .filter(|n| matches!(n.state(), Some(NatGatewayState::Available | NatGatewayState::Pending)))
-                    .count(),
-            );
+            m.insert("nat-gateway", nats.nat_gateways().iter().filter(live).count());
             m.insert(
                 "elastic-ip",
                 ec2.describe_addresses()
@@ -271,13 +265,7 @@ impl TestEnv {
                     .len(),
             );
             let nats = ec2.describe_nat_gateways().send().await.unwrap();
-            m.insert(
-                "nat-gateway",
-                nats.nat_gateways()
-                    .iter()
-                    .filter(|n| matches!(n.state(), Some(NatGatewayState::Available | NatGatewayState::Pending)))
-                    .count(),
-            );
+            m.insert("nat-gateway", nats.nat_gateways().iter().filter(live).count());
             m.insert(
                 "elastic-ip",
                 ec2.describe_addresses().send().await.unwrap().addresses().len(),
@@ -308,6 +296,11 @@ impl TestEnv {
             m
         })
     }
+}
+
+/// A NAT gateway that exists or is coming (deleted and failed ones linger in listings).
+fn live(n: &&aws_sdk_ec2::types::NatGateway) -> bool {
+    matches!(n.state(), Some(NatGatewayState::Available | NatGatewayState::Pending))
 }
 
 pub struct Outcome {
