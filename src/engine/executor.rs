@@ -30,6 +30,17 @@ pub enum Step<T> {
     },
 }
 
+impl<T> Step<T> {
+    /// Maps the `Done` value, keeping waits as they are.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
+        match self {
+            Step::Done(v) => Step::Done(f(v)),
+            Step::Retry { after, reason } => Step::Retry { after, reason },
+            Step::Blocked { reason } => Step::Blocked { reason },
+        }
+    }
+}
+
 #[async_trait]
 pub trait Job<O>: Send + Sync {
     fn id(&self) -> &str;

@@ -220,6 +220,11 @@ impl Inputs {
         Inputs { outputs }
     }
 
+    /// Inputs at apply time: every dependency has finished and has its outputs.
+    pub fn from_finished(outputs: &BTreeMap<String, Outputs>) -> Self {
+        Inputs::new(outputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
+    }
+
     /// `dep`'s output `key`, or `Unknown` while `dep` is yet to be created.
     pub fn get(&self, dep: &str, key: &str) -> Value {
         match self.outputs.get(dep) {
@@ -681,7 +686,7 @@ impl executor::Job<Outputs> for ApplyJob {
                 }
             }
             ApplyState::Creating => {
-                let inputs = Inputs::new(inputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
+                let inputs = Inputs::from_finished(inputs);
                 let desired = r.desired(&inputs);
                 match r.apply(&self.ctx, &Change::Create, None, &desired).await? {
                     Step::Done(outputs) => self.after_apply(outputs).await,
@@ -692,7 +697,7 @@ impl executor::Job<Outputs> for ApplyJob {
                 }
             }
             ApplyState::Start => {
-                let inputs = Inputs::new(inputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect());
+                let inputs = Inputs::from_finished(inputs);
                 let desired = r.desired(&inputs);
                 let actual = self.planned.observed.as_ref();
                 // Recomputed with the real outputs of the dependencies: what plan showed as "known after apply"

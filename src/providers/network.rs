@@ -635,17 +635,6 @@ impl Resource for IgwAttachment {
     }
 }
 
-impl<T> Step<T> {
-    /// Maps the `Done` value, keeping waits as they are.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Step<U> {
-        match self {
-            Step::Done(v) => Step::Done(f(v)),
-            Step::Retry { after, reason } => Step::Retry { after, reason },
-            Step::Blocked { reason } => Step::Blocked { reason },
-        }
-    }
-}
-
 // ---------------------------------------------------------------- Subnets
 
 struct SubnetRes {
