@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::aws::{Aws, AwsOptions};
 use crate::cli::{
     Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, GetCommand, GlobalArgs,
-    OutputFormat, PlanArgs, ValidateCommand,
+    OutputFormat, PlanArgs, ScaleCommand, ScaleNodegroupArgs, UpgradeClusterArgs, UpgradeCommand, ValidateCommand,
 };
 use crate::delete;
 use crate::engine::{self, Ctx, ExecOptions, Phase};
@@ -62,6 +62,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
                     spec: args.spec,
                     phase: args.phase,
                     dry_run: false,
+                    // Only `create` adds the cluster to a kubeconfig, as eksctl does.
+                    no_kubeconfig: true,
+                    kubeconfig: None,
                 },
                 "kforge apply",
             )
@@ -71,6 +74,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Delete(DeleteCommand::Cluster(args)) => delete_cluster(g, args).await,
         Command::Get(GetCommand::Clusters) => get_clusters(g).await,
         Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
+        Command::Get(GetCommand::Nodegroups { cluster }) => get_nodegroups(g, &cluster).await,
+        Command::Scale(ScaleCommand::Nodegroup(args)) => scale_nodegroup(g, args).await,
+        Command::Upgrade(UpgradeCommand::Cluster(args)) => upgrade_cluster(g, args).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
         Command::Kubeconfig { name, kubeconfig } => write_kubeconfig(g, &name, kubeconfig).await,
         Command::Token { cluster } => {
@@ -374,6 +380,14 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         if !report.errors.is_empty() {
             return Err(failures(&report.errors).into());
         }
+        if cluster.provider == spec::Provider::Eks && phases.contains(&Phase::Cluster) && !args.no_kubeconfig {
+            let path = args.kubeconfig.clone().unwrap_or_else(crate::kubeconfig::default_path);
+            let context = merge_kubeconfig(g, &ctx.aws, &name, &path).await?;
+            reporter.event(Event::Note(format!(
+                "kubeconfig: context {context} added to {} and made current",
+                path.display()
+            )));
+        }
         reporter.event(Event::Note(format!(
             "cluster {name}: phases {} applied in {:.1}s",
             phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
@@ -521,19 +535,40 @@ fn confirm(name: &str, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Merges an EKS cluster's endpoint, CA and a `kforge token` exec entry into a kubeconfig.
-async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<Finished> {
-    // The region: flags and environment first, then what the state store recorded for the cluster.
-    let region = match fallback_region(g) {
+/// The region of an existing cluster: flags and environment first, then what the state store recorded.
+async fn cluster_region(g: &GlobalArgs, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(match fallback_region(g) {
         Some(r) => Some(r),
         None => state_store(g, None).await?.get(name).await?.and_then(|r| r.region),
-    };
+    })
+}
+
+/// A context for a cluster that already exists somewhere in AWS (region from [`cluster_region`]).
+async fn existing_cluster_ctx(g: &GlobalArgs, name: &str) -> anyhow::Result<Ctx> {
+    let region = cluster_region(g, name).await?;
     let aws = aws_for(g, region.as_deref()).await;
-    let region = aws.region();
     anyhow::ensure!(
-        !region.is_empty(),
+        !aws.region().is_empty(),
         "no region for cluster {name}\n  hint: pass --region, or set AWS_REGION"
     );
+    Ok(Ctx::new(aws, name))
+}
+
+/// Merges an EKS cluster's endpoint, CA and a `kforge token` exec entry into a kubeconfig.
+async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<Finished> {
+    let ctx = existing_cluster_ctx(g, name).await?;
+    let path = file.unwrap_or_else(crate::kubeconfig::default_path);
+    let context = merge_kubeconfig(g, &ctx.aws, name, &path).await?;
+    let result = serde_json::json!({"context": context, "kubeconfig": path.display().to_string()});
+    print(g.output, &result, || {
+        format!("context {context} added to {} and made current\n", path.display())
+    })?;
+    Ok(Finished::Ok)
+}
+
+/// Adds cluster `name` to the kubeconfig at `path`; returns the context name.
+async fn merge_kubeconfig(g: &GlobalArgs, aws: &Aws, name: &str, path: &Path) -> anyhow::Result<String> {
+    let region = aws.region();
     let described = aws.eks().describe_cluster().name(name).send().await;
     let cluster = match described {
         Ok(out) => out
@@ -582,11 +617,141 @@ async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::Pa
             .map(|p| ("AWS_PROFILE".to_string(), p.clone()))
             .collect(),
     };
-    let path = file.unwrap_or_else(crate::kubeconfig::default_path);
-    crate::kubeconfig::write(&path, &access)?;
-    let result = serde_json::json!({"context": context, "kubeconfig": path.display().to_string()});
-    print(g.output, &result, || {
-        format!("context {context} added to {} and made current\n", path.display())
+    crate::kubeconfig::write(path, &access)?;
+    Ok(context)
+}
+
+fn day2_waiting(g: &GlobalArgs, started: Instant) -> providers::eks_day2::Waiting {
+    providers::eks_day2::Waiting {
+        poll: Duration::from_secs(15),
+        deadline: started + g.timeout,
+    }
+}
+
+async fn get_nodegroups(g: &GlobalArgs, cluster: &str) -> anyhow::Result<Finished> {
+    let ctx = existing_cluster_ctx(g, cluster).await?;
+    let rows = providers::eks_day2::nodegroups(&ctx).await?;
+    print(g.output, &rows, || {
+        table(
+            &[
+                "NAME",
+                "STATUS",
+                "VERSION",
+                "INSTANCE TYPES",
+                "CAPACITY",
+                "AMI TYPE",
+                "MIN",
+                "DESIRED",
+                "MAX",
+                "ISSUES",
+            ],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        r.name.clone(),
+                        r.status.clone(),
+                        r.version.clone(),
+                        r.instance_types.join(","),
+                        r.capacity.clone(),
+                        r.ami_type.clone(),
+                        r.min.to_string(),
+                        r.desired.to_string(),
+                        r.max.to_string(),
+                        r.issues.join("; "),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn scale_nodegroup(g: &GlobalArgs, args: ScaleNodegroupArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let ctx = existing_cluster_ctx(g, &args.cluster).await?;
+    let store = state_store(g, Some(&ctx.aws.region())).await?;
+    let reporter = progress::console(g.quiet);
+    let wait = (!args.no_wait).then(|| day2_waiting(g, started));
+    let record = store.get(&args.cluster).await?;
+    let scaled = locked(g, started, &store, &args.cluster, "kforge scale nodegroup", async {
+        providers::eks_day2::scale_nodegroup(
+            &ctx,
+            &args.name,
+            args.nodes,
+            args.min,
+            args.max,
+            wait,
+            reporter.as_ref(),
+        )
+        .await
+    })
+    .await?;
+    // The spec still says what it said: tell the user, since the next apply converges to the spec.
+    let spec_size = record.as_ref().and_then(|r| {
+        r.spec
+            .spec
+            .node_groups
+            .as_ref()?
+            .iter()
+            .find(|n| n.name == args.name)?
+            .desired_size
+    });
+    if let Some(size) = spec_size.filter(|s| *s as i32 != scaled.to[1]) {
+        reporter.event(Event::Note(format!(
+            "note: the spec of {} says desiredSize {size} for {}; set it to {} there, or the next apply scales back",
+            args.cluster, args.name, args.nodes
+        )));
+    }
+    print(g.output, &scaled, || {
+        format!(
+            "nodegroup {}: min/desired/max {}/{}/{} -> {}/{}/{} ({})\n",
+            scaled.nodegroup,
+            scaled.from[0],
+            scaled.from[1],
+            scaled.from[2],
+            scaled.to[0],
+            scaled.to[1],
+            scaled.to[2],
+            scaled.status
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn upgrade_cluster(g: &GlobalArgs, args: UpgradeClusterArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let ctx = existing_cluster_ctx(g, &args.name).await?;
+    let store = state_store(g, Some(&ctx.aws.region())).await?;
+    let reporter = progress::console(g.quiet);
+    let waiting = day2_waiting(g, started);
+    let steps = locked(g, started, &store, &args.name, "kforge upgrade cluster", async {
+        providers::eks_day2::upgrade(&ctx, &args.to, args.dry_run, waiting, reporter.as_ref()).await
+    })
+    .await?;
+    if !args.dry_run
+        && let Some(mut record) = store.get(&args.name).await?
+    {
+        record.kubernetes_version = args.to.clone();
+        record.updated_at = state::now();
+        store.put(&record).await?;
+    }
+    print(g.output, &steps, || {
+        let mut s = table(
+            &["TARGET", "FROM", "TO", "RESULT"],
+            steps
+                .iter()
+                .map(|s| vec![s.target.clone(), s.from.clone(), s.to.clone(), s.result.clone()])
+                .collect(),
+        );
+        if steps.is_empty() {
+            s = format!("cluster {} already runs Kubernetes {} everywhere\n", args.name, args.to);
+        } else if !args.dry_run {
+            s.push_str(&format!(
+                "set spec.kubernetesVersion: \"{}\" in the cluster's spec so apply agrees\n",
+                args.to
+            ));
+        }
+        s
     })?;
     Ok(Finished::Ok)
 }

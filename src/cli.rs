@@ -87,6 +87,12 @@ pub enum Command {
     /// Check input without touching the cloud
     #[command(subcommand)]
     Validate(ValidateCommand),
+    /// Change the size of a node group
+    #[command(subcommand)]
+    Scale(ScaleCommand),
+    /// Move a cluster to the next Kubernetes minor version
+    #[command(subcommand)]
+    Upgrade(UpgradeCommand),
     /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context
     Kubeconfig {
         /// EKS cluster name
@@ -134,6 +140,12 @@ pub struct CreateClusterArgs {
     /// Print the fully defaulted spec and stop; nothing is called
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not add the new EKS cluster to a kubeconfig
+    #[arg(long)]
+    pub no_kubeconfig: bool,
+    /// Kubeconfig to merge the new EKS cluster into [default: first of $KUBECONFIG, else ~/.kube/config]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_kubeconfig")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -188,6 +200,57 @@ pub enum GetCommand {
         /// Cluster name
         name: String,
     },
+    /// List an EKS cluster's managed nodegroups with their status and sizes
+    Nodegroups {
+        /// Cluster name
+        #[arg(long)]
+        cluster: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// Set an EKS managed nodegroup's desired size (and min/max when given); waits until it is ACTIVE
+    Nodegroup(ScaleNodegroupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleNodegroupArgs {
+    /// Nodegroup name
+    pub name: String,
+    /// Cluster name
+    #[arg(long)]
+    pub cluster: String,
+    /// Desired number of nodes
+    #[arg(long)]
+    pub nodes: u32,
+    /// New minimum size (needed when --nodes is below the current minimum)
+    #[arg(long)]
+    pub min: Option<u32>,
+    /// New maximum size (needed when --nodes is above the current maximum)
+    #[arg(long)]
+    pub max: Option<u32>,
+    /// Return once the change is requested
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpgradeCommand {
+    /// Upgrade an EKS cluster one minor version: control plane, then nodegroups, then addons; re-running resumes
+    Cluster(UpgradeClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeClusterArgs {
+    /// Cluster name
+    pub name: String,
+    /// Target Kubernetes version: the current one plus one minor (e.g. 1.34 from 1.33)
+    #[arg(long, value_name = "VERSION")]
+    pub to: String,
+    /// Show the steps and stop; nothing is changed
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,15 +12,25 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::aws::inventory::{logical_id, nat_is_live};
+use crate::aws::tags;
 use crate::aws::{aws_err, error_code};
 use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
 use crate::engine::{Ctx, Phase};
 use crate::progress::Reporter;
-use crate::providers::{iam, network};
+use crate::providers::{eks, iam, launch_template, network};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SweepKind {
+    EksNodegroup,
+    EksFargateProfile,
+    EksAddon,
+    EksCluster,
+    OidcProvider,
+    LaunchTemplate,
+    LoadBalancer,
+    TargetGroup,
+    NetworkInterface,
     NatGateway,
     ElasticIp,
     InternetGateway,
@@ -34,6 +44,15 @@ pub enum SweepKind {
 impl SweepKind {
     pub fn name(self) -> &'static str {
         match self {
+            SweepKind::EksNodegroup => "eks-nodegroup",
+            SweepKind::EksFargateProfile => "eks-fargate-profile",
+            SweepKind::EksAddon => "eks-addon",
+            SweepKind::EksCluster => "eks-cluster",
+            SweepKind::OidcProvider => "iam-oidc-provider",
+            SweepKind::LaunchTemplate => "launch-template",
+            SweepKind::LoadBalancer => "load-balancer",
+            SweepKind::TargetGroup => "target-group",
+            SweepKind::NetworkInterface => "network-interface",
             SweepKind::NatGateway => "nat-gateway",
             SweepKind::ElasticIp => "elastic-ip",
             SweepKind::InternetGateway => "internet-gateway",
@@ -66,10 +85,16 @@ impl Doomed {
     }
 }
 
-/// Everything of the cluster that exists, from the inventory. IAM is only asked when `phases` include security.
+/// Everything of the cluster that exists, from the inventory. IAM is only asked when `phases` include security,
+/// EKS and load balancers when they include cluster.
 pub async fn discover(ctx: &Ctx, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>> {
     let aws = &ctx.aws;
     let inv = &ctx.inventory;
+    let mut out = if phases.contains(&Phase::Cluster) {
+        discover_cluster_phase(ctx).await?
+    } else {
+        Vec::new()
+    };
     let (vpcs, subnets, igws, nats, eips, rtbs, sgs) = tokio::try_join!(
         inv.vpcs(aws),
         inv.subnets(aws),
@@ -79,7 +104,6 @@ pub async fn discover(ctx: &Ctx, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>
         inv.route_tables(aws),
         inv.security_groups(aws),
     )?;
-    let mut out = Vec::new();
     let mut push = |kind, id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag], vpc: Option<&str>, attached, deleting| {
         out.push(Doomed {
             kind,
@@ -171,11 +195,116 @@ pub async fn discover(ctx: &Ctx, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>
     Ok(out)
 }
 
+/// The EKS cluster and what hangs off it, kforge's launch templates, and what Kubernetes made in the VPC for the
+/// cluster (load balancers, target groups, detached network interfaces).
+async fn discover_cluster_phase(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
+    let aws = &ctx.aws;
+    let inv = &ctx.inventory;
+    let mut out = Vec::new();
+    let item = |kind, id: &str, logical: Option<&String>, vpc: Option<&str>| Doomed {
+        kind,
+        cloud_id: id.to_string(),
+        logical: logical.cloned(),
+        vpc: vpc.filter(|v| !v.is_empty()).map(str::to_string),
+        attached: Vec::new(),
+        deleting: false,
+    };
+    // Only a cluster kforge tagged as this one's is ever deleted; one of the same name made by others is left alone.
+    if let Some(c) = inv.own_eks_cluster(aws).await? {
+        let vpc = c.resources_vpc_config().and_then(|v| v.vpc_id());
+        let (nodegroups, profiles, addons) =
+            tokio::try_join!(inv.nodegroups(aws), inv.fargate_profiles(aws), inv.addons(aws))?;
+        for n in nodegroups {
+            let logical = n.tags().and_then(|t| t.get(tags::RESOURCE));
+            out.push(item(
+                SweepKind::EksNodegroup,
+                n.nodegroup_name().unwrap_or_default(),
+                logical,
+                vpc,
+            ));
+        }
+        for p in profiles {
+            let logical = p.tags().and_then(|t| t.get(tags::RESOURCE));
+            out.push(item(
+                SweepKind::EksFargateProfile,
+                p.fargate_profile_name().unwrap_or_default(),
+                logical,
+                vpc,
+            ));
+        }
+        for a in addons {
+            let logical = a.tags().and_then(|t| t.get(tags::RESOURCE));
+            out.push(item(
+                SweepKind::EksAddon,
+                a.addon_name().unwrap_or_default(),
+                logical,
+                vpc,
+            ));
+        }
+        let logical = c.tags().and_then(|t| t.get(tags::RESOURCE));
+        out.push(item(SweepKind::EksCluster, c.name().unwrap_or_default(), logical, vpc));
+    }
+    let (oidc, templates, lbs, tgs) = tokio::try_join!(
+        inv.oidc_providers(aws),
+        inv.launch_templates(aws),
+        inv.load_balancers(aws),
+        inv.target_groups(aws),
+    )?;
+    for p in oidc {
+        out.push(item(SweepKind::OidcProvider, &p.arn, p.tags.get(tags::RESOURCE), None));
+    }
+    for t in templates {
+        out.push(Doomed {
+            logical: logical_id(t.tags()),
+            ..item(
+                SweepKind::LaunchTemplate,
+                t.launch_template_id().unwrap_or_default(),
+                None,
+                None,
+            )
+        });
+    }
+    for lb in lbs {
+        out.push(item(
+            SweepKind::LoadBalancer,
+            &lb.arn,
+            lb.tags.get(tags::RESOURCE),
+            Some(&lb.detail),
+        ));
+    }
+    for tg in tgs {
+        out.push(item(
+            SweepKind::TargetGroup,
+            &tg.arn,
+            tg.tags.get(tags::RESOURCE),
+            Some(&tg.detail),
+        ));
+    }
+    for eni in inv.leftover_network_interfaces(aws).await? {
+        out.push(item(
+            SweepKind::NetworkInterface,
+            eni.network_interface_id().unwrap_or_default(),
+            None,
+            eni.vpc_id(),
+        ));
+    }
+    Ok(out)
+}
+
 impl SweepKind {
     /// The phase whose apply owns this kind of resource.
     pub fn phase(self) -> Phase {
         match self {
             SweepKind::SecurityGroup | SweepKind::IamRole => Phase::Security,
+            SweepKind::EksNodegroup
+            | SweepKind::EksFargateProfile
+            | SweepKind::EksAddon
+            | SweepKind::EksCluster
+            | SweepKind::OidcProvider
+            | SweepKind::LaunchTemplate
+            | SweepKind::LoadBalancer
+            | SweepKind::TargetGroup
+            | SweepKind::NetworkInterface => Phase::Cluster,
             _ => Phase::Network,
         }
     }
@@ -199,18 +328,61 @@ pub async fn orphans(ctx: &Ctx, wanted: &BTreeSet<String>, phases: &[Phase]) -> 
 fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
     let of = |k: SweepKind| all.iter().filter(move |d| d.kind == k);
     let same_vpc = |d: &&Doomed| d.vpc.is_some() && d.vpc == item.vpc;
+    let ids = |kinds: &[SweepKind]| -> Vec<String> {
+        all.iter()
+            .filter(|d| kinds.contains(&d.kind))
+            .map(Doomed::job_id)
+            .collect()
+    };
+    use SweepKind::*;
+    // What runs on the cluster's nodes and in its VPC because of it.
+    const WORKERS: &[SweepKind] = &[EksNodegroup, EksFargateProfile];
     match item.kind {
-        // Roles go once what assumes them is gone (EKS clusters and nodegroups, instances: later kinds).
-        SweepKind::NatGateway | SweepKind::RouteTable | SweepKind::SecurityGroup | SweepKind::IamRole => Vec::new(),
-        SweepKind::ElasticIp | SweepKind::InternetGateway => of(SweepKind::NatGateway).map(Doomed::job_id).collect(),
-        SweepKind::Subnet => of(SweepKind::NatGateway)
-            .chain(of(SweepKind::RouteTable))
-            .filter(same_vpc)
+        EksNodegroup | EksFargateProfile | NatGateway | RouteTable => Vec::new(),
+        EksAddon => ids(WORKERS),
+        EksCluster => ids(&[EksNodegroup, EksFargateProfile, EksAddon]),
+        OidcProvider => ids(&[EksCluster]),
+        // Nodegroups launch from the templates until they are gone.
+        LaunchTemplate => ids(&[EksNodegroup]),
+        // Kubernetes' service controller would re-create a load balancer while the cluster runs.
+        LoadBalancer => ids(&[EksCluster]),
+        TargetGroup => ids(&[LoadBalancer, EksCluster]),
+        NetworkInterface => ids(&[EksCluster, EksNodegroup, EksFargateProfile, LoadBalancer]),
+        // Roles go once what assumes them is gone.
+        IamRole => ids(&[EksCluster, EksNodegroup, EksFargateProfile, EksAddon]),
+        SecurityGroup => ids(&[
+            EksCluster,
+            EksNodegroup,
+            EksFargateProfile,
+            LoadBalancer,
+            NetworkInterface,
+        ]),
+        ElasticIp => of(NatGateway).map(Doomed::job_id).collect(),
+        // A public load balancer holds addresses mapped through the gateway.
+        InternetGateway => of(NatGateway)
+            .chain(of(LoadBalancer))
+            .chain(of(EksCluster))
             .map(Doomed::job_id)
             .collect(),
-        SweepKind::Vpc => all
+        Subnet => all
             .iter()
-            .filter(|d| d.kind != SweepKind::Vpc && d.kind != SweepKind::ElasticIp && same_vpc(d))
+            .filter(|d| {
+                matches!(
+                    d.kind,
+                    NatGateway
+                        | RouteTable
+                        | LoadBalancer
+                        | NetworkInterface
+                        | EksCluster
+                        | EksNodegroup
+                        | EksFargateProfile
+                ) && same_vpc(d)
+            })
+            .map(Doomed::job_id)
+            .collect(),
+        Vpc => all
+            .iter()
+            .filter(|d| d.kind != Vpc && d.kind != ElasticIp && same_vpc(d))
             .map(Doomed::job_id)
             .collect(),
     }
@@ -250,6 +422,15 @@ impl Job<()> for DeleteJob {
             SweepKind::Subnet => network::delete_subnet(aws, id).await,
             SweepKind::Vpc => network::delete_vpc(aws, id).await,
             SweepKind::IamRole => iam::delete_role(aws, id).await,
+            SweepKind::EksNodegroup => eks::delete_nodegroup(&self.ctx, &self.ctx.cluster, id).await,
+            SweepKind::EksFargateProfile => eks::delete_fargate_profile(&self.ctx, &self.ctx.cluster, id).await,
+            SweepKind::EksAddon => eks::delete_addon(&self.ctx, &self.ctx.cluster, id).await,
+            SweepKind::EksCluster => eks::delete_cluster(&self.ctx, id).await,
+            SweepKind::OidcProvider => eks::delete_oidc_provider(&self.ctx, id).await,
+            SweepKind::LaunchTemplate => launch_template::delete_launch_template(&self.ctx, id).await,
+            SweepKind::LoadBalancer => delete_load_balancer(&self.ctx, id).await,
+            SweepKind::TargetGroup => delete_target_group(&self.ctx, id).await,
+            SweepKind::NetworkInterface => delete_network_interface(&self.ctx, id).await,
             SweepKind::SecurityGroup => {
                 let r = aws
                     .ec2()
@@ -271,6 +452,69 @@ impl Job<()> for DeleteJob {
                 }
             }
         }
+    }
+}
+
+async fn delete_load_balancer(ctx: &Ctx, arn: &str) -> anyhow::Result<Step<()>> {
+    let elb = ctx.aws.elbv2();
+    let what = format!("load-balancer ({arn})");
+    let exists = match elb.describe_load_balancers().load_balancer_arns(arn).send().await {
+        Ok(out) => !out.load_balancers().is_empty(),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_load_balancer_not_found_exception()) =>
+        {
+            false
+        }
+        Err(e) => return Err(aws_err(&what, "DescribeLoadBalancers")(e).into()),
+    };
+    if !exists {
+        return Ok(Step::Done(()));
+    }
+    elb.delete_load_balancer()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(aws_err(&what, "DeleteLoadBalancer"))?;
+    // Deletion is asynchronous: come back to see it gone.
+    Ok(Step::Retry {
+        after: Duration::from_secs(2),
+        reason: "deletion requested".into(),
+    })
+}
+
+async fn delete_target_group(ctx: &Ctx, arn: &str) -> anyhow::Result<Step<()>> {
+    let r = ctx.aws.elbv2().delete_target_group().target_group_arn(arn).send().await;
+    match r.map_err(|e| anyhow::Error::from(aws_err(format!("target-group ({arn})"), "DeleteTargetGroup")(e))) {
+        Ok(_) => Ok(Step::Done(())),
+        Err(e) if error_code(&e) == Some("TargetGroupNotFound") => Ok(Step::Done(())),
+        // Still used by a listener of a load balancer on its way out.
+        Err(e) if error_code(&e) == Some("ResourceInUse") => Ok(Step::Blocked {
+            reason: format!("target group {arn} is still in use"),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete_network_interface(ctx: &Ctx, id: &str) -> anyhow::Result<Step<()>> {
+    let r = ctx
+        .aws
+        .ec2()
+        .delete_network_interface()
+        .network_interface_id(id)
+        .send()
+        .await;
+    match r.map_err(|e| {
+        anyhow::Error::from(aws_err(format!("network-interface ({id})"), "DeleteNetworkInterface")(
+            e,
+        ))
+    }) {
+        Ok(_) => Ok(Step::Done(())),
+        Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Step::Done(())),
+        Err(e) if error_code(&e) == Some("InvalidNetworkInterface.InUse") => Ok(Step::Blocked {
+            reason: format!("network interface {id} is attached"),
+        }),
+        Err(e) => Err(e),
     }
 }
 

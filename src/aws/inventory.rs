@@ -5,9 +5,13 @@
 //! kind in one call is what keeps observing fast: a plan asks six questions, not one per resource. The snapshot is
 //! taken lazily, at the first question about a kind; delete and `get cluster` use the same lists.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_ec2::types::{
-    Address, Filter, InternetGateway, NatGateway, NatGatewayState, RouteTable, SecurityGroup, Subnet, Tag, Vpc,
+    Address, Filter, InternetGateway, LaunchTemplate, NatGateway, NatGatewayState, NetworkInterface, RouteTable,
+    SecurityGroup, Subnet, Tag, Vpc,
 };
+use aws_sdk_eks::types::{Addon, Cluster as EksCluster, FargateProfile, Nodegroup};
 use tokio::sync::OnceCell;
 
 use super::tags::{self, ec2_tag_map};
@@ -22,7 +26,30 @@ pub struct Inventory {
     addresses: OnceCell<Vec<Address>>,
     route_tables: OnceCell<Vec<RouteTable>>,
     security_groups: OnceCell<Vec<SecurityGroup>>,
+    launch_templates: OnceCell<Vec<LaunchTemplate>>,
     roles: OnceCell<Vec<aws_sdk_iam::types::Role>>,
+    eks_cluster: OnceCell<Option<EksCluster>>,
+    nodegroups: OnceCell<Vec<Nodegroup>>,
+    fargate_profiles: OnceCell<Vec<FargateProfile>>,
+    addons: OnceCell<Vec<Addon>>,
+    oidc_providers: OnceCell<Vec<Tagged>>,
+    load_balancers: OnceCell<Vec<Tagged>>,
+    target_groups: OnceCell<Vec<Tagged>>,
+}
+
+/// An object listed without tags whose tags were fetched separately (IAM OIDC providers, ELBv2).
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    pub arn: String,
+    /// OIDC provider: its issuer URL (without `https://`); load balancer: its VPC.
+    pub detail: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Whether an error means the endpoint does not implement the call at all (an emulator answering an HTML page),
+/// as opposed to an AWS error.
+pub fn not_implemented(err: &anyhow::Error) -> bool {
+    super::error_code(err) == Some("HTTP 404")
 }
 
 /// Several live resources claim one logical id: a previous run was interrupted in a way find-before-create could
@@ -66,7 +93,15 @@ impl Inventory {
             addresses: OnceCell::new(),
             route_tables: OnceCell::new(),
             security_groups: OnceCell::new(),
+            launch_templates: OnceCell::new(),
             roles: OnceCell::new(),
+            eks_cluster: OnceCell::new(),
+            nodegroups: OnceCell::new(),
+            fargate_profiles: OnceCell::new(),
+            addons: OnceCell::new(),
+            oidc_providers: OnceCell::new(),
+            load_balancers: OnceCell::new(),
+            target_groups: OnceCell::new(),
         }
     }
 
@@ -264,8 +299,360 @@ impl Inventory {
             self.addresses(aws),
             self.route_tables(aws),
             self.security_groups(aws),
+            self.launch_templates(aws),
         )?;
         Ok(())
+    }
+
+    pub async fn launch_templates(&self, aws: &Aws) -> anyhow::Result<&[LaunchTemplate]> {
+        self.launch_templates
+            .get_or_try_init(|| async {
+                Ok(paged!(
+                    aws,
+                    describe_launch_templates,
+                    self.filters(),
+                    launch_templates,
+                    "DescribeLaunchTemplates",
+                    self.what("launch template")
+                ))
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// The EKS cluster named like the kforge cluster, whoever owns it (finds check the tags), unless it is being
+    /// deleted.
+    pub async fn eks_cluster(&self, aws: &Aws) -> anyhow::Result<Option<&EksCluster>> {
+        self.eks_cluster
+            .get_or_try_init(|| async {
+                match aws.eks().describe_cluster().name(&self.cluster).send().await {
+                    Ok(out) => Ok(out.cluster),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(anyhow::Error::from(aws_err(
+                        format!("EKS cluster {}", self.cluster),
+                        "DescribeCluster",
+                    )(e))),
+                }
+            })
+            .await
+            .map(Option::as_ref)
+    }
+
+    /// The EKS cluster if kforge made it for this cluster (tagged so).
+    pub async fn own_eks_cluster(&self, aws: &Aws) -> anyhow::Result<Option<&EksCluster>> {
+        Ok(self
+            .eks_cluster(aws)
+            .await?
+            .filter(|c| c.tags().and_then(|t| t.get(tags::CLUSTER)) == Some(&self.cluster)))
+    }
+
+    pub async fn nodegroups(&self, aws: &Aws) -> anyhow::Result<&[Nodegroup]> {
+        self.nodegroups
+            .get_or_try_init(|| async {
+                if self.own_eks_cluster(aws).await?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let what = format!("nodegroups of EKS cluster {}", self.cluster);
+                let mut names = Vec::new();
+                let mut pages = aws
+                    .eks()
+                    .list_nodegroups()
+                    .cluster_name(&self.cluster)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    names.extend(page.map_err(aws_err(&what, "ListNodegroups"))?.nodegroups().to_vec());
+                }
+                let described = futures::future::try_join_all(names.iter().map(|n| async move {
+                    aws.eks()
+                        .describe_nodegroup()
+                        .cluster_name(&self.cluster)
+                        .nodegroup_name(n)
+                        .send()
+                        .await
+                        .map(|o| o.nodegroup)
+                        .map_err(|e| anyhow::Error::from(aws_err(format!("nodegroup {n}"), "DescribeNodegroup")(e)))
+                }))
+                .await?;
+                Ok::<_, anyhow::Error>(described.into_iter().flatten().collect())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    pub async fn fargate_profiles(&self, aws: &Aws) -> anyhow::Result<&[FargateProfile]> {
+        self.fargate_profiles
+            .get_or_try_init(|| async {
+                if self.own_eks_cluster(aws).await?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let what = format!("Fargate profiles of EKS cluster {}", self.cluster);
+                let mut names = Vec::new();
+                let mut pages = aws
+                    .eks()
+                    .list_fargate_profiles()
+                    .cluster_name(&self.cluster)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    names.extend(
+                        page.map_err(aws_err(&what, "ListFargateProfiles"))?
+                            .fargate_profile_names()
+                            .to_vec(),
+                    );
+                }
+                let described = futures::future::try_join_all(names.iter().map(|n| async move {
+                    aws.eks()
+                        .describe_fargate_profile()
+                        .cluster_name(&self.cluster)
+                        .fargate_profile_name(n)
+                        .send()
+                        .await
+                        .map(|o| o.fargate_profile)
+                        .map_err(|e| {
+                            anyhow::Error::from(aws_err(format!("Fargate profile {n}"), "DescribeFargateProfile")(e))
+                        })
+                }))
+                .await?;
+                Ok::<_, anyhow::Error>(described.into_iter().flatten().collect())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// The cluster's EKS addons. An endpoint without the addon API (moto) has none to offer: deleting the cluster
+    /// removes addons anyway, so delete carries on without them.
+    pub async fn addons(&self, aws: &Aws) -> anyhow::Result<&[Addon]> {
+        self.addons
+            .get_or_try_init(|| async {
+                if self.own_eks_cluster(aws).await?.is_none() {
+                    return Ok(Vec::new());
+                }
+                let what = format!("addons of EKS cluster {}", self.cluster);
+                let mut names = Vec::new();
+                let mut pages = aws
+                    .eks()
+                    .list_addons()
+                    .cluster_name(&self.cluster)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    match page.map_err(|e| anyhow::Error::from(aws_err(&what, "ListAddons")(e))) {
+                        Ok(p) => names.extend(p.addons().to_vec()),
+                        Err(e) if not_implemented(&e) => {
+                            tracing::debug!("{e:#}; the endpoint has no addon API, addons are left to the cluster");
+                            return Ok(Vec::new());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let described = futures::future::try_join_all(names.iter().map(|n| async move {
+                    aws.eks()
+                        .describe_addon()
+                        .cluster_name(&self.cluster)
+                        .addon_name(n)
+                        .send()
+                        .await
+                        .map(|o| o.addon)
+                        .map_err(|e| anyhow::Error::from(aws_err(format!("addon {n}"), "DescribeAddon")(e)))
+                }))
+                .await?;
+                Ok::<_, anyhow::Error>(described.into_iter().flatten().collect())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// IAM OIDC providers tagged with the cluster.
+    pub async fn oidc_providers(&self, aws: &Aws) -> anyhow::Result<&[Tagged]> {
+        self.oidc_providers
+            .get_or_try_init(|| async {
+                let list = aws
+                    .iam()
+                    .list_open_id_connect_providers()
+                    .send()
+                    .await
+                    .map_err(aws_err("IAM OIDC providers", "ListOpenIDConnectProviders"))?;
+                let arns: Vec<String> = list
+                    .open_id_connect_provider_list()
+                    .iter()
+                    .filter_map(|p| p.arn().map(str::to_string))
+                    .collect();
+                let described = futures::future::try_join_all(arns.iter().map(|arn| async move {
+                    let p = aws
+                        .iam()
+                        .get_open_id_connect_provider()
+                        .open_id_connect_provider_arn(arn)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow::Error::from(aws_err(format!("OIDC provider {arn}"), "GetOpenIDConnectProvider")(e))
+                        })?;
+                    Ok::<_, anyhow::Error>(Tagged {
+                        arn: arn.clone(),
+                        detail: p.url().unwrap_or_default().trim_start_matches("https://").to_string(),
+                        tags: p
+                            .tags()
+                            .iter()
+                            .map(|t| (t.key().to_string(), t.value().to_string()))
+                            .collect(),
+                    })
+                }))
+                .await?;
+                Ok::<_, anyhow::Error>(
+                    described
+                        .into_iter()
+                        .filter(|p| p.tags.get(tags::CLUSTER) == Some(&self.cluster))
+                        .collect(),
+                )
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Whether ELBv2 tags say a load balancer or target group belongs to the cluster: kforge's own, and those
+    /// Kubernetes made for it (the in-tree service controller and the AWS Load Balancer Controller).
+    fn elb_is_ours(&self, tags: &BTreeMap<String, String>) -> bool {
+        tags.get(tags::CLUSTER) == Some(&self.cluster)
+            || tags.contains_key(&tags::kubernetes_cluster_key(&self.cluster))
+            || tags.get("elbv2.k8s.aws/cluster") == Some(&self.cluster)
+    }
+
+    async fn elb_tags(&self, aws: &Aws, arns: Vec<(String, String)>) -> anyhow::Result<Vec<Tagged>> {
+        let mut out = Vec::new();
+        // DescribeTags takes at most 20 ARNs.
+        for chunk in arns.chunks(20) {
+            let tagged = aws
+                .elbv2()
+                .describe_tags()
+                .set_resource_arns(Some(chunk.iter().map(|(a, _)| a.clone()).collect()))
+                .send()
+                .await
+                .map_err(aws_err(self.what("load balancer"), "DescribeTags"))?;
+            for d in tagged.tag_descriptions() {
+                let tags: BTreeMap<String, String> = d
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                    .collect();
+                let arn = d.resource_arn().unwrap_or_default();
+                if self.elb_is_ours(&tags) {
+                    let detail = chunk
+                        .iter()
+                        .find(|(a, _)| a == arn)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    out.push(Tagged {
+                        arn: arn.to_string(),
+                        detail,
+                        tags,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn load_balancers(&self, aws: &Aws) -> anyhow::Result<&[Tagged]> {
+        self.load_balancers
+            .get_or_try_init(|| async {
+                let mut arns = Vec::new();
+                let mut pages = aws.elbv2().describe_load_balancers().into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.what("load balancer"), "DescribeLoadBalancers"))?;
+                    arns.extend(page.load_balancers().iter().filter_map(|lb| {
+                        Some((
+                            lb.load_balancer_arn()?.to_string(),
+                            lb.vpc_id().unwrap_or_default().to_string(),
+                        ))
+                    }));
+                }
+                self.elb_tags(aws, arns).await
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    pub async fn target_groups(&self, aws: &Aws) -> anyhow::Result<&[Tagged]> {
+        self.target_groups
+            .get_or_try_init(|| async {
+                let mut arns = Vec::new();
+                let mut pages = aws.elbv2().describe_target_groups().into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.what("target group"), "DescribeTargetGroups"))?;
+                    arns.extend(page.target_groups().iter().filter_map(|tg| {
+                        Some((
+                            tg.target_group_arn()?.to_string(),
+                            tg.vpc_id().unwrap_or_default().to_string(),
+                        ))
+                    }));
+                }
+                self.elb_tags(aws, arns).await
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Detached network interfaces the cluster's pods left behind: those the VPC CNI tagged with the cluster's
+    /// name, and in a VPC kforge created for it those the CNI names `aws-K8S-...` (older CNIs did not tag). Attached
+    /// ones go with their instance; ENIs of NAT gateways, load balancers and the control plane with their owner.
+    pub async fn leftover_network_interfaces(&self, aws: &Aws) -> anyhow::Result<Vec<NetworkInterface>> {
+        let own_vpcs: Vec<String> = self
+            .vpcs(aws)
+            .await?
+            .iter()
+            .filter_map(|v| v.vpc_id().map(str::to_string))
+            .collect();
+        let available = || Filter::builder().name("status").values("available").build();
+        let mut out: Vec<NetworkInterface> = Vec::new();
+        if !own_vpcs.is_empty() {
+            let filters = vec![
+                available(),
+                Filter::builder().name("vpc-id").set_values(Some(own_vpcs)).build(),
+            ];
+            let in_vpcs: Vec<NetworkInterface> = paged!(
+                aws,
+                describe_network_interfaces,
+                filters,
+                network_interfaces,
+                "DescribeNetworkInterfaces",
+                self.what("network interface")
+            );
+            out.extend(
+                in_vpcs
+                    .into_iter()
+                    .filter(|e| e.description().is_some_and(|d| d.starts_with("aws-K8S-"))),
+            );
+        }
+        let filters = vec![
+            available(),
+            Filter::builder()
+                .name("tag:cluster.k8s.amazonaws.com/name")
+                .values(&self.cluster)
+                .build(),
+        ];
+        let tagged: Vec<NetworkInterface> = paged!(
+            aws,
+            describe_network_interfaces,
+            filters,
+            network_interfaces,
+            "DescribeNetworkInterfaces",
+            self.what("network interface")
+        );
+        for eni in tagged {
+            if !out
+                .iter()
+                .any(|e| e.network_interface_id() == eni.network_interface_id())
+            {
+                out.push(eni);
+            }
+        }
+        Ok(out)
     }
 }
 

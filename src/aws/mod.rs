@@ -32,6 +32,7 @@ pub struct Aws {
     endpoint_url: Option<String>,
     ec2: OnceLock<aws_sdk_ec2::Client>,
     eks: OnceLock<aws_sdk_eks::Client>,
+    elbv2: OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
     iam: OnceLock<aws_sdk_iam::Client>,
     s3: OnceLock<aws_sdk_s3::Client>,
 }
@@ -74,6 +75,7 @@ impl Aws {
             endpoint_url,
             ec2: OnceLock::new(),
             eks: OnceLock::new(),
+            elbv2: OnceLock::new(),
             iam: OnceLock::new(),
             s3: OnceLock::new(),
         }
@@ -86,14 +88,31 @@ impl Aws {
     /// An `Aws` whose EC2 client is given (tests: a client answering from aws-smithy-mocks rules).
     #[cfg(test)]
     pub(crate) fn with_ec2(ec2: aws_sdk_ec2::Client) -> Aws {
-        let ec2_cell = OnceLock::new();
-        let _ = ec2_cell.set(ec2);
+        Aws::with_clients(Some(ec2), None, None)
+    }
+
+    /// An `Aws` with the given clients (tests: clients answering from aws-smithy-mocks rules); the others are never
+    /// expected to be called.
+    #[cfg(test)]
+    pub(crate) fn with_clients(
+        ec2: Option<aws_sdk_ec2::Client>,
+        eks: Option<aws_sdk_eks::Client>,
+        iam: Option<aws_sdk_iam::Client>,
+    ) -> Aws {
+        fn cell<T>(v: Option<T>) -> OnceLock<T> {
+            let c = OnceLock::new();
+            if let Some(v) = v {
+                let _ = c.set(v);
+            }
+            c
+        }
         Aws {
             config: SdkConfig::builder().region(Region::new("us-east-1")).build(),
             endpoint_url: None,
-            ec2: ec2_cell,
-            eks: OnceLock::new(),
-            iam: OnceLock::new(),
+            ec2: cell(ec2),
+            eks: cell(eks),
+            elbv2: OnceLock::new(),
+            iam: cell(iam),
             s3: OnceLock::new(),
         }
     }
@@ -108,6 +127,11 @@ impl Aws {
 
     pub fn eks(&self) -> &aws_sdk_eks::Client {
         self.eks.get_or_init(|| aws_sdk_eks::Client::new(&self.config))
+    }
+
+    pub fn elbv2(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
+        self.elbv2
+            .get_or_init(|| aws_sdk_elasticloadbalancingv2::Client::new(&self.config))
     }
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {

@@ -197,17 +197,41 @@ impl Change {
 }
 
 /// A change kforge will not make; the message says what to do instead.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "{resource}: changing {attr} from {from} to {to} is not possible in place, and kforge will not replace a {kind} that may hold running workloads\n  hint: revert {attr} in the spec, or delete and re-create the cluster"
-)]
+#[derive(Debug, Clone)]
 pub struct ImmutableChange {
     pub resource: String,
     pub kind: &'static str,
     pub attr: &'static str,
     pub from: String,
     pub to: String,
+    /// What to do instead, when it is not "revert or re-create" (a version change goes through `upgrade`).
+    pub hint: Option<String>,
 }
+
+impl fmt::Display for ImmutableChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ImmutableChange {
+            resource,
+            kind,
+            attr,
+            from,
+            to,
+            hint,
+        } = self;
+        match hint {
+            Some(hint) => write!(
+                f,
+                "{resource}: apply does not change {attr} from {from} to {to}\n  hint: {hint}"
+            ),
+            None => write!(
+                f,
+                "{resource}: changing {attr} from {from} to {to} is not possible in place, and kforge will not replace a {kind} that may hold running workloads\n  hint: revert {attr} in the spec, or delete and re-create the cluster"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ImmutableChange {}
 
 /// Outputs of a resource's dependencies; a dependency being created has no outputs yet.
 #[derive(Debug, Clone, Default)]
@@ -250,7 +274,7 @@ pub trait Resource: Send + Sync {
     /// The resource as it exists now, found by its kforge tags (or through a tagged parent); `None` if absent.
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>>;
     /// Compares attribute by attribute; resources rarely need to override this.
-    fn diff(&self, actual: Option<&Observed>, desired: &Desired) -> Result<Change, ImmutableChange> {
+    fn diff(&self, actual: Option<&Observed>, desired: &Desired) -> Result<Change, Box<ImmutableChange>> {
         diff_attrs(self.id(), self.kind(), actual, desired)
     }
     /// Carries out a `Create` or `Update` and returns the outputs; `Retry` when the cloud is not ready for it yet
@@ -296,7 +320,7 @@ pub fn diff_attrs(
     kind: &'static str,
     actual: Option<&Observed>,
     desired: &Desired,
-) -> Result<Change, ImmutableChange> {
+) -> Result<Change, Box<ImmutableChange>> {
     let Some(actual) = actual else {
         return Ok(Change::Create);
     };
@@ -313,13 +337,14 @@ pub fn diff_attrs(
         }
         match a.mutability {
             Mutability::Immutable => {
-                return Err(ImmutableChange {
+                return Err(Box::new(ImmutableChange {
                     resource: id.into(),
                     kind,
                     attr: a.name,
                     from: current.cloned().unwrap_or_else(|| "(unset)".into()),
                     to: a.value.to_string(),
-                });
+                    hint: None,
+                }));
             }
             Mutability::Replace => replace = true,
             Mutability::InPlace => {}

@@ -5,7 +5,9 @@
 //! because of a missing feature.
 
 pub mod eks;
+pub mod eks_day2;
 pub mod iam;
+pub mod launch_template;
 pub mod network;
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ pub fn phases(provider: Provider) -> &'static [Phase] {
 fn implemented(provider: Provider, phase: Phase) -> bool {
     matches!(
         (provider, phase),
-        (Provider::Eks | Provider::Ec2, Phase::Network) | (Provider::Eks, Phase::Security)
+        (Provider::Eks | Provider::Ec2, Phase::Network) | (Provider::Eks, Phase::Security | Phase::Cluster)
     )
 }
 
@@ -93,6 +95,9 @@ pub fn resources(cluster: &Cluster, selected: &[Phase]) -> Vec<Arc<dyn Resource>
     if cluster.provider == Provider::Eks && last >= Phase::Security {
         out.extend(eks::security_resources(cluster));
     }
+    if cluster.provider == Provider::Eks && last >= Phase::Cluster {
+        out.extend(eks::cluster_resources(cluster));
+    }
     out
 }
 
@@ -102,9 +107,10 @@ mod tests {
 
     #[test]
     fn unbuilt_phases_are_refused_with_a_way_forward() {
-        let e = selected_phases(Provider::Eks, &[]).unwrap_err().to_string();
-        assert!(e.contains("cluster phase is not available"), "{e}");
-        assert!(e.contains("--phase network,security"), "{e}");
+        assert_eq!(
+            selected_phases(Provider::Eks, &[]).unwrap(),
+            [Phase::Network, Phase::Security, Phase::Cluster]
+        );
         assert_eq!(
             selected_phases(Provider::Eks, &[Phase::Security, Phase::Network]).unwrap(),
             [Phase::Network, Phase::Security]

@@ -81,6 +81,9 @@ pub struct ClusterBody {
     /// IAM roles: created by kforge unless existing ones are named here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<IamSpec>,
+    /// EKS control-plane settings (provider eks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eks: Option<EksSpec>,
     /// Extra tags put on every AWS resource kforge creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
@@ -308,6 +311,57 @@ pub struct AddonSpec {
     /// Default: the version matched to the Kubernetes version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EksSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EksEndpointSpec>,
+    /// Control-plane log types sent to CloudWatch: api, audit, authenticator, controllerManager, scheduler.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Vec<String>>,
+    /// KMS key ARN for envelope encryption of Kubernetes secrets. Can be added later, never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_encryption_key_arn: Option<String>,
+    /// Create the IAM OIDC provider for IAM roles for service accounts (IRSA). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_oidc: Option<bool>,
+    /// Pods matching a profile's selectors run on Fargate (in the private subnets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fargate_profiles: Option<Vec<FargateProfileSpec>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EksEndpointSpec {
+    /// The API server is reachable from the internet (limited to `publicAccessCidrs`). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access: Option<bool>,
+    /// The API server is reachable from inside the VPC (nodes use it). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_access: Option<bool>,
+    /// Who may reach the public endpoint. Default [0.0.0.0/0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_access_cidrs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FargateProfileSpec {
+    pub name: String,
+    /// 1 to 5 selectors; a pod matching any of them runs on Fargate.
+    pub selectors: Vec<FargateSelectorSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FargateSelectorSpec {
+    pub namespace: String,
+    /// Pods must carry all of these labels. Default: any pod of the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// Why a spec file could not be read as a document; `Display` is the whole user-facing message.

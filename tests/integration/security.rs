@@ -183,7 +183,10 @@ fn roles_named_in_the_spec_are_used_not_created() {
     );
     let o = env.ok(&["apply", "-f", s(&with_role), "--phase", PHASES]);
     assert!(o.stdout.contains("kforge-eks-minimal-node"), "{}", o.stdout);
-    assert_eq!(roles_under("/kforge/eks-minimal/"), ["kforge-eks-minimal-node"]);
+    let mut made = roles_under("/kforge/eks-minimal/");
+    made.sort();
+    // The example runs a Fargate profile, whose pod execution role kforge makes too.
+    assert_eq!(made, ["kforge-eks-minimal-fargate", "kforge-eks-minimal-node"]);
 
     let missing = arn.replace("platform-eks", "no-such-role");
     let bad = write_spec(
@@ -212,7 +215,11 @@ fn security_alone_needs_the_network_first_and_delete_needs_no_state() {
 
     env.ok(&["apply", "-f", s(&spec), "--phase", "network"]);
     env.ok(&["apply", "-f", s(&spec), "--phase", "security"]);
-    assert_eq!(roles_under("/kforge/eks-minimal/").len(), 2);
+    assert_eq!(
+        roles_under("/kforge/eks-minimal/").len(),
+        3,
+        "cluster, node and Fargate roles"
+    );
     std::fs::remove_dir_all(env.state_dir()).unwrap();
     env.ok(&["delete", "cluster", "eks-minimal", "--yes"]);
     assert!(roles_under("/kforge/eks-minimal/").is_empty());

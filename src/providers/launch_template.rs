@@ -1,0 +1,289 @@
+//! EC2 launch templates: how kforge makes every node it starts secure by default (IMDSv2 required, encrypted
+//! root volume) whatever starts the instance (an EKS managed nodegroup, an Auto Scaling group).
+//!
+//! A change of the instance settings is a new template *version* made the default, so what runs keeps running and
+//! the owner (nodegroup, ASG) rolls onto the new version; the `version` output tells it which one.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
+    LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, ResourceType, ResponseLaunchTemplateData,
+    VolumeType,
+};
+
+use crate::aws::inventory::by_logical_id;
+use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
+use crate::aws::{aws_err, error_code};
+use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step};
+use crate::model::Volume;
+
+/// Hops allowed for IMDS answers: 2 lets pods (one network hop further) reach the node's credentials endpoint,
+/// as the AWS VPC CNI and EBS CSI driver need.
+const IMDS_HOP_LIMIT: i32 = 2;
+
+pub struct LaunchTemplate {
+    pub id: String,
+    pub phase: Phase,
+    /// Launch template names are unique per region: `kforge-CLUSTER-GROUP`.
+    pub name: String,
+    /// Root device of the AMI family (`/dev/xvda` on Amazon Linux).
+    pub root_device: String,
+    pub volume: Volume,
+    pub tags: BTreeMap<String, String>,
+    pub deps: Vec<String>,
+}
+
+fn render_volume(
+    size: Option<i32>,
+    kind: Option<&str>,
+    encrypted: Option<bool>,
+    iops: Option<i32>,
+    thr: Option<i32>,
+) -> String {
+    let mut s = format!(
+        "{} {}GiB encrypted={}",
+        kind.unwrap_or("?"),
+        size.unwrap_or(0),
+        encrypted.unwrap_or(false)
+    );
+    if let Some(i) = iops {
+        s.push_str(&format!(" iops={i}"));
+    }
+    if let Some(t) = thr {
+        s.push_str(&format!(" throughput={t}"));
+    }
+    s
+}
+
+fn render_imds(tokens: Option<&str>, hops: Option<i32>) -> String {
+    format!("tokens={} hops={}", tokens.unwrap_or("optional"), hops.unwrap_or(1))
+}
+
+impl LaunchTemplate {
+    fn data(&self) -> RequestLaunchTemplateData {
+        let v = &self.volume;
+        let ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
+            .volume_size(v.size_gib as i32)
+            .volume_type(VolumeType::from(v.kind.as_str()))
+            .encrypted(v.encrypted)
+            .delete_on_termination(true)
+            .set_iops(v.iops.map(|i| i as i32))
+            .set_throughput(v.throughput.map(|t| t as i32))
+            .build();
+        let tag_specs = [ResourceType::Instance, ResourceType::Volume]
+            .into_iter()
+            .map(|rt| {
+                LaunchTemplateTagSpecificationRequest::builder()
+                    .resource_type(rt)
+                    .set_tags(Some(ec2_tags(&self.tags)))
+                    .build()
+            })
+            .collect();
+        RequestLaunchTemplateData::builder()
+            .block_device_mappings(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(&self.root_device)
+                    .ebs(ebs)
+                    .build(),
+            )
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                    .http_tokens(LaunchTemplateHttpTokensState::Required)
+                    .http_put_response_hop_limit(IMDS_HOP_LIMIT)
+                    .build(),
+            )
+            .set_tag_specifications(Some(tag_specs))
+            .build()
+    }
+
+    fn observed_attrs(data: Option<&ResponseLaunchTemplateData>) -> (String, String) {
+        let ebs = data
+            .and_then(|d| d.block_device_mappings().first())
+            .and_then(|m| m.ebs());
+        let volume = render_volume(
+            ebs.and_then(|e| e.volume_size()),
+            ebs.and_then(|e| e.volume_type()).map(|t| t.as_str()),
+            ebs.and_then(|e| e.encrypted()),
+            ebs.and_then(|e| e.iops()),
+            ebs.and_then(|e| e.throughput()),
+        );
+        let md = data.and_then(|d| d.metadata_options());
+        let imds = render_imds(
+            md.and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+            md.and_then(|m| m.http_put_response_hop_limit()),
+        );
+        (volume, imds)
+    }
+}
+
+fn outputs(id: &str, name: &str, version: i64) -> Outputs {
+    Outputs::from([
+        ("id".to_string(), id.to_string()),
+        ("name".to_string(), name.to_string()),
+        ("version".to_string(), version.to_string()),
+    ])
+}
+
+#[async_trait]
+impl Resource for LaunchTemplate {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn kind(&self) -> &'static str {
+        "launch-template"
+    }
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+    fn depends_on(&self) -> &[String] {
+        &self.deps
+    }
+    fn desired(&self, _: &Inputs) -> Desired {
+        let v = &self.volume;
+        Desired::default()
+            .attr(
+                "volume",
+                render_volume(
+                    Some(v.size_gib as i32),
+                    Some(&v.kind),
+                    Some(v.encrypted),
+                    v.iops.map(|i| i as i32),
+                    v.throughput.map(|t| t as i32),
+                ),
+                Mutability::InPlace,
+            )
+            .attr(
+                "imds",
+                render_imds(Some("required"), Some(IMDS_HOP_LIMIT)),
+                Mutability::InPlace,
+            )
+            .attr("tags", render(&self.tags), Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let all = ctx.inventory.launch_templates(&ctx.aws).await?;
+        let Some(lt) = by_logical_id(
+            all,
+            "launch template",
+            &ctx.cluster,
+            &self.id,
+            |t| t.tags(),
+            |t| t.launch_template_id(),
+        )?
+        else {
+            return Ok(None);
+        };
+        let lt_id = lt.launch_template_id().unwrap_or_default();
+        let latest = lt.latest_version_number().unwrap_or(1);
+        let versions = ctx
+            .aws
+            .ec2()
+            .describe_launch_template_versions()
+            .launch_template_id(lt_id)
+            .versions(latest.to_string())
+            .send()
+            .await
+            .map_err(aws_err(
+                format!("{} ({lt_id})", self.id),
+                "DescribeLaunchTemplateVersions",
+            ))?;
+        let data = versions
+            .launch_template_versions()
+            .first()
+            .and_then(|v| v.launch_template_data());
+        let (volume, imds) = Self::observed_attrs(data);
+        Ok(Some(Observed {
+            id: lt_id.to_string(),
+            attrs: BTreeMap::from([
+                ("volume", volume),
+                ("imds", imds),
+                ("tags", render_subset(&ec2_tag_map(lt.tags()), &self.tags)),
+            ]),
+            outputs: outputs(lt_id, lt.launch_template_name().unwrap_or(&self.name), latest),
+        }))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        change: &Change,
+        actual: Option<&Observed>,
+        _: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let ec2 = ctx.aws.ec2();
+        let Some(actual) = actual else {
+            let created = ec2
+                .create_launch_template()
+                .launch_template_name(&self.name)
+                .version_description("kforge")
+                .launch_template_data(self.data())
+                .tag_specifications(ec2_tag_spec(ResourceType::LaunchTemplate, &self.tags))
+                .send()
+                .await
+                .map_err(aws_err(format!("{} ({})", self.id, self.name), "CreateLaunchTemplate"))?;
+            let lt = created
+                .launch_template()
+                .ok_or_else(|| anyhow::anyhow!("{}: CreateLaunchTemplate returned no template", self.id))?;
+            return Ok(Step::Done(outputs(
+                lt.launch_template_id().unwrap_or_default(),
+                &self.name,
+                lt.latest_version_number().unwrap_or(1),
+            )));
+        };
+        let what = format!("{} ({})", self.id, actual.id);
+        let mut out = actual.outputs.clone();
+        let Change::Update(changes) = change else {
+            return Ok(Step::Done(out));
+        };
+        if changes.iter().any(|c| c.name != "tags") {
+            let v = ec2
+                .create_launch_template_version()
+                .launch_template_id(&actual.id)
+                .version_description("kforge")
+                .launch_template_data(self.data())
+                .send()
+                .await
+                .map_err(aws_err(&what, "CreateLaunchTemplateVersion"))?;
+            let number = v
+                .launch_template_version()
+                .and_then(|v| v.version_number())
+                .ok_or_else(|| anyhow::anyhow!("{what}: CreateLaunchTemplateVersion returned no version"))?;
+            ec2.modify_launch_template()
+                .launch_template_id(&actual.id)
+                .default_version(number.to_string())
+                .send()
+                .await
+                .map_err(aws_err(&what, "ModifyLaunchTemplate"))?;
+            out.insert("version".into(), number.to_string());
+        }
+        if changes.iter().any(|c| c.name == "tags") {
+            ec2.create_tags()
+                .resources(&actual.id)
+                .set_tags(Some(ec2_tags(&self.tags)))
+                .send()
+                .await
+                .map_err(aws_err(&what, "CreateTags"))?;
+        }
+        Ok(Step::Done(out))
+    }
+    async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>> {
+        delete_launch_template(ctx, &actual.id).await
+    }
+}
+
+pub async fn delete_launch_template(ctx: &Ctx, id: &str) -> anyhow::Result<Step<()>> {
+    let r = ctx
+        .aws
+        .ec2()
+        .delete_launch_template()
+        .launch_template_id(id)
+        .send()
+        .await;
+    match r.map_err(|e| anyhow::Error::from(aws_err(format!("launch-template ({id})"), "DeleteLaunchTemplate")(e))) {
+        Ok(_) => Ok(Step::Done(())),
+        Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => Ok(Step::Done(())),
+        Err(e) => Err(e),
+    }
+}
