@@ -622,4 +622,50 @@ mod tests {
         assert_eq!(deps(3), ["nat-gateway nat-1"]);
         assert!(deps(5).is_empty(), "a subnet of another VPC waits for nothing here");
     }
+
+    #[test]
+    fn eks_goes_workers_then_addons_then_cluster_then_roles_and_kubernetes_leftovers() {
+        use SweepKind::*;
+        let all = vec![
+            d(EksNodegroup, "workers", "vpc-1"),
+            d(EksFargateProfile, "serverless", "vpc-1"),
+            d(EksAddon, "coredns", "vpc-1"),
+            d(EksCluster, "demo", "vpc-1"),
+            d(OidcProvider, "arn:oidc", ""),
+            d(IamRole, "kforge-demo-node", ""),
+            d(LoadBalancer, "arn:lb", "vpc-1"),
+            d(TargetGroup, "arn:tg", "vpc-1"),
+            d(NetworkInterface, "eni-1", "vpc-1"),
+            d(SecurityGroup, "sg-k8s", "vpc-1"),
+            d(Subnet, "subnet-1", "vpc-1"),
+        ];
+        let deps = |i: usize| deletion_deps(&all[i], &all);
+        assert!(
+            deps(0).is_empty() && deps(1).is_empty(),
+            "nodegroups and Fargate profiles go first, together"
+        );
+        assert_eq!(deps(2), ["eks-nodegroup workers", "eks-fargate-profile serverless"]);
+        assert_eq!(
+            deps(3),
+            [
+                "eks-nodegroup workers",
+                "eks-fargate-profile serverless",
+                "eks-addon coredns"
+            ]
+        );
+        assert_eq!(deps(4), ["eks-cluster demo"]);
+        assert!(
+            deps(5).contains(&"eks-cluster demo".to_string()),
+            "roles outlive what assumes them"
+        );
+        assert_eq!(deps(6), ["eks-cluster demo"], "the service controller is gone first");
+        assert_eq!(deps(7), ["eks-cluster demo", "load-balancer arn:lb"]);
+        for leftover in ["load-balancer arn:lb", "network-interface eni-1", "eks-cluster demo"] {
+            assert!(
+                deps(9).contains(&leftover.to_string()),
+                "security group after {leftover}"
+            );
+            assert!(deps(10).contains(&leftover.to_string()), "subnet after {leftover}");
+        }
+    }
 }

@@ -1918,6 +1918,93 @@ mod tests {
         assert_eq!(create.num_calls(), 1, "created once, then only watched");
     }
 
+    #[tokio::test]
+    async fn settings_change_in_place_one_eks_update_at_a_time() {
+        use aws_sdk_eks::operation::update_cluster_config::UpdateClusterConfigOutput;
+        let with = |status: ClusterStatus, cidr: &'static str, logs: &'static [LogType]| {
+            mock!(aws_sdk_eks::Client::describe_cluster).then_output(move || {
+                let mut c = cluster_in(status.clone(), "1.33");
+                c.resources_vpc_config = Some(
+                    aws_sdk_eks::types::VpcConfigResponse::builder()
+                        .subnet_ids("subnet-1")
+                        .endpoint_public_access(true)
+                        .endpoint_private_access(true)
+                        .public_access_cidrs(cidr)
+                        .build(),
+                );
+                c.logging = Some(
+                    Logging::builder()
+                        .cluster_logging(LogSetup::builder().set_types(Some(logs.to_vec())).enabled(true).build())
+                        .build(),
+                );
+                DescribeClusterOutput::builder().cluster(c).build()
+            })
+        };
+        let before = with(ClusterStatus::Active, "0.0.0.0/0", &[LogType::Api]);
+        let endpoint = mock!(aws_sdk_eks::Client::update_cluster_config)
+            .match_requests(|r| {
+                r.logging().is_none()
+                    && r.resources_vpc_config()
+                        .is_some_and(|v| v.public_access_cidrs() == ["203.0.113.0/24"] && v.subnet_ids().is_empty())
+            })
+            .then_output(|| UpdateClusterConfigOutput::builder().build());
+        let updating = with(ClusterStatus::Updating, "203.0.113.0/24", &[LogType::Api]);
+        let endpoint_done = with(ClusterStatus::Active, "203.0.113.0/24", &[LogType::Api]);
+        let logging = mock!(aws_sdk_eks::Client::update_cluster_config)
+            .match_requests(|r| {
+                r.resources_vpc_config().is_none()
+                    && r.logging().is_some_and(|l| {
+                        l.cluster_logging().len() == 1
+                            && l.cluster_logging()[0].types() == [LogType::Api, LogType::Audit]
+                            && l.cluster_logging()[0].enabled() == Some(true)
+                    })
+            })
+            .then_output(|| UpdateClusterConfigOutput::builder().build());
+        let all_done = with(ClusterStatus::Active, "203.0.113.0/24", &[LogType::Api, LogType::Audit]);
+        let ctx = ctx(&[&before, &endpoint, &updating, &endpoint_done, &logging, &all_done]);
+        let mut c = eks_cluster();
+        c.eks.public_access_cidrs = vec!["203.0.113.0/24".parse().unwrap()];
+        c.eks.logging = vec!["api".into(), "audit".into()];
+        let desired = c.desired(&cluster_inputs());
+        let mut reasons = Vec::new();
+        loop {
+            match c
+                .apply(&ctx, &Change::Update(Vec::new()), None, &desired)
+                .await
+                .unwrap()
+            {
+                Step::Retry { reason, .. } => reasons.push(reason),
+                Step::Done(_) => break,
+                Step::Blocked { reason } => panic!("{reason}"),
+            }
+        }
+        assert_eq!(reasons, ["updating endpoint access", "UPDATING", "updating logging"]);
+        assert_eq!((endpoint.num_calls(), logging.num_calls()), (1, 1));
+    }
+
+    #[test]
+    fn version_changes_point_at_upgrade_and_key_removal_is_refused() {
+        let c = eks_cluster();
+        let observed = |version: &str, key: &str| Observed {
+            id: "demo".into(),
+            attrs: BTreeMap::from([("version", version.to_string()), ("secretsKey", key.to_string())]),
+            outputs: Outputs::new(),
+        };
+        let desired = c.desired(&cluster_inputs());
+        let e = c.diff(Some(&observed("1.32", "")), &desired).unwrap_err().to_string();
+        assert!(e.contains("hint: run `kforge upgrade cluster demo --to 1.33`"), "{e}");
+        let e = c.diff(Some(&observed("1.31", "")), &desired).unwrap_err().to_string();
+        assert!(
+            e.contains("one minor version at a time") && e.contains("--to 1.32"),
+            "{e}"
+        );
+        let e = c.diff(Some(&observed("1.34", "")), &desired).unwrap_err().to_string();
+        assert!(e.contains("EKS cannot downgrade"), "{e}");
+        let key = "arn:aws:kms:us-east-1:123456789012:key/abc";
+        let e = c.diff(Some(&observed("1.33", key)), &desired).unwrap_err().to_string();
+        assert!(e.contains("cannot remove or replace a secrets encryption key"), "{e}");
+    }
+
     /// The engine's executor drives the cluster's converge step; the run's deadline ends the wait.
     struct ConvergeJob {
         cluster: EksCluster,

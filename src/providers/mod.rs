@@ -6,6 +6,7 @@
 
 pub mod eks;
 pub mod eks_day2;
+pub mod host_keys;
 pub mod iam;
 pub mod launch_template;
 pub mod network;
