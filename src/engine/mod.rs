@@ -286,6 +286,12 @@ pub trait Resource: Send + Sync {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>>;
+    /// The outputs dependants may count on while planning an in-place `change`: by default the current ones. A
+    /// resource whose update changes an output (a launch template's new version) leaves that output out, so
+    /// dependants show it as known after apply.
+    fn planned_outputs(&self, actual: &Observed, _change: &Change) -> Outputs {
+        actual.outputs.clone()
+    }
     /// Whether a just-applied resource is usable (NAT gateway available, instance running).
     async fn ready(&self, _ctx: &Ctx, _outputs: &Outputs) -> anyhow::Result<Step<()>> {
         Ok(Step::Done(()))
@@ -581,8 +587,9 @@ pub async fn plan(
         } else {
             change
         };
-        let outputs = match change {
-            Change::None | Change::Update(_) => actual.as_ref().map(|a| a.outputs.clone()),
+        let outputs = match &change {
+            Change::None => actual.as_ref().map(|a| a.outputs.clone()),
+            Change::Update(_) => actual.as_ref().map(|a| r.planned_outputs(a, &change)),
             Change::Create | Change::Replace(_) | Change::Delete => None,
         };
         known_outputs.insert(id.clone(), outputs);

@@ -142,6 +142,14 @@ impl Resource for LaunchTemplate {
     fn depends_on(&self) -> &[String] {
         &self.deps
     }
+    fn planned_outputs(&self, actual: &Observed, change: &Change) -> Outputs {
+        let mut out = actual.outputs.clone();
+        if matches!(change, Change::Update(cs) if cs.iter().any(|c| c.name != "tags")) {
+            // A new version is made; its number is known once it exists.
+            out.remove("version");
+        }
+        out
+    }
     fn desired(&self, _: &Inputs) -> Desired {
         let v = &self.volume;
         Desired::default()

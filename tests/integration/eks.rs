@@ -664,3 +664,77 @@ fn bad_eks_input_is_refused_before_any_call() {
         env.proxy.calls()
     );
 }
+
+#[test]
+fn a_group_dropped_from_the_spec_goes_with_its_launch_template_and_volume_edits_roll_in_place() {
+    let env = TestEnv::new();
+    let spec = without_addons(&env, "eks-minimal.yaml");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let mut two = doc.clone();
+    let extra: serde_norway::Value =
+        serde_norway::from_str("{name: extra, instanceType: m6i.large, desiredSize: 1}").unwrap();
+    two["spec"]["nodeGroups"].as_sequence_mut().unwrap().push(extra);
+    let two = write_spec(env.dir.path(), "two.yaml", &serde_norway::to_string(&two).unwrap());
+    env.ok(&["create", "cluster", "-f", s(&two), "--no-kubeconfig", "-q"]);
+
+    let o = env.ok(&["plan", "-f", s(&spec)]);
+    assert!(
+        o.stdout
+            .contains("- nodegroup/extra (extra): delete, no longer in the spec"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("- launch-template/extra"), "{}", o.stdout);
+    env.ok(&["apply", "-f", s(&spec), "-q"]);
+    let names = rt().block_on(async {
+        eks(REGION)
+            .list_nodegroups()
+            .cluster_name("eks-minimal")
+            .send()
+            .await
+            .unwrap()
+            .nodegroups()
+            .to_vec()
+    });
+    assert_eq!(names, ["workers"]);
+    let lts = rt().block_on(async {
+        env.ec2(REGION)
+            .describe_launch_templates()
+            .send()
+            .await
+            .unwrap()
+            .launch_templates()
+            .len()
+    });
+    assert_eq!(lts, 1);
+    env.ok(&["plan", "-f", s(&spec), "--detailed-exitcode"]);
+
+    // A bigger root volume is a new launch template version the nodegroup rolls onto: in place, not replaced.
+    let mut bigger = doc;
+    bigger["spec"]["nodeGroups"][0]["volume"] = serde_norway::from_str("{size: 120}").unwrap();
+    let bigger = write_spec(
+        env.dir.path(),
+        "bigger.yaml",
+        &serde_norway::to_string(&bigger).unwrap(),
+    );
+    let o = env.ok(&["plan", "-f", s(&bigger)]);
+    assert!(o.stdout.contains("~ launch-template/workers"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("gp3 80GiB encrypted=true -> gp3 120GiB encrypted=true"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("~ nodegroup/workers (workers): update in place"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("launchTemplateVersion: 1 -> (known after apply)"),
+        "{}",
+        o.stdout
+    );
+    env.ok(&["delete", "cluster", "eks-minimal", "--yes", "-q"]);
+}
