@@ -207,3 +207,47 @@ fn token_is_an_exec_credential_with_a_presigned_sts_url() {
     assert!(left <= std::time::Duration::from_secs(15 * 60), "{left:?}");
     assert!(env.proxy.calls().is_empty(), "signing is local: no AWS call");
 }
+
+/// Self-built (provider ec2) input kforge cannot honour is refused with a field path and a hint before any call.
+#[test]
+fn bad_selfbuilt_input_is_refused_before_any_call() {
+    let env = TestEnv::new();
+    let head = "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: demo\nspec:\n  provider: ec2\n  region: us-east-1\n";
+    let sized = "  nodeGroups:\n    - {name: w, desiredSize: 2}\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "even.yaml",
+            format!("{head}  controlPlane: {{count: 2}}\n{sized}"),
+            &[
+                "spec.controlPlane.count: 2 masters cannot keep an etcd quorum well",
+                "hint: use 1, 3 or 5",
+            ],
+        ),
+        (
+            "zones.yaml",
+            format!("{head}  network: {{zones: [us-east-1a, eu-west-1b]}}\n{sized}"),
+            &["spec.network.zones", "eu-west-1b", "hint:"],
+        ),
+        (
+            "unsized.yaml",
+            format!("{head}  nodeGroups:\n    - {{name: w}}\n"),
+            &[
+                "spec.nodeGroups[0]: the instance group has no size",
+                "hint: set desiredSize",
+            ],
+        ),
+    ];
+    for (file, text, expected) in cases {
+        let path = write_spec(env.dir.path(), file, text);
+        let o = env.run(&["create", "cluster", "-f", s(&path)]);
+        assert_eq!(o.code, 1, "{file}: {}", o.stderr);
+        for e in *expected {
+            assert!(o.stderr.contains(e), "{file}: expected {e:?} in:\n{}", o.stderr);
+        }
+    }
+    assert!(
+        env.proxy.calls().is_empty(),
+        "refused before any AWS call: {:?}",
+        env.proxy.calls()
+    );
+}
