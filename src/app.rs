@@ -569,20 +569,10 @@ async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::Pa
 /// Adds cluster `name` to the kubeconfig at `path`; returns the context name.
 async fn merge_kubeconfig(g: &GlobalArgs, aws: &Aws, name: &str, path: &Path) -> anyhow::Result<String> {
     let region = aws.region();
-    let described = aws.eks().describe_cluster().name(name).send().await;
-    let cluster = match described {
-        Ok(out) => out
-            .cluster
-            .ok_or_else(|| anyhow::anyhow!("DescribeCluster returned no cluster for {name}"))?,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            anyhow::bail!(
-                "EKS cluster {name} not found in {region}\n  hint: check the name and --region (`aws eks list-clusters`)"
-            )
-        }
-        Err(e) => return Err(crate::aws::aws_err(format!("EKS cluster {name}"), "DescribeCluster")(e).into()),
+    let Some(cluster) = crate::aws::eks::describe_cluster(aws, name, &format!("EKS cluster {name}")).await? else {
+        anyhow::bail!(
+            "EKS cluster {name} not found in {region}\n  hint: check the name and --region (`aws eks list-clusters`)"
+        )
     };
     let server = cluster.endpoint().ok_or_else(|| {
         anyhow::anyhow!(

@@ -325,19 +325,7 @@ impl Inventory {
     pub async fn eks_cluster(&self, aws: &Aws) -> anyhow::Result<Option<&EksCluster>> {
         self.eks_cluster
             .get_or_try_init(|| async {
-                match aws.eks().describe_cluster().name(&self.cluster).send().await {
-                    Ok(out) => Ok(out.cluster),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_resource_not_found_exception()) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(anyhow::Error::from(aws_err(
-                        format!("EKS cluster {}", self.cluster),
-                        "DescribeCluster",
-                    )(e))),
-                }
+                super::eks::describe_cluster(aws, &self.cluster, &format!("EKS cluster {}", self.cluster)).await
             })
             .await
             .map(Option::as_ref)

@@ -2,6 +2,7 @@
 //! clients built once and shared, adaptive retries, and [`CloudError`], which names the resource, the operation, the
 //! AWS error code and what to do about it.
 
+pub mod eks;
 pub mod eks_token;
 pub mod inventory;
 pub mod tags;

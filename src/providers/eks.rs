@@ -20,6 +20,7 @@ use aws_sdk_eks::types::{
 };
 use tokio::sync::OnceCell;
 
+use crate::aws::eks::{describe_addon, describe_cluster, describe_fargate_profile, describe_nodegroup};
 use crate::aws::tags::{self, Tagger, render, render_subset};
 use crate::aws::{aws_err, error_code};
 use crate::engine::{
@@ -396,16 +397,7 @@ impl EksCluster {
 
     /// The cluster as EKS describes it now (not the run's snapshot).
     async fn describe(&self, ctx: &Ctx) -> anyhow::Result<Option<aws_sdk_eks::types::Cluster>> {
-        match ctx.aws.eks().describe_cluster().name(&self.name).send().await {
-            Ok(out) => Ok(out.cluster),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(aws_err(format!("{} ({})", self.id, self.name), "DescribeCluster")(e).into()),
-        }
+        describe_cluster(&ctx.aws, &self.name, &format!("{} ({})", self.id, self.name)).await
     }
 
     fn failed(&self, c: &aws_sdk_eks::types::Cluster) -> anyhow::Error {
@@ -703,17 +695,10 @@ fn version_hint(cluster: &str, have: &str, want: &str) -> String {
 pub async fn delete_cluster(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
     let eks = ctx.aws.eks();
     let what = format!("eks-cluster ({name})");
-    let current = match eks.describe_cluster().name(name).send().await {
-        Ok(out) => out.cluster,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            return Ok(Step::Done(()));
-        }
-        Err(e) => return Err(aws_err(&what, "DescribeCluster")(e).into()),
+    let Some(current) = describe_cluster(&ctx.aws, name, &what).await? else {
+        return Ok(Step::Done(()));
     };
-    if current.as_ref().and_then(|c| c.status()) == Some(&ClusterStatus::Deleting) {
+    if current.status() == Some(&ClusterStatus::Deleting) {
         return Ok(Step::Retry {
             after: CLUSTER_POLL,
             reason: "DELETING".into(),
@@ -963,24 +948,7 @@ impl ManagedNodegroup {
     }
 
     async fn describe(&self, ctx: &Ctx) -> anyhow::Result<Option<aws_sdk_eks::types::Nodegroup>> {
-        match ctx
-            .aws
-            .eks()
-            .describe_nodegroup()
-            .cluster_name(&self.cluster)
-            .nodegroup_name(&self.group.name)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.nodegroup),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(aws_err(&self.id, "DescribeNodegroup")(e).into()),
-        }
+        describe_nodegroup(&ctx.aws, &self.cluster, &self.group.name, &self.id).await
     }
 
     fn failed(&self, n: &aws_sdk_eks::types::Nodegroup) -> anyhow::Error {
@@ -1227,22 +1195,10 @@ impl Resource for ManagedNodegroup {
 pub async fn delete_nodegroup(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::Result<Step<()>> {
     let eks = ctx.aws.eks();
     let what = format!("eks-nodegroup ({name})");
-    let status = match eks
-        .describe_nodegroup()
-        .cluster_name(cluster)
-        .nodegroup_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.nodegroup.and_then(|n| n.status().cloned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            return Ok(Step::Done(()));
-        }
-        Err(e) => return Err(aws_err(&what, "DescribeNodegroup")(e).into()),
+    let Some(current) = describe_nodegroup(&ctx.aws, cluster, name, &what).await? else {
+        return Ok(Step::Done(()));
     };
+    let status = current.status().cloned();
     if status == Some(NodegroupStatus::Deleting) {
         return Ok(Step::Retry {
             after: NODEGROUP_POLL,
@@ -1340,22 +1296,7 @@ impl Resource for FargateProfileRes {
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
         let eks = ctx.aws.eks();
-        let now = match eks
-            .describe_fargate_profile()
-            .cluster_name(&self.cluster)
-            .fargate_profile_name(&self.profile.name)
-            .send()
-            .await
-        {
-            Ok(out) => out.fargate_profile,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(e) => return Err(aws_err(&self.id, "DescribeFargateProfile")(e).into()),
-        };
+        let now = describe_fargate_profile(&ctx.aws, &self.cluster, &self.profile.name, &self.id).await?;
         let Some(now) = now else {
             let selectors = self
                 .profile
@@ -1476,22 +1417,10 @@ impl FargateProfileRes {
 pub async fn delete_fargate_profile(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::Result<Step<()>> {
     let eks = ctx.aws.eks();
     let what = format!("eks-fargate-profile ({name})");
-    let status = match eks
-        .describe_fargate_profile()
-        .cluster_name(cluster)
-        .fargate_profile_name(name)
-        .send()
-        .await
-    {
-        Ok(out) => out.fargate_profile.and_then(|p| p.status().cloned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            return Ok(Step::Done(()));
-        }
-        Err(e) => return Err(aws_err(&what, "DescribeFargateProfile")(e).into()),
+    let Some(current) = describe_fargate_profile(&ctx.aws, cluster, name, &what).await? else {
+        return Ok(Step::Done(()));
     };
+    let status = current.status().cloned();
     if status == Some(FargateProfileStatus::Deleting) {
         return Ok(Step::Retry {
             after: SMALL_POLL,
@@ -1644,22 +1573,7 @@ impl Resource for EksAddon {
     ) -> anyhow::Result<Step<Outputs>> {
         let eks = ctx.aws.eks();
         let version = desired.value("version")?;
-        let now = match eks
-            .describe_addon()
-            .cluster_name(&self.cluster)
-            .addon_name(&self.addon.name)
-            .send()
-            .await
-        {
-            Ok(out) => out.addon,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                None
-            }
-            Err(e) => return Err(aws_err(&self.id, "DescribeAddon")(e).into()),
-        };
+        let now = describe_addon(&ctx.aws, &self.cluster, &self.addon.name, &self.id).await?;
         let Some(now) = now else {
             eks.create_addon()
                 .cluster_name(&self.cluster)
@@ -1726,16 +1640,10 @@ impl Resource for EksAddon {
 pub async fn delete_addon(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::Result<Step<()>> {
     let eks = ctx.aws.eks();
     let what = format!("eks-addon ({name})");
-    let status = match eks.describe_addon().cluster_name(cluster).addon_name(name).send().await {
-        Ok(out) => out.addon.and_then(|a| a.status().cloned()),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            return Ok(Step::Done(()));
-        }
-        Err(e) => return Err(aws_err(&what, "DescribeAddon")(e).into()),
+    let Some(current) = describe_addon(&ctx.aws, cluster, name, &what).await? else {
+        return Ok(Step::Done(()));
     };
+    let status = current.status().cloned();
     if status == Some(aws_sdk_eks::types::AddonStatus::Deleting) {
         return Ok(Step::Retry {
             after: SMALL_POLL,

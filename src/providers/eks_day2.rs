@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_eks::types::{AddonStatus, ClusterStatus, NodegroupScalingConfig, NodegroupStatus, ResolveConflicts};
 use serde::Serialize;
 
+use crate::aws::eks::{describe_cluster, describe_nodegroup};
 use crate::aws::inventory::not_implemented;
 use crate::aws::{aws_err, error_code, tags};
 use crate::engine::Ctx;
@@ -51,16 +52,7 @@ where
 /// The cluster, if it is kforge's cluster of this name.
 async fn own_cluster(ctx: &Ctx) -> anyhow::Result<aws_sdk_eks::types::Cluster> {
     let name = &ctx.cluster;
-    let c = match ctx.aws.eks().describe_cluster().name(name).send().await {
-        Ok(out) => out.cluster,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_not_found_exception()) =>
-        {
-            None
-        }
-        Err(e) => return Err(aws_err(format!("EKS cluster {name}"), "DescribeCluster")(e).into()),
-    };
+    let c = describe_cluster(&ctx.aws, name, &format!("EKS cluster {name}")).await?;
     let Some(c) = c else {
         anyhow::bail!(
             "EKS cluster {name} not found in {}\n  hint: check the name and --region",
@@ -153,26 +145,11 @@ pub async fn scale_nodegroup(
     let cluster = &ctx.cluster;
     let what = format!("nodegroup {name} of {cluster}");
     let describe = || async {
-        match eks
-            .describe_nodegroup()
-            .cluster_name(cluster)
-            .nodegroup_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => out
-                .nodegroup
-                .ok_or_else(|| anyhow::anyhow!("{what}: DescribeNodegroup returned nothing")),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
-            {
-                Err(anyhow::anyhow!(
-                    "{what} not found\n  hint: `kforge get nodegroups --cluster {cluster}` lists them"
-                ))
-            }
-            Err(e) => Err(aws_err(&what, "DescribeNodegroup")(e).into()),
-        }
+        describe_nodegroup(&ctx.aws, cluster, name, &what)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!("{what} not found\n  hint: `kforge get nodegroups --cluster {cluster}` lists them")
+            })
     };
     let n = describe().await?;
     let s = n.scaling_config();
