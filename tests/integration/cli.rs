@@ -237,17 +237,5 @@ fn bad_selfbuilt_input_is_refused_before_any_call() {
             ],
         ),
     ];
-    for (file, text, expected) in cases {
-        let path = write_spec(env.dir.path(), file, text);
-        let o = env.run(&["create", "cluster", "-f", s(&path)]);
-        assert_eq!(o.code, 1, "{file}: {}", o.stderr);
-        for e in *expected {
-            assert!(o.stderr.contains(e), "{file}: expected {e:?} in:\n{}", o.stderr);
-        }
-    }
-    assert!(
-        env.proxy.calls().is_empty(),
-        "refused before any AWS call: {:?}",
-        env.proxy.calls()
-    );
+    env.assert_create_refused_before_any_call(cases);
 }

@@ -91,8 +91,9 @@ fn leftovers(env: &TestEnv, cluster: &str, region: &str) -> BTreeMap<&'static st
             }
         }
     });
-    if !oidc_providers().is_empty() {
-        m.insert("oidc-provider", oidc_providers().len());
+    let oidc = oidc_providers().len();
+    if oidc > 0 {
+        m.insert("oidc-provider", oidc);
     }
     m
 }
@@ -650,19 +651,7 @@ fn bad_eks_input_is_refused_before_any_call() {
             &["spec.eks.secretsEncryptionKeyArn: `my-key` is not a KMS key ARN"],
         ),
     ];
-    for (file, text, expected) in &cases {
-        let path = write_spec(env.dir.path(), file, text);
-        let o = env.run(&["create", "cluster", "-f", s(&path)]);
-        assert_eq!(o.code, 1, "{file}: {}", o.stderr);
-        for e in *expected {
-            assert!(o.stderr.contains(e), "{file}: expected {e:?} in:\n{}", o.stderr);
-        }
-    }
-    assert!(
-        env.proxy.calls().is_empty(),
-        "refused before any AWS call: {:?}",
-        env.proxy.calls()
-    );
+    env.assert_create_refused_before_any_call(&cases);
 }
 
 #[test]

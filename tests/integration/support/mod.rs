@@ -97,6 +97,24 @@ impl TestEnv {
         o
     }
 
+    /// For each `(file name, spec text, expected stderr fragments)`: `create cluster` exits 1 and says each fragment;
+    /// and no case made any AWS call.
+    pub fn assert_create_refused_before_any_call(&self, cases: &[(&str, String, &[&str])]) {
+        for (file, text, expected) in cases {
+            let path = write_spec(self.dir.path(), file, text);
+            let o = self.run(&["create", "cluster", "-f", s(&path)]);
+            assert_eq!(o.code, 1, "{file}: {}", o.stderr);
+            for e in *expected {
+                assert!(o.stderr.contains(e), "{file}: expected {e:?} in:\n{}", o.stderr);
+            }
+        }
+        assert!(
+            self.proxy.calls().is_empty(),
+            "refused before any AWS call: {:?}",
+            self.proxy.calls()
+        );
+    }
+
     /// Starts kforge with the proxy holding its `nth` mutating EC2 call (after AWS acted on it), and returns once
     /// that call is held: the child sits mid-run, ready to be killed or to hold its lock.
     pub fn spawn_until_held(&self, nth: usize, args: &[&str]) -> std::process::Child {
