@@ -65,6 +65,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
                     // Only `create` adds the cluster to a kubeconfig, as eksctl does.
                     no_kubeconfig: true,
                     kubeconfig: None,
+                    host_key_timeout: args.host_key_timeout,
                 },
                 "kforge apply",
             )
@@ -75,6 +76,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Get(GetCommand::Clusters) => get_clusters(g).await,
         Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
         Command::Get(GetCommand::Nodegroups { cluster }) => get_nodegroups(g, &cluster).await,
+        Command::Get(GetCommand::Hosts(spec)) => get_hosts(g, &spec.file).await,
         Command::Scale(ScaleCommand::Nodegroup(args)) => scale_nodegroup(g, args).await,
         Command::Upgrade(UpgradeCommand::Cluster(args)) => upgrade_cluster(g, args).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
@@ -323,8 +325,92 @@ fn failures(errors: &[anyhow::Error]) -> ResourcesFailed {
     }
 }
 
+/// Says where a full run stopped because this version lacks the next phase.
+fn note_unbuilt(reporter: &dyn progress::Reporter, cluster: &Cluster, ran: &[Phase]) {
+    let unbuilt = providers::unbuilt_phases(cluster.provider);
+    if unbuilt.is_empty() {
+        return;
+    }
+    let after = ran
+        .iter()
+        .max()
+        .map(|p| format!("after the {p} phase"))
+        .unwrap_or_else(|| "before any phase".into());
+    reporter.event(Event::Note(format!(
+        "cluster {}: stopped {after}: the {} phase is not available in this version of kforge; the hosts above are ready for it",
+        cluster.name,
+        unbuilt.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    )));
+}
+
+fn report_hosts(reporter: &dyn progress::Reporter, list: &providers::hosts::HostList) {
+    for row in providers::hosts::render_table(list) {
+        reporter.event(Event::Note(format!(
+            "host {} ({}): {} key {}{}",
+            row[0],
+            row[1],
+            row[2],
+            row[4],
+            if row[5].is_empty() {
+                String::new()
+            } else {
+                format!(" via {}", row[5])
+            }
+        )));
+    }
+    if let Some(api) = &list.api_endpoint {
+        reporter.event(Event::Note(format!(
+            "cluster {}: Kubernetes API endpoint {api}",
+            list.cluster
+        )));
+    }
+}
+
+/// `kforge get hosts -f SPEC`: the machines the bootstrap would work on.
+async fn get_hosts(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
+    let cluster = load(g, file)?;
+    let list = match cluster.provider {
+        spec::Provider::Hosts => providers::hosts::from_spec(&cluster, &file.display().to_string())?,
+        spec::Provider::Ec2 => {
+            let aws = aws_for(g, cluster.region()).await;
+            providers::hosts::discover_ec2(&aws, &cluster, Duration::ZERO, false, &progress::Silent).await?
+        }
+        spec::Provider::Eks => anyhow::bail!(
+            "cluster {}: provider eks has no hosts to bootstrap (EKS runs the control plane, managed nodegroups join by themselves)\n  hint: `kforge get nodegroups --cluster {}` lists its nodes' groups",
+            cluster.name,
+            cluster.name
+        ),
+    };
+    print(g.output, &list, || {
+        let mut s = table(
+            &["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"],
+            providers::hosts::render_table(&list),
+        );
+        if let Some(api) = &list.api_endpoint {
+            s.push_str(&format!("API endpoint: {api}\n"));
+        }
+        s
+    })?;
+    Ok(Finished::Ok)
+}
+
 async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow::Result<Finished> {
     let started = Instant::now();
+    let cluster = load(g, &args.spec.file)?;
+    if cluster.provider == spec::Provider::Hosts && args.phase.is_empty() {
+        // No cloud at all: check the machines' list, hand it on, and say where this version stops.
+        let list = providers::hosts::from_spec(&cluster, &args.spec.file.display().to_string())?;
+        let reporter = progress::console(g.quiet);
+        report_hosts(reporter.as_ref(), &list);
+        print(g.output, &list, || {
+            table(
+                &["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"],
+                providers::hosts::render_table(&list),
+            )
+        })?;
+        note_unbuilt(reporter.as_ref(), &cluster, &[]);
+        return Ok(Finished::Ok);
+    }
     let p = prepare(g, &args.spec.file, &args.phase).await?;
     let store = state_store(g, p.cluster.region()).await?;
     let reporter = progress::console(g.quiet);
@@ -380,6 +466,12 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         if !report.errors.is_empty() {
             return Err(failures(&report.errors).into());
         }
+        if cluster.provider == spec::Provider::Ec2 && phases.contains(&Phase::Cluster) {
+            let hosts =
+                providers::hosts::discover_ec2(&ctx.aws, &cluster, args.host_key_timeout, true, reporter.as_ref())
+                    .await?;
+            report_hosts(reporter.as_ref(), &hosts);
+        }
         if cluster.provider == spec::Provider::Eks && phases.contains(&Phase::Cluster) && !args.no_kubeconfig {
             let path = args.kubeconfig.clone().unwrap_or_else(crate::kubeconfig::default_path);
             let context = merge_kubeconfig(g, &ctx.aws, &name, &path).await?;
@@ -393,6 +485,9 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
             phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
             started.elapsed().as_secs_f64()
         )));
+        if args.phase.is_empty() {
+            note_unbuilt(reporter.as_ref(), &cluster, &phases);
+        }
         Ok(Finished::Ok)
     })
     .await

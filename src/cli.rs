@@ -146,6 +146,9 @@ pub struct CreateClusterArgs {
     /// Kubeconfig to merge the new EKS cluster into [default: first of $KUBECONFIG, else ~/.kube/config]
     #[arg(long, value_name = "FILE", conflicts_with = "no_kubeconfig")]
     pub kubeconfig: Option<PathBuf>,
+    /// How long to wait for new EC2 machines to print their SSH host keys to the console (provider ec2)
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub host_key_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +170,9 @@ pub struct ApplyArgs {
     /// Only these phases, e.g. network or network,security (earlier phases must exist already)
     #[arg(long, value_enum, value_delimiter = ',')]
     pub phase: Vec<Phase>,
+    /// How long to wait for new EC2 machines to print their SSH host keys to the console (provider ec2)
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub host_key_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +206,8 @@ pub enum GetCommand {
         /// Cluster name
         name: String,
     },
+    /// List the machines a self-built cluster's bootstrap works on (address, role, SSH identity, expected host key)
+    Hosts(SpecFile),
     /// List an EKS cluster's managed nodegroups with their status and sizes
     Nodegroups {
         /// Cluster name

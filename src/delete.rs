@@ -17,7 +17,7 @@ use crate::aws::{aws_err, error_code};
 use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
 use crate::engine::{Ctx, Phase};
 use crate::progress::Reporter;
-use crate::providers::{eks, iam, launch_template, network};
+use crate::providers::{api_lb, asg, eks, iam, launch_template, machine, network, security_group};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -27,6 +27,8 @@ pub enum SweepKind {
     EksAddon,
     EksCluster,
     OidcProvider,
+    AutoScalingGroup,
+    Instance,
     LaunchTemplate,
     LoadBalancer,
     TargetGroup,
@@ -38,6 +40,8 @@ pub enum SweepKind {
     SecurityGroup,
     Subnet,
     Vpc,
+    KeyPair,
+    InstanceProfile,
     IamRole,
 }
 
@@ -49,6 +53,10 @@ impl SweepKind {
             SweepKind::EksAddon => "eks-addon",
             SweepKind::EksCluster => "eks-cluster",
             SweepKind::OidcProvider => "iam-oidc-provider",
+            SweepKind::AutoScalingGroup => "auto-scaling-group",
+            SweepKind::Instance => "instance",
+            SweepKind::KeyPair => "key-pair",
+            SweepKind::InstanceProfile => "instance-profile",
             SweepKind::LaunchTemplate => "launch-template",
             SweepKind::LoadBalancer => "load-balancer",
             SweepKind::TargetGroup => "target-group",
@@ -179,6 +187,24 @@ pub async fn discover(ctx: &Ctx, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>
         push(SweepKind::Vpc, v.vpc_id(), v.tags(), v.vpc_id(), vec![], false);
     }
     if phases.contains(&Phase::Security) {
+        for k in inv.key_pairs(aws).await? {
+            push(SweepKind::KeyPair, k.key_name(), k.tags(), None, vec![], false);
+        }
+        // Profiles and roles are named `kforge-CLUSTER-WHICH` for `instance-profile/WHICH` and `role/WHICH`.
+        let prefix = format!("kforge-{}-", ctx.cluster);
+        for p in inv.instance_profiles(aws).await? {
+            let name = p.instance_profile_name();
+            out.push(Doomed {
+                kind: SweepKind::InstanceProfile,
+                cloud_id: name.to_string(),
+                logical: name
+                    .strip_prefix(&prefix)
+                    .map(|which| format!("instance-profile/{which}")),
+                vpc: None,
+                attached: Vec::new(),
+                deleting: false,
+            });
+        }
         // Role listings carry no tags; kforge's role names are `kforge-CLUSTER-WHICH` for `role/WHICH`.
         let prefix = format!("kforge-{}-", ctx.cluster);
         for r in inv.roles(aws).await? {
@@ -244,12 +270,46 @@ async fn discover_cluster_phase(ctx: &Ctx) -> anyhow::Result<Vec<Doomed>> {
         let logical = c.tags().and_then(|t| t.get(tags::RESOURCE));
         out.push(item(SweepKind::EksCluster, c.name().unwrap_or_default(), logical, vpc));
     }
-    let (oidc, templates, lbs, tgs) = tokio::try_join!(
+    let (oidc, templates, lbs, tgs, groups, instances) = tokio::try_join!(
         inv.oidc_providers(aws),
         inv.launch_templates(aws),
         inv.load_balancers(aws),
         inv.target_groups(aws),
+        inv.auto_scaling_groups(aws),
+        inv.instances(aws),
     )?;
+    for g in groups {
+        let logical = g
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::RESOURCE))
+            .and_then(|t| t.value())
+            .map(str::to_string);
+        out.push(Doomed {
+            logical,
+            ..item(
+                SweepKind::AutoScalingGroup,
+                g.auto_scaling_group_name().unwrap_or_default(),
+                None,
+                None,
+            )
+        });
+    }
+    // Instances of an Auto Scaling group go with their group (deleting them alone would only get them replaced).
+    for i in instances
+        .iter()
+        .filter(|i| !i.tags().iter().any(|t| t.key() == Some("aws:autoscaling:groupName")))
+    {
+        out.push(Doomed {
+            logical: logical_id(i.tags()),
+            ..item(
+                SweepKind::Instance,
+                i.instance_id().unwrap_or_default(),
+                None,
+                i.vpc_id(),
+            )
+        });
+    }
     for p in oidc {
         out.push(item(SweepKind::OidcProvider, &p.arn, p.tags.get(tags::RESOURCE), None));
     }
@@ -295,12 +355,16 @@ impl SweepKind {
     /// The phase whose apply owns this kind of resource.
     pub fn phase(self) -> Phase {
         match self {
-            SweepKind::SecurityGroup | SweepKind::IamRole => Phase::Security,
+            SweepKind::SecurityGroup | SweepKind::IamRole | SweepKind::KeyPair | SweepKind::InstanceProfile => {
+                Phase::Security
+            }
             SweepKind::EksNodegroup
             | SweepKind::EksFargateProfile
             | SweepKind::EksAddon
             | SweepKind::EksCluster
             | SweepKind::OidcProvider
+            | SweepKind::AutoScalingGroup
+            | SweepKind::Instance
             | SweepKind::LaunchTemplate
             | SweepKind::LoadBalancer
             | SweepKind::TargetGroup
@@ -337,30 +401,53 @@ fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
     use SweepKind::*;
     // What runs on the cluster's nodes and in its VPC because of it.
     const WORKERS: &[SweepKind] = &[EksNodegroup, EksFargateProfile];
+    // kforge's own machines.
+    const MACHINES: &[SweepKind] = &[AutoScalingGroup, Instance];
     match item.kind {
-        EksNodegroup | EksFargateProfile | NatGateway | RouteTable => Vec::new(),
+        EksNodegroup | EksFargateProfile | NatGateway | RouteTable | AutoScalingGroup | Instance => Vec::new(),
         EksAddon => ids(WORKERS),
         EksCluster => ids(&[EksNodegroup, EksFargateProfile, EksAddon]),
         OidcProvider => ids(&[EksCluster]),
-        // Nodegroups launch from the templates until they are gone.
-        LaunchTemplate => ids(&[EksNodegroup]),
+        // Nodegroups and Auto Scaling groups launch from the templates until they are gone.
+        LaunchTemplate => ids(&[EksNodegroup, AutoScalingGroup, Instance]),
         // Kubernetes' service controller would re-create a load balancer while the cluster runs.
-        LoadBalancer => ids(&[EksCluster]),
+        LoadBalancer => ids(&[EksCluster, AutoScalingGroup, Instance]),
         TargetGroup => ids(&[LoadBalancer, EksCluster]),
-        NetworkInterface => ids(&[EksCluster, EksNodegroup, EksFargateProfile, LoadBalancer]),
+        NetworkInterface => ids(&[
+            EksCluster,
+            EksNodegroup,
+            EksFargateProfile,
+            LoadBalancer,
+            AutoScalingGroup,
+            Instance,
+        ]),
+        KeyPair => ids(MACHINES),
+        InstanceProfile => ids(MACHINES),
         // Roles go once what assumes them is gone.
-        IamRole => ids(&[EksCluster, EksNodegroup, EksFargateProfile, EksAddon]),
+        IamRole => ids(&[
+            EksCluster,
+            EksNodegroup,
+            EksFargateProfile,
+            EksAddon,
+            AutoScalingGroup,
+            Instance,
+            InstanceProfile,
+        ]),
         SecurityGroup => ids(&[
             EksCluster,
             EksNodegroup,
             EksFargateProfile,
             LoadBalancer,
             NetworkInterface,
+            AutoScalingGroup,
+            Instance,
         ]),
         ElasticIp => of(NatGateway).map(Doomed::job_id).collect(),
         // A public load balancer holds addresses mapped through the gateway.
         InternetGateway => of(NatGateway)
             .chain(of(LoadBalancer))
+            .chain(of(Instance))
+            .chain(of(AutoScalingGroup))
             .chain(of(EksCluster))
             .map(Doomed::job_id)
             .collect(),
@@ -371,6 +458,8 @@ fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
                     d.kind,
                     NatGateway
                         | RouteTable
+                        | AutoScalingGroup
+                        | Instance
                         | LoadBalancer
                         | NetworkInterface
                         | EksCluster
@@ -428,71 +517,15 @@ impl Job<()> for DeleteJob {
             SweepKind::EksCluster => eks::delete_cluster(&self.ctx, id).await,
             SweepKind::OidcProvider => eks::delete_oidc_provider(&self.ctx, id).await,
             SweepKind::LaunchTemplate => launch_template::delete_launch_template(&self.ctx, id).await,
-            SweepKind::LoadBalancer => delete_load_balancer(&self.ctx, id).await,
-            SweepKind::TargetGroup => delete_target_group(&self.ctx, id).await,
+            SweepKind::LoadBalancer => api_lb::delete_load_balancer(aws, id).await,
+            SweepKind::TargetGroup => api_lb::delete_target_group(aws, id).await,
             SweepKind::NetworkInterface => delete_network_interface(&self.ctx, id).await,
-            SweepKind::SecurityGroup => {
-                let r = aws
-                    .ec2()
-                    .delete_security_group()
-                    .group_id(id)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        anyhow::Error::from(aws_err(format!("security-group ({id})"), "DeleteSecurityGroup")(e))
-                    });
-                match r {
-                    Ok(()) => Ok(Step::Done(())),
-                    Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Step::Done(())),
-                    Err(e) if error_code(&e) == Some("DependencyViolation") => Ok(Step::Blocked {
-                        reason: format!("security group {id} is still referenced or in use"),
-                    }),
-                    Err(e) => Err(e),
-                }
-            }
+            SweepKind::AutoScalingGroup => asg::delete_auto_scaling_group(aws, id).await,
+            SweepKind::Instance => machine::terminate_instance(aws, id).await,
+            SweepKind::KeyPair => machine::delete_key_pair(aws, id).await,
+            SweepKind::InstanceProfile => machine::delete_instance_profile(aws, id).await,
+            SweepKind::SecurityGroup => security_group::delete_security_group(aws, id).await,
         }
-    }
-}
-
-async fn delete_load_balancer(ctx: &Ctx, arn: &str) -> anyhow::Result<Step<()>> {
-    let elb = ctx.aws.elbv2();
-    let what = format!("load-balancer ({arn})");
-    let exists = match elb.describe_load_balancers().load_balancer_arns(arn).send().await {
-        Ok(out) => !out.load_balancers().is_empty(),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_load_balancer_not_found_exception()) =>
-        {
-            false
-        }
-        Err(e) => return Err(aws_err(&what, "DescribeLoadBalancers")(e).into()),
-    };
-    if !exists {
-        return Ok(Step::Done(()));
-    }
-    elb.delete_load_balancer()
-        .load_balancer_arn(arn)
-        .send()
-        .await
-        .map_err(aws_err(&what, "DeleteLoadBalancer"))?;
-    // Deletion is asynchronous: come back to see it gone.
-    Ok(Step::Retry {
-        after: Duration::from_secs(2),
-        reason: "deletion requested".into(),
-    })
-}
-
-async fn delete_target_group(ctx: &Ctx, arn: &str) -> anyhow::Result<Step<()>> {
-    let r = ctx.aws.elbv2().delete_target_group().target_group_arn(arn).send().await;
-    match r.map_err(|e| anyhow::Error::from(aws_err(format!("target-group ({arn})"), "DeleteTargetGroup")(e))) {
-        Ok(_) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("TargetGroupNotFound") => Ok(Step::Done(())),
-        // Still used by a listener of a load balancer on its way out.
-        Err(e) if error_code(&e) == Some("ResourceInUse") => Ok(Step::Blocked {
-            reason: format!("target group {arn} is still in use"),
-        }),
-        Err(e) => Err(e),
     }
 }
 

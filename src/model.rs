@@ -52,7 +52,39 @@ pub struct Cluster {
     pub iam: Iam,
     /// Provider eks only.
     pub eks: Option<Eks>,
+    /// Provider ec2 only.
+    pub image: Option<MachineImage>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// The machine image of provider ec2's instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineImage {
+    /// Amazon Linux 2023, the newest AMI from AWS' public SSM parameter.
+    Al2023,
+    /// Ubuntu 24.04 LTS, the newest AMI from Canonical's public SSM parameter.
+    Ubuntu,
+    /// An AMI id given as is.
+    Id(String),
+}
+
+impl MachineImage {
+    /// How the spec writes it.
+    pub fn as_spec(&self) -> String {
+        match self {
+            MachineImage::Al2023 => "al2023".into(),
+            MachineImage::Ubuntu => "ubuntu".into(),
+            MachineImage::Id(id) => id.clone(),
+        }
+    }
+
+    /// The login user the image's cloud-init creates.
+    pub fn default_user(&self) -> &'static str {
+        match self {
+            MachineImage::Ubuntu => "ubuntu",
+            MachineImage::Al2023 | MachineImage::Id(_) => "ec2-user",
+        }
+    }
 }
 
 /// EKS control-plane settings.
@@ -126,6 +158,7 @@ impl Subnet {
 pub struct ControlPlane {
     pub count: u32,
     pub instance_type: String,
+    pub api_allowed_cidrs: Vec<Ipv4Net>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +200,12 @@ pub struct Ssh {
     pub public_key_file: Option<String>,
     pub allowed_cidrs: Vec<Ipv4Net>,
     pub bastion: Option<Bastion>,
+    /// The private key to log in with (resolved against the spec file's directory); `None`: the ssh-agent's keys.
+    pub identity_file: Option<PathBuf>,
+    /// `identityFile` as written, so the defaulted spec round-trips.
+    pub identity_file_as_written: Option<String>,
+    /// As written; see [`Cluster::ssh_user`] for the effective one.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -437,12 +476,24 @@ impl Cluster {
                         "list as many zones as masters, or lower spec.controlPlane.count",
                     );
                 }
+                let mut api_allowed_cidrs = Vec::new();
+                match cp.as_ref().and_then(|cp| cp.api_allowed_cidrs.as_ref()) {
+                    None => api_allowed_cidrs.push(Ipv4Net::default()),
+                    Some(list) => {
+                        for (i, text) in list.iter().enumerate() {
+                            if let Some(net) = c.cidr(&format!("spec.controlPlane.apiAllowedCidrs[{i}]"), text) {
+                                api_allowed_cidrs.push(net);
+                            }
+                        }
+                    }
+                }
                 Some(ControlPlane {
                     count,
                     instance_type: cp
                         .as_ref()
                         .and_then(|cp| cp.instance_type.clone())
                         .unwrap_or_else(|| DEFAULT_MASTER_INSTANCE_TYPE.into()),
+                    api_allowed_cidrs,
                 })
             }
             (_, Some(_)) => {
@@ -473,6 +524,18 @@ impl Cluster {
         let iam = iam(&mut c, body.iam.as_ref(), provider);
 
         let eks = eks(&mut c, body.eks.as_ref(), provider, network.as_ref());
+
+        let image = image(&mut c, body.image.as_deref(), provider);
+        if provider == Provider::Ec2
+            && ssh.public_key.is_none()
+            && body.ssh.as_ref().is_none_or(|s| s.public_key_file.is_none())
+        {
+            c.err(
+                "spec.ssh.publicKey",
+                "provider ec2 needs an SSH public key to put on its machines",
+                "set spec.ssh.publicKeyFile to your key's .pub file (make one with `ssh-keygen -t ed25519 -f ~/.ssh/kforge`)",
+            );
+        }
 
         let tags = body.tags.clone().unwrap_or_default();
         for (k, v) in &tags {
@@ -512,7 +575,18 @@ impl Cluster {
             addons,
             iam,
             eks,
+            image,
             tags,
+        })
+    }
+
+    /// The user kforge logs in as on provider ec2's machines.
+    pub fn ssh_user(&self) -> String {
+        self.ssh.user.clone().unwrap_or_else(|| {
+            self.image
+                .as_ref()
+                .map_or("ec2-user", MachineImage::default_user)
+                .to_string()
         })
     }
 
@@ -567,6 +641,7 @@ impl Cluster {
                 control_plane: self.control_plane.as_ref().map(|cp| ControlPlaneSpec {
                     count: Some(cp.count),
                     instance_type: Some(cp.instance_type.clone()),
+                    api_allowed_cidrs: Some(cp.api_allowed_cidrs.iter().map(|c| c.to_string()).collect()),
                 }),
                 node_groups: (self.provider != Provider::Hosts).then(|| {
                     self.node_groups
@@ -609,6 +684,8 @@ impl Cluster {
                         self.ssh.public_key.clone()
                     },
                     public_key_file: self.ssh.public_key_file.clone(),
+                    identity_file: self.ssh.identity_file_as_written.clone(),
+                    user: self.ssh.user.clone(),
                     allowed_cidrs: Some(self.ssh.allowed_cidrs.iter().map(|c| c.to_string()).collect()),
                     bastion: Some(BastionSpec {
                         enabled: Some(self.ssh.bastion.is_some()),
@@ -670,6 +747,7 @@ impl Cluster {
                             .collect(),
                     ),
                 }),
+                image: self.image.as_ref().map(MachineImage::as_spec),
                 tags: Some(self.tags.clone()),
             },
         }
@@ -1478,12 +1556,66 @@ fn ssh(c: &mut Checker, spec: Option<&SshSpec>, ctx: &Context, provider: Provide
             "remove spec.ssh.bastion",
         );
     }
+    // The private half of a key given as a file sits next to it, as ssh-keygen writes them.
+    let identity_file_as_written = spec.identity_file.clone().or_else(|| {
+        spec.public_key_file
+            .as_ref()
+            .and_then(|f| f.strip_suffix(".pub"))
+            .map(str::to_string)
+    });
+    if spec.identity_file.as_ref().is_some_and(|f| f.trim().is_empty()) {
+        c.err(
+            "spec.ssh.identityFile",
+            "empty path",
+            "give the private key kforge logs in with, or remove the field to use the ssh-agent",
+        );
+    }
+    if let Some(u) = &spec.user
+        && (u.is_empty() || u.contains(|ch: char| ch.is_whitespace() || ch == '@'))
+    {
+        c.err(
+            "spec.ssh.user",
+            format!("`{u}` is not a user name"),
+            "give a login name such as ec2-user",
+        );
+    }
     Ssh {
         public_key,
         public_key_file: spec.public_key_file.clone(),
         allowed_cidrs,
         bastion,
+        identity_file: identity_file_as_written.as_ref().map(|f| ctx.base_dir.join(f)),
+        identity_file_as_written,
+        user: spec.user.clone(),
     }
+}
+
+fn image(c: &mut Checker, spec: Option<&str>, provider: Provider) -> Option<MachineImage> {
+    if provider != Provider::Ec2 {
+        if spec.is_some() {
+            c.err(
+                "spec.image",
+                format!("provider {provider} does not choose machine images"),
+                "remove spec.image",
+            );
+        }
+        return None;
+    }
+    Some(match spec.unwrap_or("al2023") {
+        "al2023" => MachineImage::Al2023,
+        "ubuntu" => MachineImage::Ubuntu,
+        id if id.starts_with("ami-") && id.len() > 4 && id[4..].chars().all(|ch| ch.is_ascii_hexdigit()) => {
+            MachineImage::Id(id.to_string())
+        }
+        other => {
+            c.err(
+                "spec.image",
+                format!("`{other}` is not a machine image kforge knows"),
+                "use al2023, ubuntu, or an AMI id such as ami-0123456789abcdef0",
+            );
+            return None;
+        }
+    })
 }
 
 fn hosts(c: &mut Checker, spec: Option<&[HostSpec]>, ctx: &Context, provider: Provider) -> Vec<Host> {
@@ -1690,7 +1822,7 @@ mod tests {
 
     #[test]
     fn defaulted_spec_round_trips() {
-        let c = check("  provider: ec2\n  region: eu-west-1\n  controlPlane: {count: 3}\n  nodeGroups:\n  - name: a\n    desiredSize: 3\n").unwrap();
+        let c = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: eu-west-1\n  controlPlane: {count: 3}\n  nodeGroups:\n  - name: a\n    desiredSize: 3\n").unwrap();
         let text = serde_norway::to_string(&c.to_spec()).unwrap();
         let again = Cluster::from_spec(&spec::parse(&text, "x").unwrap(), &ctx()).unwrap();
         assert_eq!(c, again);
@@ -1738,10 +1870,32 @@ mod tests {
     }
 
     #[test]
+    fn ec2_needs_a_key_and_a_known_image() {
+        let e = check("  provider: ec2\n  region: us-east-1\n  image: debian\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.image", "spec.ssh.publicKey"]);
+        assert!(e.to_string().contains("ssh-keygen -t ed25519"), "{e}");
+        let c = check(&format!(
+            "  provider: ec2\n{}  region: us-east-1\n  image: ubuntu\n",
+            "  ssh: {publicKeyFile: id.pub, publicKey: x}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(paths(&c), ["spec.ssh.publicKeyFile"]);
+        let c = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n  image: ubuntu\n  controlPlane: {apiAllowedCidrs: [10.0.0.0/8]}\n").unwrap();
+        assert_eq!(c.ssh_user(), "ubuntu");
+        assert_eq!(c.image, Some(MachineImage::Ubuntu));
+        assert_eq!(
+            c.control_plane.unwrap().api_allowed_cidrs,
+            ["10.0.0.0/8".parse::<Ipv4Net>().unwrap()]
+        );
+        let e = check("  provider: eks\n  region: us-east-1\n  image: al2023\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.image"]);
+    }
+
+    #[test]
     fn ha_needs_zones_and_odd_masters() {
-        let e = check("  provider: ec2\n  region: us-east-1\n  network: {zones: [us-east-1a, us-east-1b]}\n  controlPlane: {count: 3}\n").unwrap_err();
+        let e = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n  network: {zones: [us-east-1a, us-east-1b]}\n  controlPlane: {count: 3}\n").unwrap_err();
         assert_eq!(paths(&e), ["spec.network.zones"]);
-        let e = check("  provider: ec2\n  region: us-east-1\n  controlPlane: {count: 2}\n").unwrap_err();
+        let e = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n  controlPlane: {count: 2}\n").unwrap_err();
         assert_eq!(paths(&e), ["spec.controlPlane.count"]);
     }
 
@@ -1769,7 +1923,7 @@ mod tests {
                 "spec.nodeGroups[3].instanceType"
             ]
         );
-        let e = check("  provider: ec2\n  region: us-east-1\n  nodeGroups:\n  - {name: a}\n").unwrap_err();
+        let e = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n  nodeGroups:\n  - {name: a}\n").unwrap_err();
         assert_eq!(paths(&e), ["spec.nodeGroups[0]"]);
     }
 

@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use aws_sdk_autoscaling::types::AutoScalingGroup;
 use aws_sdk_ec2::types::{
-    Address, Filter, InternetGateway, LaunchTemplate, NatGateway, NatGatewayState, NetworkInterface, RouteTable,
-    SecurityGroup, Subnet, Tag, Vpc,
+    Address, Filter, Instance, InternetGateway, KeyPairInfo, LaunchTemplate, NatGateway, NatGatewayState,
+    NetworkInterface, RouteTable, SecurityGroup, Subnet, Tag, Vpc,
 };
 use aws_sdk_eks::types::{Addon, Cluster as EksCluster, FargateProfile, Nodegroup};
 use tokio::sync::OnceCell;
@@ -35,6 +36,10 @@ pub struct Inventory {
     oidc_providers: OnceCell<Vec<Tagged>>,
     load_balancers: OnceCell<Vec<Tagged>>,
     target_groups: OnceCell<Vec<Tagged>>,
+    instances: OnceCell<Vec<Instance>>,
+    key_pairs: OnceCell<Vec<KeyPairInfo>>,
+    auto_scaling_groups: OnceCell<Vec<AutoScalingGroup>>,
+    instance_profiles: OnceCell<Vec<aws_sdk_iam::types::InstanceProfile>>,
 }
 
 /// An object listed without tags whose tags were fetched separately (IAM OIDC providers, ELBv2).
@@ -102,6 +107,10 @@ impl Inventory {
             oidc_providers: OnceCell::new(),
             load_balancers: OnceCell::new(),
             target_groups: OnceCell::new(),
+            instances: OnceCell::new(),
+            key_pairs: OnceCell::new(),
+            auto_scaling_groups: OnceCell::new(),
+            instance_profiles: OnceCell::new(),
         }
     }
 
@@ -281,6 +290,101 @@ impl Inventory {
                     }
                 }
                 Ok::<_, anyhow::Error>(groups)
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
+impl Inventory {
+    /// Instances of the cluster that exist (pending, running, stopping or stopped): kforge's machines and those
+    /// its Auto Scaling groups launched.
+    pub async fn instances(&self, aws: &Aws) -> anyhow::Result<&[Instance]> {
+        self.instances
+            .get_or_try_init(|| async {
+                let mut filters = self.filters();
+                filters.push(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .set_values(Some(
+                            ["pending", "running", "stopping", "stopped"].map(String::from).to_vec(),
+                        ))
+                        .build(),
+                );
+                let mut out = Vec::new();
+                let mut pages = aws
+                    .ec2()
+                    .describe_instances()
+                    .set_filters(Some(filters))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.what("instance"), "DescribeInstances"))?;
+                    out.extend(page.reservations().iter().flat_map(|r| r.instances().iter().cloned()));
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    pub async fn key_pairs(&self, aws: &Aws) -> anyhow::Result<&[KeyPairInfo]> {
+        self.key_pairs
+            .get_or_try_init(|| async {
+                let out = aws
+                    .ec2()
+                    .describe_key_pairs()
+                    .set_filters(Some(self.filters()))
+                    .send()
+                    .await
+                    .map_err(aws_err(self.what("key pair"), "DescribeKeyPairs"))?;
+                Ok::<_, anyhow::Error>(out.key_pairs().to_vec())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Auto Scaling groups tagged with the cluster (including those being deleted).
+    pub async fn auto_scaling_groups(&self, aws: &Aws) -> anyhow::Result<&[AutoScalingGroup]> {
+        self.auto_scaling_groups
+            .get_or_try_init(|| async {
+                let filter = aws_sdk_autoscaling::types::Filter::builder()
+                    .name(format!("tag:{}", tags::CLUSTER))
+                    .values(&self.cluster)
+                    .build();
+                let mut out = Vec::new();
+                let mut pages = aws
+                    .autoscaling()
+                    .describe_auto_scaling_groups()
+                    .filters(filter)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.what("Auto Scaling group"), "DescribeAutoScalingGroups"))?;
+                    out.extend(page.auto_scaling_groups().iter().cloned());
+                }
+                Ok::<_, anyhow::Error>(out)
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// Instance profiles kforge made for the cluster (those under its IAM path).
+    pub async fn instance_profiles(&self, aws: &Aws) -> anyhow::Result<&[aws_sdk_iam::types::InstanceProfile]> {
+        self.instance_profiles
+            .get_or_try_init(|| async {
+                let mut out = Vec::new();
+                let mut pages = aws
+                    .iam()
+                    .list_instance_profiles()
+                    .path_prefix(role_path(&self.cluster))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(self.what("instance profile"), "ListInstanceProfiles"))?;
+                    out.extend(page.instance_profiles().iter().cloned());
+                }
+                Ok::<_, anyhow::Error>(out)
             })
             .await
             .map(Vec::as_slice)

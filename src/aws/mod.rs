@@ -36,6 +36,8 @@ pub struct Aws {
     elbv2: OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
     iam: OnceLock<aws_sdk_iam::Client>,
     s3: OnceLock<aws_sdk_s3::Client>,
+    autoscaling: OnceLock<aws_sdk_autoscaling::Client>,
+    ssm: OnceLock<aws_sdk_ssm::Client>,
 }
 
 /// Retry attempts when neither `AWS_MAX_ATTEMPTS` nor a profile says otherwise. Infrastructure runs make many
@@ -79,6 +81,8 @@ impl Aws {
             elbv2: OnceLock::new(),
             iam: OnceLock::new(),
             s3: OnceLock::new(),
+            autoscaling: OnceLock::new(),
+            ssm: OnceLock::new(),
         }
     }
 
@@ -115,6 +119,8 @@ impl Aws {
             elbv2: OnceLock::new(),
             iam: cell(iam),
             s3: OnceLock::new(),
+            autoscaling: OnceLock::new(),
+            ssm: OnceLock::new(),
         }
     }
 
@@ -137,6 +143,15 @@ impl Aws {
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {
         self.iam.get_or_init(|| aws_sdk_iam::Client::new(&self.config))
+    }
+
+    pub fn autoscaling(&self) -> &aws_sdk_autoscaling::Client {
+        self.autoscaling
+            .get_or_init(|| aws_sdk_autoscaling::Client::new(&self.config))
+    }
+
+    pub fn ssm(&self) -> &aws_sdk_ssm::Client {
+        self.ssm.get_or_init(|| aws_sdk_ssm::Client::new(&self.config))
     }
 
     /// `aws`, `aws-cn` or `aws-us-gov`: the partition of ARNs in this region.

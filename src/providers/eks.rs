@@ -127,6 +127,7 @@ pub fn security_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
                     cluster: cluster.name.clone(),
                     service: r.service.into(),
                     managed_policies: r.policies.iter().map(|p| p.to_string()).collect(),
+                    inline_policy: None,
                     tags: tagger.tags(r.id, &[]),
                     deps: Vec::new(),
                 }),
@@ -189,6 +190,7 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
             root_device: "/dev/xvda".into(),
             volume: g.volume.clone(),
             tags: tagger.tags(&lt_id, &[]),
+            machine: None,
             deps: Vec::new(),
         }));
         let id = format!("nodegroup/{}", g.name);

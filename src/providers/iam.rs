@@ -22,8 +22,32 @@ pub struct IamRole {
     pub service: String,
     /// Managed policy names (`AmazonEKSClusterPolicy`), completed into ARNs of the run's partition.
     pub managed_policies: Vec<String>,
+    /// kforge's own least-privilege policy, put on the role as the inline policy [`INLINE_POLICY`].
+    pub inline_policy: Option<serde_json::Value>,
     pub tags: BTreeMap<String, String>,
     pub deps: Vec<String>,
+}
+
+/// Name of the inline policy kforge puts on its roles.
+pub const INLINE_POLICY: &str = "kforge";
+
+async fn inline_policy(aws: &Aws, role: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    match aws
+        .iam()
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(INLINE_POLICY)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(decode_policy(out.policy_document()))),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(None),
+        Err(e) => Err(aws_err(format!("role {role}"), "GetRolePolicy")(e).into()),
+    }
+}
+
+fn render_inline(p: Option<&serde_json::Value>) -> String {
+    p.map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
 }
 
 impl IamRole {
@@ -109,6 +133,11 @@ impl Resource for IamRole {
                 join(&self.managed_policies.iter().cloned().collect()),
                 Mutability::InPlace,
             )
+            .attr(
+                "inlinePolicy",
+                render_inline(self.inline_policy.as_ref()),
+                Mutability::InPlace,
+            )
             .attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
@@ -146,11 +175,13 @@ impl Resource for IamRole {
             .assume_role_policy_document()
             .map(decode_policy)
             .unwrap_or_default();
+        let inline = inline_policy(&ctx.aws, &self.name).await?;
         Ok(Some(Observed {
             id: self.name.clone(),
             attrs: BTreeMap::from([
                 ("trustPolicy", trust.to_string()),
                 ("policies", join(&policies)),
+                ("inlinePolicy", render_inline(inline.as_ref())),
                 ("tags", render_subset(&role_tags, &self.tags)),
             ]),
             outputs: outputs(role.arn(), role.role_name()),
@@ -239,6 +270,37 @@ impl Resource for IamRole {
         let (attached, detached) = tokio::join!(futures::future::join_all(attach), futures::future::join_all(detach));
         for r in attached.into_iter().chain(detached) {
             r?;
+        }
+        let inline_changed = match change {
+            Change::Update(cs) => cs.iter().any(|c| c.name == "inlinePolicy"),
+            _ => actual.is_none(),
+        };
+        if inline_changed {
+            match &self.inline_policy {
+                Some(doc) => {
+                    iam.put_role_policy()
+                        .role_name(&self.name)
+                        .policy_name(INLINE_POLICY)
+                        .policy_document(doc.to_string())
+                        .send()
+                        .await
+                        .map_err(aws_err(what, "PutRolePolicy"))?;
+                }
+                None if actual.is_some() => {
+                    let r = iam
+                        .delete_role_policy()
+                        .role_name(&self.name)
+                        .policy_name(INLINE_POLICY)
+                        .send()
+                        .await;
+                    if let Err(e) = r
+                        && !e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception())
+                    {
+                        return Err(aws_err(what, "DeleteRolePolicy")(e).into());
+                    }
+                }
+                None => {}
+            }
         }
         Ok(Step::Done(out))
     }

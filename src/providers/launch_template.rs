@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest, LaunchTemplateHttpTokensState,
+    InstanceType, LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    LaunchTemplateHttpTokensState, LaunchTemplateIamInstanceProfileSpecificationRequest,
     LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptionsRequest,
     LaunchTemplateTagSpecificationRequest, RequestLaunchTemplateData, ResourceType, ResponseLaunchTemplateData,
     VolumeType,
@@ -17,7 +18,7 @@ use aws_sdk_ec2::types::{
 use crate::aws::inventory::by_logical_id;
 use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
 use crate::aws::{aws_err, error_code};
-use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step};
+use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value};
 use crate::model::Volume;
 
 /// Hops allowed for IMDS answers: 2 lets pods (one network hop further) reach the node's credentials endpoint,
@@ -33,7 +34,40 @@ pub struct LaunchTemplate {
     pub root_device: String,
     pub volume: Volume,
     pub tags: BTreeMap<String, String>,
+    /// What the instances are: set for kforge's own machines (provider ec2); `None` when the owner (an EKS managed
+    /// nodegroup) picks image, type and network itself.
+    pub machine: Option<MachineSettings>,
     pub deps: Vec<String>,
+}
+
+/// The instance settings of a launch template for kforge's own machines. Dependencies are named by logical id and
+/// read from their outputs.
+#[derive(Debug, Clone)]
+pub struct MachineSettings {
+    /// Resource with outputs `id` (the AMI) and `rootDevice`.
+    pub image: String,
+    /// `None` for mixed-instances groups, whose types are the Auto Scaling group's overrides.
+    pub instance_type: Option<String>,
+    /// Resource with output `name` (the key pair).
+    pub key_pair: String,
+    /// Resource with output `arn` (the instance profile), if the machines get one.
+    pub instance_profile: Option<String>,
+    /// Resources with output `id` (security groups).
+    pub security_groups: Vec<String>,
+    /// cloud-init user data, in clear; never secret.
+    pub user_data: String,
+    /// Tags of the instances and volumes launched from the template.
+    pub instance_tags: BTreeMap<String, String>,
+}
+
+/// A short stable digest of user data, for diffs (the text itself can be long).
+fn user_data_digest(text: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(text.as_bytes());
+    format!(
+        "sha256:{}",
+        d.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 fn render_volume(
@@ -63,7 +97,7 @@ fn render_imds(tokens: Option<&str>, hops: Option<i32>) -> String {
 }
 
 impl LaunchTemplate {
-    fn data(&self) -> RequestLaunchTemplateData {
+    fn data(&self, desired: &Desired) -> anyhow::Result<RequestLaunchTemplateData> {
         let v = &self.volume;
         let ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
             .volume_size(v.size_gib as i32)
@@ -73,19 +107,24 @@ impl LaunchTemplate {
             .set_iops(v.iops.map(|i| i as i32))
             .set_throughput(v.throughput.map(|t| t as i32))
             .build();
+        let instance_tags = self.machine.as_ref().map_or(&self.tags, |m| &m.instance_tags);
         let tag_specs = [ResourceType::Instance, ResourceType::Volume]
             .into_iter()
             .map(|rt| {
                 LaunchTemplateTagSpecificationRequest::builder()
                     .resource_type(rt)
-                    .set_tags(Some(ec2_tags(&self.tags)))
+                    .set_tags(Some(ec2_tags(instance_tags)))
                     .build()
             })
             .collect();
-        RequestLaunchTemplateData::builder()
+        let root_device = match &self.machine {
+            Some(_) => desired.value("rootDevice")?,
+            None => &self.root_device,
+        };
+        let mut data = RequestLaunchTemplateData::builder()
             .block_device_mappings(
                 LaunchTemplateBlockDeviceMappingRequest::builder()
-                    .device_name(&self.root_device)
+                    .device_name(root_device)
                     .ebs(ebs)
                     .build(),
             )
@@ -96,8 +135,74 @@ impl LaunchTemplate {
                     .http_put_response_hop_limit(IMDS_HOP_LIMIT)
                     .build(),
             )
-            .set_tag_specifications(Some(tag_specs))
-            .build()
+            .set_tag_specifications(Some(tag_specs));
+        if let Some(m) = &self.machine {
+            use base64::Engine as _;
+            data = data
+                .image_id(desired.value("image")?)
+                .set_instance_type(m.instance_type.as_deref().map(InstanceType::from))
+                .key_name(desired.value("keyName")?)
+                .set_security_group_ids(Some(
+                    desired
+                        .value("securityGroups")?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ))
+                .user_data(base64::engine::general_purpose::STANDARD.encode(&m.user_data));
+            if m.instance_profile.is_some() {
+                data = data.iam_instance_profile(
+                    LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
+                        .arn(desired.value("instanceProfile")?)
+                        .build(),
+                );
+            }
+        }
+        Ok(data.build())
+    }
+
+    /// The machine attributes of a template version as found.
+    fn observed_machine(data: Option<&ResponseLaunchTemplateData>) -> Vec<(&'static str, String)> {
+        use base64::Engine as _;
+        let mut groups: Vec<&str> = data
+            .map(|d| d.security_group_ids().iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        groups.sort();
+        let user_data = data
+            .and_then(|d| d.user_data())
+            .and_then(|u| base64::engine::general_purpose::STANDARD.decode(u).ok())
+            .map(|b| user_data_digest(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default();
+        vec![
+            ("image", data.and_then(|d| d.image_id()).unwrap_or_default().to_string()),
+            (
+                "rootDevice",
+                data.and_then(|d| d.block_device_mappings().first())
+                    .and_then(|m| m.device_name())
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            (
+                "instanceType",
+                data.and_then(|d| d.instance_type())
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_else(|| "(per group)".into()),
+            ),
+            (
+                "keyName",
+                data.and_then(|d| d.key_name()).unwrap_or_default().to_string(),
+            ),
+            (
+                "instanceProfile",
+                data.and_then(|d| d.iam_instance_profile())
+                    .and_then(|p| p.arn())
+                    .unwrap_or("(none)")
+                    .to_string(),
+            ),
+            ("securityGroups", groups.join(",")),
+            ("userData", user_data),
+        ]
     }
 
     fn observed_attrs(data: Option<&ResponseLaunchTemplateData>) -> (String, String) {
@@ -150,26 +255,54 @@ impl Resource for LaunchTemplate {
         }
         out
     }
-    fn desired(&self, _: &Inputs) -> Desired {
+    fn desired(&self, inputs: &Inputs) -> Desired {
         let v = &self.volume;
-        Desired::default()
-            .attr(
-                "volume",
-                render_volume(
-                    Some(v.size_gib as i32),
-                    Some(&v.kind),
-                    Some(v.encrypted),
-                    v.iops.map(|i| i as i32),
-                    v.throughput.map(|t| t as i32),
-                ),
-                Mutability::InPlace,
-            )
-            .attr(
-                "imds",
-                render_imds(Some("required"), Some(IMDS_HOP_LIMIT)),
-                Mutability::InPlace,
-            )
-            .attr("tags", render(&self.tags), Mutability::InPlace)
+        let mut d = Desired::default();
+        if let Some(m) = &self.machine {
+            let groups: Vec<Value> = m.security_groups.iter().map(|g| inputs.get(g, "id")).collect();
+            let groups = if groups.iter().all(|g| g.known().is_some()) {
+                let mut ids: Vec<&str> = groups.iter().filter_map(Value::known).collect();
+                ids.sort();
+                Value::Known(ids.join(","))
+            } else {
+                Value::Unknown
+            };
+            d = d
+                .attr("image", inputs.get(&m.image, "id"), Mutability::InPlace)
+                .attr("rootDevice", inputs.get(&m.image, "rootDevice"), Mutability::InPlace)
+                .attr(
+                    "instanceType",
+                    m.instance_type.clone().unwrap_or_else(|| "(per group)".into()),
+                    Mutability::InPlace,
+                )
+                .attr("keyName", inputs.get(&m.key_pair, "name"), Mutability::InPlace)
+                .attr(
+                    "instanceProfile",
+                    m.instance_profile
+                        .as_ref()
+                        .map_or(Value::Known("(none)".into()), |p| inputs.get(p, "arn")),
+                    Mutability::InPlace,
+                )
+                .attr("securityGroups", groups, Mutability::InPlace)
+                .attr("userData", user_data_digest(&m.user_data), Mutability::InPlace);
+        }
+        d.attr(
+            "volume",
+            render_volume(
+                Some(v.size_gib as i32),
+                Some(&v.kind),
+                Some(v.encrypted),
+                v.iops.map(|i| i as i32),
+                v.throughput.map(|t| t as i32),
+            ),
+            Mutability::InPlace,
+        )
+        .attr(
+            "imds",
+            render_imds(Some("required"), Some(IMDS_HOP_LIMIT)),
+            Mutability::InPlace,
+        )
+        .attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
         let all = ctx.inventory.launch_templates(&ctx.aws).await?;
@@ -203,13 +336,17 @@ impl Resource for LaunchTemplate {
             .first()
             .and_then(|v| v.launch_template_data());
         let (volume, imds) = Self::observed_attrs(data);
+        let mut attrs = BTreeMap::from([
+            ("volume", volume),
+            ("imds", imds),
+            ("tags", render_subset(&ec2_tag_map(lt.tags()), &self.tags)),
+        ]);
+        if self.machine.is_some() {
+            attrs.extend(Self::observed_machine(data));
+        }
         Ok(Some(Observed {
             id: lt_id.to_string(),
-            attrs: BTreeMap::from([
-                ("volume", volume),
-                ("imds", imds),
-                ("tags", render_subset(&ec2_tag_map(lt.tags()), &self.tags)),
-            ]),
+            attrs,
             outputs: outputs(lt_id, lt.launch_template_name().unwrap_or(&self.name), latest),
         }))
     }
@@ -218,7 +355,7 @@ impl Resource for LaunchTemplate {
         ctx: &Ctx,
         change: &Change,
         actual: Option<&Observed>,
-        _: &Desired,
+        desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
         let ec2 = ctx.aws.ec2();
         let Some(actual) = actual else {
@@ -226,7 +363,7 @@ impl Resource for LaunchTemplate {
                 .create_launch_template()
                 .launch_template_name(&self.name)
                 .version_description("kforge")
-                .launch_template_data(self.data())
+                .launch_template_data(self.data(desired)?)
                 .tag_specifications(ec2_tag_spec(ResourceType::LaunchTemplate, &self.tags))
                 .send()
                 .await
@@ -250,7 +387,7 @@ impl Resource for LaunchTemplate {
                 .create_launch_template_version()
                 .launch_template_id(&actual.id)
                 .version_description("kforge")
-                .launch_template_data(self.data())
+                .launch_template_data(self.data(desired)?)
                 .send()
                 .await
                 .map_err(aws_err(&what, "CreateLaunchTemplateVersion"))?;

@@ -84,6 +84,10 @@ pub struct ClusterBody {
     /// EKS control-plane settings (provider eks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eks: Option<EksSpec>,
+    /// Machine image of provider ec2: `al2023` (default: Amazon Linux 2023, resolved from its public SSM parameter),
+    /// `ubuntu` (Ubuntu 24.04 LTS, likewise) or an AMI id (`ami-0123...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Extra tags put on every AWS resource kforge creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
@@ -168,6 +172,10 @@ pub struct ControlPlaneSpec {
     /// Default t3.medium.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// CIDRs allowed to reach the Kubernetes API (TCP 6443). Default 0.0.0.0/0, as kops and EKS: the API
+    /// authenticates every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -246,6 +254,13 @@ pub struct SshSpec {
     /// Path of a public key file, relative to the spec file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_file: Option<String>,
+    /// Private key kforge logs in with, relative to the spec file. Default: `publicKeyFile` without `.pub`, else
+    /// the keys of the running ssh-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// Login user on the machines. Default: `ec2-user` (al2023 and AMI ids), `ubuntu` (ubuntu).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// CIDRs allowed to reach port 22. Default: none (SSH closed to the world).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_cidrs: Option<Vec<String>>,

@@ -9,5 +9,6 @@ mod kubeconfig;
 mod network;
 mod reliability;
 mod security;
+mod selfbuilt;
 mod state_s3;
 mod support;

@@ -115,10 +115,20 @@ impl TestEnv {
         );
     }
 
+    /// Starts kforge with the proxy holding its first `action` call (after AWS acted on it); returns once held.
+    pub fn spawn_until_action_held(&self, action: &str, args: &[&str]) -> std::process::Child {
+        self.proxy.hold_action(action);
+        self.wait_held(args)
+    }
+
     /// Starts kforge with the proxy holding its `nth` mutating EC2 call (after AWS acted on it), and returns once
     /// that call is held: the child sits mid-run, ready to be killed or to hold its lock.
     pub fn spawn_until_held(&self, nth: usize, args: &[&str]) -> std::process::Child {
         self.proxy.hold_at(nth);
+        self.wait_held(args)
+    }
+
+    fn wait_held(&self, args: &[&str]) -> std::process::Child {
         let mut child = self
             .kforge()
             .args(args)
@@ -129,11 +139,11 @@ impl TestEnv {
         let start = std::time::Instant::now();
         while !self.proxy.holding() {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("kforge {args:?} ended ({status}) before mutating call {nth}");
+                panic!("kforge {args:?} ended ({status}) before the held call");
             }
             assert!(
-                start.elapsed() < std::time::Duration::from_secs(60),
-                "mutating call {nth} never came"
+                start.elapsed() < std::time::Duration::from_secs(120),
+                "the call to hold never came"
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -152,6 +162,18 @@ impl TestEnv {
                 ))
                 .build(),
         )
+    }
+
+    /// SDK configuration straight to moto in `region`, for clients of any service.
+    pub fn sdk(&self, region: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(moto::shared().url())
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("test", "test", None, None, "test"),
+            ))
+            .build()
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {

@@ -1,6 +1,8 @@
 //! An HTTP proxy in front of moto that records each AWS call, can add latency, can answer a fraction of calls
 //! with throttling / 5xx errors (never forwarding those, as a real throttle does not execute the call), and can
 //! hold the response of the N-th mutating EC2 call forever so a test can kill the client right after AWS acted.
+//! It also plays the part of cloud-init, which moto lacks: `GetConsoleOutput` answers carry an SSH host-key block
+//! (fingerprint and public key derived from the instance id, see [`host_key_of`]) as a real instance prints it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -47,6 +49,10 @@ struct Settings {
     fault_per_mille: u64,
     /// Hold the response of this mutating EC2 call (1-based) forever, after forwarding it.
     hold_at: Option<usize>,
+    /// Hold the response of the first call of this action (`RunInstances`) forever, after forwarding it.
+    hold_action: Option<String>,
+    /// Leave console output as moto has it (no host keys), as an image whose cloud-init prints nothing.
+    silent_consoles: bool,
 }
 
 pub struct Proxy {
@@ -116,6 +122,14 @@ impl Proxy {
         self.settings.lock().unwrap().fault_per_mille = (fraction * 1000.0) as u64;
     }
 
+    pub fn set_silent_consoles(&self, silent: bool) {
+        self.settings.lock().unwrap().silent_consoles = silent;
+    }
+
+    pub fn hold_action(&self, action: &str) {
+        self.settings.lock().unwrap().hold_action = Some(action.to_string());
+    }
+
     pub fn hold_at(&self, nth_mutating_ec2_call: usize) {
         self.settings.lock().unwrap().hold_at = Some(nth_mutating_ec2_call);
     }
@@ -153,15 +167,35 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let text = String::from_utf8_lossy(&body);
+        // Query protocol (EC2, IAM, ELBv2, Auto Scaling): `Action=`; JSON protocol (SSM): `X-Amz-Target: Svc.Op`.
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .map(str::to_string);
         let action = text
             .split('&')
             .find_map(|kv| kv.strip_prefix("Action="))
             .map(str::to_string)
+            .or(target)
             .unwrap_or_else(|| format!("S3 {} {}", parts.method, parts.uri.path()));
+        let console_of = (action == "GetConsoleOutput")
+            .then(|| {
+                text.split('&')
+                    .find_map(|kv| kv.strip_prefix("InstanceId="))
+                    .map(str::to_string)
+            })
+            .flatten();
         let is_ec2 = !action.starts_with("S3 ");
-        let (latency, fault_per_mille, hold_at) = {
-            let s = self.settings.lock().unwrap();
-            (s.latency, s.fault_per_mille, s.hold_at)
+        let (latency, fault_per_mille, hold_at, silent_consoles) = {
+            let mut s = self.settings.lock().unwrap();
+            if s.hold_action.as_deref() == Some(action.as_str()) {
+                // Counted as the next mutating call to hold, whatever its number.
+                s.hold_action = None;
+                s.hold_at = Some(self.mutating_ec2.load(Ordering::SeqCst) + 1);
+            }
+            (s.latency, s.fault_per_mille, s.hold_at, s.silent_consoles)
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -196,7 +230,12 @@ impl Proxy {
         {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
-                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let mut body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                if let Some(instance) = console_of.as_deref().filter(|_| !silent_consoles) {
+                    body = with_host_keys(&body, instance);
+                }
+                let mut parts = parts;
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
                 Response::from_parts(parts, Full::new(body))
             }
             Err(e) => {
@@ -236,4 +275,53 @@ fn fault(ec2: bool, throttle: bool) -> Response<Full<Bytes>> {
         .header("content-type", "text/xml")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap()
+}
+
+/// The ed25519 host key the proxy says an instance has: (public key line, `SHA256:` fingerprint).
+pub fn host_key_of(instance: &str) -> (String, String) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let key = sha2::Sha256::digest(instance.as_bytes());
+    let mut blob = Vec::new();
+    for part in [b"ssh-ed25519".as_slice(), key.as_slice()] {
+        blob.extend((part.len() as u32).to_be_bytes());
+        blob.extend(part);
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let fingerprint = base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(&blob));
+    (
+        format!("ssh-ed25519 {}", b64.encode(&blob)),
+        format!("SHA256:{fingerprint}"),
+    )
+}
+
+/// moto's console output with the block cloud-init prints on Amazon Linux 2023 appended (base64, as AWS sends it).
+fn with_host_keys(body: &Bytes, instance: &str) -> Bytes {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text = String::from_utf8_lossy(body);
+    let (Some(start), Some(end)) = (text.find("<output>"), text.find("</output>")) else {
+        return body.clone();
+    };
+    let current = &text[start + "<output>".len()..end];
+    let boot = b64
+        .decode(current.trim())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| current.to_string());
+    let (key, fingerprint) = host_key_of(instance);
+    let p = "<14>Nov 23 10:00:01 cloud-init:";
+    let console = format!(
+        "{boot}{p} #############################################################\n\
+         {p} -----BEGIN SSH HOST KEY FINGERPRINTS-----\n\
+         {p} 256 {fingerprint} root@ip-10-0-0-1.ec2.internal (ED25519)\n\
+         {p} -----END SSH HOST KEY FINGERPRINTS-----\n\
+         {p} #############################################################\n\
+         -----BEGIN SSH HOST KEY KEYS-----\n{key} root@ip-10-0-0-1.ec2.internal\n-----END SSH HOST KEY KEYS-----\n"
+    );
+    Bytes::from(format!(
+        "{}<output>{}</output>{}",
+        &text[..start],
+        b64.encode(console),
+        &text[end + "</output>".len()..]
+    ))
 }

@@ -1,0 +1,399 @@
+//! Worker instance groups as Auto Scaling groups: sizes, subnets and the launch template version are updated in
+//! place; spot groups use a mixed-instances policy (several types, price-capacity-optimized, no on-demand above a
+//! base of zero). A new launch template version starts an instance refresh so running workers roll onto it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_autoscaling::types::{
+    InstancesDistribution, LaunchTemplate as AsgLaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
+    MixedInstancesPolicy, Tag as AsgTag,
+};
+
+use crate::aws::tags::{self, render, render_subset};
+use crate::aws::{Aws, aws_err, error_code};
+use crate::engine::{
+    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, resource_metadata,
+};
+use crate::model::NodeGroup;
+
+pub struct AutoScalingGroupRes {
+    pub id: String,
+    /// `kforge-CLUSTER-GROUP`, unique per region.
+    pub name: String,
+    pub group: NodeGroup,
+    /// The launch template resource (outputs `id`, `version`).
+    pub launch_template: String,
+    /// Subnet resources (output `id`).
+    pub subnets: Vec<String>,
+    /// Tags of the group; those in `propagated` are also put on the instances it launches.
+    pub tags: BTreeMap<String, String>,
+    pub propagated: Vec<String>,
+    pub deps: Vec<String>,
+}
+
+fn outputs(name: &str, arn: Option<&str>) -> Outputs {
+    let mut o = Outputs::from([("id".to_string(), name.to_string())]);
+    if let Some(a) = arn {
+        o.insert("arn".into(), a.to_string());
+    }
+    o
+}
+
+/// Subnet ids as the group lists them: sorted, comma-separated.
+fn sorted_csv<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<&str> = items.filter(|s| !s.is_empty()).collect();
+    v.sort();
+    v.join(",")
+}
+
+impl AutoScalingGroupRes {
+    fn mixed(&self) -> bool {
+        self.group.spot || self.group.instance_types.len() > 1
+    }
+
+    fn template_spec(&self, desired: &Desired) -> anyhow::Result<LaunchTemplateSpecification> {
+        let (id, version) = desired
+            .value("launchTemplate")?
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("internal: launch template without version"))?;
+        Ok(LaunchTemplateSpecification::builder()
+            .launch_template_id(id)
+            .version(version)
+            .build())
+    }
+
+    fn mixed_policy(&self, desired: &Desired) -> anyhow::Result<MixedInstancesPolicy> {
+        let overrides = self
+            .group
+            .instance_types
+            .iter()
+            .map(|t| LaunchTemplateOverrides::builder().instance_type(t).build())
+            .collect();
+        let on_demand_above_base = if self.group.spot { 0 } else { 100 };
+        Ok(MixedInstancesPolicy::builder()
+            .launch_template(
+                AsgLaunchTemplate::builder()
+                    .launch_template_specification(self.template_spec(desired)?)
+                    .set_overrides(Some(overrides))
+                    .build(),
+            )
+            .instances_distribution(
+                InstancesDistribution::builder()
+                    .on_demand_base_capacity(0)
+                    .on_demand_percentage_above_base_capacity(on_demand_above_base)
+                    .spot_allocation_strategy("price-capacity-optimized")
+                    .build(),
+            )
+            .build())
+    }
+
+    fn asg_tags(&self) -> Vec<AsgTag> {
+        self.tags
+            .iter()
+            .map(|(k, v)| {
+                AsgTag::builder()
+                    .resource_id(&self.name)
+                    .resource_type("auto-scaling-group")
+                    .key(k)
+                    .value(v)
+                    .propagate_at_launch(self.propagated.contains(k))
+                    .build()
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Resource for AutoScalingGroupRes {
+    resource_metadata!("auto-scaling-group", Phase::Cluster);
+    fn deadline(&self) -> Duration {
+        Duration::from_secs(900)
+    }
+    fn desired(&self, inputs: &Inputs) -> Desired {
+        let template = match (
+            inputs.get(&self.launch_template, "id"),
+            inputs.get(&self.launch_template, "version"),
+        ) {
+            (Value::Known(id), Value::Known(v)) => Value::Known(format!("{id}:{v}")),
+            _ => Value::Unknown,
+        };
+        let subnets: Vec<Value> = self.subnets.iter().map(|s| inputs.get(s, "id")).collect();
+        let subnets = if subnets.iter().all(|s| s.known().is_some()) {
+            Value::Known(sorted_csv(subnets.iter().filter_map(Value::known)))
+        } else {
+            Value::Unknown
+        };
+        let g = &self.group;
+        Desired::default()
+            .attr("minSize", g.min_size.to_string(), Mutability::InPlace)
+            .attr("maxSize", g.max_size.to_string(), Mutability::InPlace)
+            .attr("desiredCapacity", g.desired_size.to_string(), Mutability::InPlace)
+            .attr("launchTemplate", template, Mutability::InPlace)
+            .attr(
+                "instanceTypes",
+                if self.mixed() {
+                    g.instance_types.join(",")
+                } else {
+                    "(launch template)".into()
+                },
+                Mutability::InPlace,
+            )
+            .attr("spot", g.spot, Mutability::InPlace)
+            .attr("subnets", subnets, Mutability::InPlace)
+            .attr("tags", render(&self.tags), Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let groups = ctx.inventory.auto_scaling_groups(&ctx.aws).await?;
+        let tag_map = |g: &aws_sdk_autoscaling::types::AutoScalingGroup| -> BTreeMap<String, String> {
+            g.tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+                .collect()
+        };
+        let mine: Vec<_> = groups
+            .iter()
+            // A group being deleted is on its way out; its name is taken until it is gone (apply retries).
+            .filter(|g| g.status().is_none_or(|s| !s.contains("Delete")))
+            .filter(|g| tag_map(g).get(tags::RESOURCE) == Some(&self.id))
+            .collect();
+        let g = match mine.as_slice() {
+            [] => return Ok(None),
+            [g] => *g,
+            many => anyhow::bail!(
+                "{} Auto Scaling groups are tagged as `{}` of cluster {}: {}\n  hint: keep one, delete the others, then re-run",
+                many.len(),
+                self.id,
+                ctx.cluster,
+                many.iter()
+                    .map(|g| g.auto_scaling_group_name().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mixed = g.mixed_instances_policy();
+        let spec = g.launch_template().cloned().or_else(|| {
+            mixed
+                .and_then(|m| m.launch_template())
+                .and_then(|l| l.launch_template_specification())
+                .cloned()
+        });
+        let template = spec
+            .map(|s| {
+                format!(
+                    "{}:{}",
+                    s.launch_template_id().unwrap_or_default(),
+                    s.version().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        let (types, spot) = match mixed {
+            Some(m) => (
+                m.launch_template()
+                    .map(|l| {
+                        l.overrides()
+                            .iter()
+                            .filter_map(|o| o.instance_type())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
+                m.instances_distribution()
+                    .and_then(|d| d.on_demand_percentage_above_base_capacity())
+                    .is_some_and(|p| p == 0),
+            ),
+            None => ("(launch template)".to_string(), false),
+        };
+        let name = g.auto_scaling_group_name().unwrap_or_default();
+        Ok(Some(Observed {
+            id: name.to_string(),
+            attrs: BTreeMap::from([
+                ("minSize", g.min_size().unwrap_or_default().to_string()),
+                ("maxSize", g.max_size().unwrap_or_default().to_string()),
+                ("desiredCapacity", g.desired_capacity().unwrap_or_default().to_string()),
+                ("launchTemplate", template),
+                ("instanceTypes", types),
+                ("spot", spot.to_string()),
+                (
+                    "subnets",
+                    sorted_csv(g.vpc_zone_identifier().unwrap_or_default().split(',')),
+                ),
+                ("tags", render_subset(&tag_map(g), &self.tags)),
+            ]),
+            outputs: outputs(name, g.auto_scaling_group_arn()),
+        }))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        change: &Change,
+        actual: Option<&Observed>,
+        desired: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let asg = ctx.aws.autoscaling();
+        let what = format!("{} ({})", self.id, self.name);
+        let g = &self.group;
+        let Some(actual) = actual else {
+            let mut create = asg
+                .create_auto_scaling_group()
+                .auto_scaling_group_name(&self.name)
+                .min_size(g.min_size as i32)
+                .max_size(g.max_size as i32)
+                .desired_capacity(g.desired_size as i32)
+                .vpc_zone_identifier(desired.value("subnets")?)
+                .set_tags(Some(self.asg_tags()));
+            create = if self.mixed() {
+                create.mixed_instances_policy(self.mixed_policy(desired)?)
+            } else {
+                create.launch_template(self.template_spec(desired)?)
+            };
+            let r = create.send().await;
+            return match r.map_err(|e| anyhow::Error::from(aws_err(&what, "CreateAutoScalingGroup")(e))) {
+                Ok(_) => Ok(Step::Done(outputs(&self.name, None))),
+                // The previous group of this name is still being deleted.
+                Err(e) if error_code(&e) == Some("AlreadyExists") => Ok(Step::Retry {
+                    after: Duration::from_secs(10),
+                    reason: format!("an earlier group named {} is still being deleted", self.name),
+                }),
+                Err(e) => Err(e),
+            };
+        };
+        let Change::Update(changes) = change else {
+            return Ok(Step::Done(actual.outputs.clone()));
+        };
+        let changed = |n: &str| changes.iter().any(|c| c.name == n);
+        let sizes = ["minSize", "maxSize", "desiredCapacity"];
+        let shape = ["launchTemplate", "instanceTypes", "spot", "subnets"];
+        if sizes.iter().chain(shape.iter()).any(|n| changed(n)) {
+            let mut update = asg.update_auto_scaling_group().auto_scaling_group_name(&self.name);
+            if changed("minSize") {
+                update = update.min_size(g.min_size as i32);
+            }
+            if changed("maxSize") {
+                update = update.max_size(g.max_size as i32);
+            }
+            if changed("desiredCapacity") {
+                update = update.desired_capacity(g.desired_size as i32);
+            }
+            if changed("subnets") {
+                update = update.vpc_zone_identifier(desired.value("subnets")?);
+            }
+            if changed("launchTemplate") || changed("instanceTypes") || changed("spot") {
+                update = if self.mixed() {
+                    update.mixed_instances_policy(self.mixed_policy(desired)?)
+                } else {
+                    update.launch_template(self.template_spec(desired)?)
+                };
+            }
+            update.send().await.map_err(aws_err(&what, "UpdateAutoScalingGroup"))?;
+        }
+        if (changed("launchTemplate") || changed("instanceTypes"))
+            && let Err(e) = start_instance_refresh(&ctx.aws, &self.name).await
+        {
+            // The group already launches the new version; replacing the running instances is the refresh's job
+            // and can be started again by hand, so this does not fail the apply.
+            tracing::warn!(
+                "{what}: the running instances were not rolled: {e:#}\n  hint: `aws autoscaling start-instance-refresh --auto-scaling-group-name {}` replaces them",
+                self.name
+            );
+        }
+        if changed("tags") {
+            asg.create_or_update_tags()
+                .set_tags(Some(self.asg_tags()))
+                .send()
+                .await
+                .map_err(aws_err(&what, "CreateOrUpdateTags"))?;
+        }
+        Ok(Step::Done(actual.outputs.clone()))
+    }
+    async fn ready(&self, ctx: &Ctx, _: &Outputs) -> anyhow::Result<Step<()>> {
+        let out = ctx
+            .aws
+            .autoscaling()
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&self.name)
+            .send()
+            .await
+            .map_err(aws_err(&self.id, "DescribeAutoScalingGroups"))?;
+        let in_service = out
+            .auto_scaling_groups()
+            .first()
+            .map(|g| {
+                g.instances()
+                    .iter()
+                    .filter(|i| i.lifecycle_state().is_some_and(|s| s.as_str() == "InService"))
+                    .count()
+            })
+            .unwrap_or(0);
+        let want = self.group.desired_size as usize;
+        Ok(if in_service >= want {
+            Step::Done(())
+        } else {
+            Step::Retry {
+                after: Duration::from_secs(10),
+                reason: format!("{in_service} of {want} instances in service"),
+            }
+        })
+    }
+    async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>> {
+        delete_auto_scaling_group(&ctx.aws, &actual.id).await
+    }
+}
+
+/// Rolls the group's instances onto its current template; a refresh already running is left to finish.
+async fn start_instance_refresh(aws: &Aws, name: &str) -> anyhow::Result<()> {
+    let r = aws
+        .autoscaling()
+        .start_instance_refresh()
+        .auto_scaling_group_name(name)
+        .send()
+        .await;
+    match r.map_err(|e| {
+        anyhow::Error::from(aws_err(format!("auto-scaling-group ({name})"), "StartInstanceRefresh")(
+            e,
+        ))
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) if error_code(&e) == Some("InstanceRefreshInProgress") => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the group with its instances and waits until it is gone. Safe to call again.
+pub async fn delete_auto_scaling_group(aws: &Aws, name: &str) -> anyhow::Result<Step<()>> {
+    let asg = aws.autoscaling();
+    let what = format!("auto-scaling-group ({name})");
+    let out = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(aws_err(&what, "DescribeAutoScalingGroups"))?;
+    let Some(g) = out.auto_scaling_groups().first() else {
+        return Ok(Step::Done(()));
+    };
+    if g.status().is_some_and(|s| s.contains("Delete")) {
+        return Ok(Step::Retry {
+            after: Duration::from_secs(5),
+            reason: "deleting its instances".into(),
+        });
+    }
+    let r = asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .force_delete(true)
+        .send()
+        .await;
+    match r.map_err(|e| anyhow::Error::from(aws_err(&what, "DeleteAutoScalingGroup")(e))) {
+        Ok(_) => Ok(Step::Retry {
+            after: Duration::from_secs(2),
+            reason: "deletion requested".into(),
+        }),
+        Err(e) if matches!(error_code(&e), Some("ScalingActivityInProgress" | "ResourceInUse")) => Ok(Step::Retry {
+            after: Duration::from_secs(5),
+            reason: "a scaling activity is in progress".into(),
+        }),
+        Err(e) => Err(e),
+    }
+}
