@@ -226,8 +226,7 @@ struct Prepared {
     resources: Vec<Arc<dyn engine::Resource>>,
 }
 
-async fn prepare(g: &GlobalArgs, file: &Path, phase: &[Phase]) -> anyhow::Result<Prepared> {
-    let cluster = load(g, file)?;
+async fn prepare(g: &GlobalArgs, cluster: Cluster, phase: &[Phase]) -> anyhow::Result<Prepared> {
     // Refused before any cloud call: a provider without the phase never starts half a cluster.
     let phases = providers::selected_phases(cluster.provider, phase)?;
     let aws = aws_for(g, cluster.region()).await;
@@ -268,7 +267,7 @@ async fn plan_with_deletions(
 
 async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
     let started = Instant::now();
-    let p = prepare(g, &args.spec.file, &args.phase).await?;
+    let p = prepare(g, load(g, &args.spec.file)?, &args.phase).await?;
     let (plan, _) = plan_with_deletions(p, &exec_options(g, started), &progress::Silent).await?;
     print(g.output, &plan.entries(), || plan.render())?;
     Ok(if args.detailed_exitcode && plan.has_changes() {
@@ -344,18 +343,18 @@ fn note_unbuilt(reporter: &dyn progress::Reporter, cluster: &Cluster, ran: &[Pha
 }
 
 fn report_hosts(reporter: &dyn progress::Reporter, list: &providers::hosts::HostList) {
-    for row in providers::hosts::render_table(list) {
+    for h in &list.hosts {
+        let via = h
+            .jump
+            .as_ref()
+            .map(|j| format!(" via {}", j.address))
+            .unwrap_or_default();
         reporter.event(Event::Note(format!(
-            "host {} ({}): {} key {}{}",
-            row[0],
-            row[1],
-            row[2],
-            row[4],
-            if row[5].is_empty() {
-                String::new()
-            } else {
-                format!(" via {}", row[5])
-            }
+            "host {} ({}): {} key {}{via}",
+            h.name,
+            h.role_name(),
+            h.ssh_target(),
+            h.host_key_shown()
         )));
     }
     if let Some(api) = &list.api_endpoint {
@@ -364,6 +363,10 @@ fn report_hosts(reporter: &dyn progress::Reporter, list: &providers::hosts::Host
             list.cluster
         )));
     }
+}
+
+fn hosts_table(list: &providers::hosts::HostList) -> String {
+    table(&providers::hosts::TABLE_HEADER, list.rows())
 }
 
 /// `kforge get hosts -f SPEC`: the machines the bootstrap would work on.
@@ -382,10 +385,7 @@ async fn get_hosts(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
         ),
     };
     print(g.output, &list, || {
-        let mut s = table(
-            &["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"],
-            providers::hosts::render_table(&list),
-        );
+        let mut s = hosts_table(&list);
         if let Some(api) = &list.api_endpoint {
             s.push_str(&format!("API endpoint: {api}\n"));
         }
@@ -402,16 +402,11 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         let list = providers::hosts::from_spec(&cluster, &args.spec.file.display().to_string())?;
         let reporter = progress::console(g.quiet);
         report_hosts(reporter.as_ref(), &list);
-        print(g.output, &list, || {
-            table(
-                &["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"],
-                providers::hosts::render_table(&list),
-            )
-        })?;
+        print(g.output, &list, || hosts_table(&list))?;
         note_unbuilt(reporter.as_ref(), &cluster, &[]);
         return Ok(Finished::Ok);
     }
-    let p = prepare(g, &args.spec.file, &args.phase).await?;
+    let p = prepare(g, cluster, &args.phase).await?;
     let store = state_store(g, p.cluster.region()).await?;
     let reporter = progress::console(g.quiet);
     let opts = exec_options(g, started);

@@ -183,6 +183,16 @@ pub struct Taint {
     pub effect: TaintEffect,
 }
 
+/// As kubectl and the kubelet's `--register-with-taints` write it: `key[=value]:Effect`.
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}:{:?}", self.key, self.effect),
+            None => write!(f, "{}:{:?}", self.key, self.effect),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
     pub size_gib: u32,

@@ -249,6 +249,21 @@ impl Inputs {
         Inputs::new(outputs.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect())
     }
 
+    /// The `id` outputs of `deps`, sorted and comma-separated (the form list attributes are compared in); `Unknown`
+    /// while any of them is yet to be created.
+    pub fn joined_ids(&self, deps: &[String]) -> Value {
+        let mut ids = std::collections::BTreeSet::new();
+        for d in deps {
+            match self.get(d, "id") {
+                Value::Known(id) => {
+                    ids.insert(id);
+                }
+                Value::Unknown => return Value::Unknown,
+            }
+        }
+        Value::Known(ids.into_iter().collect::<Vec<_>>().join(","))
+    }
+
     /// `dep`'s output `key`, or `Unknown` while `dep` is yet to be created.
     pub fn get(&self, dep: &str, key: &str) -> Value {
         match self.outputs.get(dep) {

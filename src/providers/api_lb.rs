@@ -15,7 +15,7 @@ use sha2::Digest as _;
 use crate::aws::tags::{self, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
 use crate::engine::{
-    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, resource_metadata,
+    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
 };
 
 pub const API_PORT: i32 = 6443;
@@ -48,17 +48,6 @@ fn tagged_arn<'a>(
     items
         .iter()
         .find(|t| t.tags.get(tags::RESOURCE).map(String::as_str) == Some(logical))
-}
-
-fn known_list(inputs: &Inputs, deps: &[String]) -> Value {
-    let values: Vec<Value> = deps.iter().map(|d| inputs.get(d, "id")).collect();
-    if values.iter().all(|v| v.known().is_some()) {
-        let mut ids: Vec<&str> = values.iter().filter_map(Value::known).collect();
-        ids.sort();
-        Value::Known(ids.join(","))
-    } else {
-        Value::Unknown
-    }
 }
 
 fn csv(v: &str) -> Vec<String> {
@@ -119,7 +108,7 @@ impl Resource for ApiLoadBalancer {
                 if self.internal { "internal" } else { "internet-facing" },
                 Mutability::Replace,
             )
-            .attr("subnets", known_list(inputs, &self.subnets), Mutability::InPlace)
+            .attr("subnets", inputs.joined_ids(&self.subnets), Mutability::InPlace)
             .attr(
                 "securityGroups",
                 inputs.get(&self.security_group, "id"),
@@ -528,7 +517,7 @@ impl Resource for ApiTargets {
                 inputs.get(&self.target_group, "arn"),
                 Mutability::Replace,
             )
-            .attr("instances", known_list(inputs, &self.masters), Mutability::InPlace)
+            .attr("instances", inputs.joined_ids(&self.masters), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
         let tgs = ctx.inventory.target_groups(&ctx.aws).await?;

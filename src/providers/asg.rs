@@ -119,12 +119,6 @@ impl Resource for AutoScalingGroupRes {
             (Value::Known(id), Value::Known(v)) => Value::Known(format!("{id}:{v}")),
             _ => Value::Unknown,
         };
-        let subnets: Vec<Value> = self.subnets.iter().map(|s| inputs.get(s, "id")).collect();
-        let subnets = if subnets.iter().all(|s| s.known().is_some()) {
-            Value::Known(sorted_csv(subnets.iter().filter_map(Value::known)))
-        } else {
-            Value::Unknown
-        };
         let g = &self.group;
         Desired::default()
             .attr("minSize", g.min_size.to_string(), Mutability::InPlace)
@@ -141,7 +135,7 @@ impl Resource for AutoScalingGroupRes {
                 Mutability::InPlace,
             )
             .attr("spot", g.spot, Mutability::InPlace)
-            .attr("subnets", subnets, Mutability::InPlace)
+            .attr("subnets", inputs.joined_ids(&self.subnets), Mutability::InPlace)
             .attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {

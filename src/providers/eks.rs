@@ -259,19 +259,6 @@ fn sorted_map(tags: Option<&HashMap<String, String>>) -> BTreeMap<String, String
 }
 
 /// `a,b,c` of the values of `deps`' `id` outputs, sorted; unknown while any is being created.
-fn joined_ids(inputs: &Inputs, deps: &[String]) -> Value {
-    let mut ids = BTreeSet::new();
-    for d in deps {
-        match inputs.get(d, "id") {
-            Value::Known(id) => {
-                ids.insert(id);
-            }
-            Value::Unknown => return Value::Unknown,
-        }
-    }
-    Value::Known(join(ids))
-}
-
 fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> String {
     let mut v: Vec<String> = items.into_iter().map(|s| s.as_ref().to_string()).collect();
     v.sort();
@@ -512,7 +499,7 @@ impl Resource for EksCluster {
         Desired::default()
             .attr("version", self.version.as_str(), Mutability::Immutable)
             .attr("roleArn", inputs.get("role/cluster", "arn"), Mutability::Immutable)
-            .attr("subnets", joined_ids(inputs, &self.subnets), Mutability::Immutable)
+            .attr("subnets", inputs.joined_ids(&self.subnets), Mutability::Immutable)
             .attr("endpointPublic", self.eks.endpoint_public, Mutability::InPlace)
             .attr("endpointPrivate", self.eks.endpoint_private, Mutability::InPlace)
             .attr("publicAccessCidrs", self.cidrs(), Mutability::InPlace)
@@ -1042,7 +1029,7 @@ impl Resource for ManagedNodegroup {
             .attr("instanceTypes", g.instance_types.join(","), Mutability::Replace)
             .attr("capacityType", self.capacity().as_str(), Mutability::Replace)
             .attr("amiType", ami_type(g).as_str(), Mutability::Replace)
-            .attr("subnets", joined_ids(inputs, &self.subnets), Mutability::Replace)
+            .attr("subnets", inputs.joined_ids(&self.subnets), Mutability::Replace)
             .attr("nodeRole", inputs.get("role/node", "arn"), Mutability::Replace)
             .attr(
                 "launchTemplate",
@@ -1278,7 +1265,7 @@ impl Resource for FargateProfileRes {
                 inputs.get("role/fargate", "arn"),
                 Mutability::Replace,
             )
-            .attr("subnets", joined_ids(inputs, &self.subnets), Mutability::Replace)
+            .attr("subnets", inputs.joined_ids(&self.subnets), Mutability::Replace)
             .attr("tags", render(&self.tags), Mutability::InPlace)
             .attr("status", "ACTIVE", Mutability::InPlace)
     }

@@ -76,13 +76,6 @@ pub struct HostList {
     pub hosts: Vec<BootstrapHost>,
 }
 
-fn render_taint(t: &Taint) -> String {
-    match &t.value {
-        Some(v) => format!("{}={v}:{:?}", t.key, t.effect),
-        None => format!("{}:{:?}", t.key, t.effect),
-    }
-}
-
 /// Problems with a private key file that would only show when the first SSH connection fails.
 fn identity_problem(path: &Path) -> Option<(String, String)> {
     let meta = match std::fs::metadata(path) {
@@ -353,7 +346,7 @@ pub async fn discover_ec2(
         h.jump = jump.clone();
         if let Some(g) = cluster.node_groups.iter().find(|g| Some(&g.name) == f.group.as_ref()) {
             h.labels = g.labels.clone();
-            h.taints = g.taints.iter().map(render_taint).collect();
+            h.taints = g.taints.iter().map(Taint::to_string).collect();
         }
         hosts.push(h);
     }
@@ -398,32 +391,53 @@ pub async fn discover_ec2(
     })
 }
 
-/// The host list as a table.
-pub fn render_table(list: &HostList) -> Vec<Vec<String>> {
-    list.hosts
-        .iter()
-        .map(|h| {
-            vec![
-                h.name.clone(),
-                match h.role {
-                    HostRole::Master => "master".into(),
-                    HostRole::Worker => "worker".into(),
-                },
-                format!("{}@{}:{}", h.user, h.address, h.port),
-                h.identity_file
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "(ssh-agent)".into()),
-                match &h.host_key {
-                    ExpectedHostKey::PublicKey { key } => key.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
-                    ExpectedHostKey::Fingerprints { sha256 } => sha256.first().cloned().unwrap_or_default(),
-                    ExpectedHostKey::KnownHosts => "(known_hosts)".into(),
-                    ExpectedHostKey::Unknown { .. } => "(unknown)".into(),
-                },
-                h.jump.as_ref().map(|j| j.address.clone()).unwrap_or_default(),
-            ]
-        })
-        .collect()
+/// Column names of [`HostList::rows`].
+pub const TABLE_HEADER: [&str; 6] = ["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"];
+
+impl BootstrapHost {
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            HostRole::Master => "master",
+            HostRole::Worker => "worker",
+        }
+    }
+
+    /// `user@address:port`.
+    pub fn ssh_target(&self) -> String {
+        format!("{}@{}:{}", self.user, self.address, self.port)
+    }
+
+    /// The expected key as shown to people: the key itself, its first fingerprint, or where it will come from.
+    pub fn host_key_shown(&self) -> String {
+        match &self.host_key {
+            ExpectedHostKey::PublicKey { key } => key.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+            ExpectedHostKey::Fingerprints { sha256 } => sha256.first().cloned().unwrap_or_default(),
+            ExpectedHostKey::KnownHosts => "(known_hosts)".into(),
+            ExpectedHostKey::Unknown { .. } => "(unknown)".into(),
+        }
+    }
+}
+
+impl HostList {
+    /// One row per host under [`TABLE_HEADER`].
+    pub fn rows(&self) -> Vec<Vec<String>> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    h.role_name().into(),
+                    h.ssh_target(),
+                    h.identity_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "(ssh-agent)".into()),
+                    h.host_key_shown(),
+                    h.jump.as_ref().map(|j| j.address.clone()).unwrap_or_default(),
+                ]
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

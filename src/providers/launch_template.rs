@@ -259,14 +259,6 @@ impl Resource for LaunchTemplate {
         let v = &self.volume;
         let mut d = Desired::default();
         if let Some(m) = &self.machine {
-            let groups: Vec<Value> = m.security_groups.iter().map(|g| inputs.get(g, "id")).collect();
-            let groups = if groups.iter().all(|g| g.known().is_some()) {
-                let mut ids: Vec<&str> = groups.iter().filter_map(Value::known).collect();
-                ids.sort();
-                Value::Known(ids.join(","))
-            } else {
-                Value::Unknown
-            };
             d = d
                 .attr("image", inputs.get(&m.image, "id"), Mutability::InPlace)
                 .attr("rootDevice", inputs.get(&m.image, "rootDevice"), Mutability::InPlace)
@@ -283,7 +275,11 @@ impl Resource for LaunchTemplate {
                         .map_or(Value::Known("(none)".into()), |p| inputs.get(p, "arn")),
                     Mutability::InPlace,
                 )
-                .attr("securityGroups", groups, Mutability::InPlace)
+                .attr(
+                    "securityGroups",
+                    inputs.joined_ids(&m.security_groups),
+                    Mutability::InPlace,
+                )
                 .attr("userData", user_data_digest(&m.user_data), Mutability::InPlace);
         }
         d.attr(

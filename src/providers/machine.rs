@@ -15,7 +15,7 @@ use base64::Engine as _;
 use sha2::Digest as _;
 
 use crate::aws::inventory::{by_logical_id, role_path};
-use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
+use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
 use crate::engine::{
     Change, Ctx, Desired, ImmutableChange, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, diff_attrs,
@@ -23,6 +23,7 @@ use crate::engine::{
 };
 use crate::model::MachineImage;
 use crate::providers::iam::iam_tags;
+use crate::providers::network::retag;
 
 /// Tag on the key pair: a digest of the public key it was imported from, since AWS' own fingerprint of an
 /// imported key differs by key type.
@@ -97,23 +98,18 @@ impl Resource for KeyPair {
     async fn apply(
         &self,
         ctx: &Ctx,
-        _: &Change,
+        change: &Change,
         actual: Option<&Observed>,
         _: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        let ec2 = ctx.aws.ec2();
         let mut tags = self.tags.clone();
         tags.insert(PUBLIC_KEY_TAG.into(), self.digest());
-        if let Some(actual) = actual {
-            ec2.create_tags()
-                .resources(&actual.id)
-                .set_tags(Some(ec2_tags(&tags)))
-                .send()
-                .await
-                .map_err(aws_err(format!("{} ({})", self.id, actual.id), "CreateTags"))?;
-            return Ok(Step::Done(actual.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &tags).await? {
+            return Ok(done);
         }
-        let imported = ec2
+        let imported = ctx
+            .aws
+            .ec2()
             .import_key_pair()
             .key_name(&self.name)
             .public_key_material(Blob::new(self.public_key.as_bytes()))
@@ -471,18 +467,10 @@ impl Resource for Machine {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        let ec2 = ctx.aws.ec2();
-        if let Some(actual) = actual {
-            if matches!(change, Change::Update(_)) {
-                ec2.create_tags()
-                    .resources(&actual.id)
-                    .set_tags(Some(ec2_tags(&self.tags)))
-                    .send()
-                    .await
-                    .map_err(aws_err(format!("{} ({})", self.id, actual.id), "CreateTags"))?;
-            }
-            return Ok(Step::Done(actual.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
+        let ec2 = ctx.aws.ec2();
         let template_id = desired.value(LAUNCH_TEMPLATE)?;
         let mut run = ec2
             .run_instances()

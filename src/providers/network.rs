@@ -216,7 +216,7 @@ fn deletion_step(r: anyhow::Result<()>, what: &str) -> anyhow::Result<Step<()>> 
 }
 
 /// The in-place update of resources whose only mutable attribute is their tags: `Some` when that was the change.
-async fn retag(
+pub(crate) async fn retag(
     ctx: &Ctx,
     change: &Change,
     actual: Option<&Observed>,

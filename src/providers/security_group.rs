@@ -11,11 +11,12 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, Use
 use ipnet::Ipv4Net;
 
 use crate::aws::inventory::by_logical_id;
-use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
+use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, resource_metadata,
 };
+use crate::providers::network::retag;
 
 /// A security group of the cluster (`kforge-CLUSTER-ROLE`) in its VPC.
 pub struct SecurityGroupRes {
@@ -68,19 +69,12 @@ impl Resource for SecurityGroupRes {
         actual: Option<&Observed>,
         desired: &Desired,
     ) -> anyhow::Result<Step<Outputs>> {
-        let ec2 = ctx.aws.ec2();
-        if let Some(actual) = actual {
-            if matches!(change, Change::Update(_)) {
-                ec2.create_tags()
-                    .resources(&actual.id)
-                    .set_tags(Some(ec2_tags(&self.tags)))
-                    .send()
-                    .await
-                    .map_err(aws_err(format!("{} ({})", self.id, actual.id), "CreateTags"))?;
-            }
-            return Ok(Step::Done(actual.outputs.clone()));
+        if let Some(done) = retag(ctx, change, actual, &self.id, &self.tags).await? {
+            return Ok(done);
         }
-        let created = ec2
+        let created = ctx
+            .aws
+            .ec2()
             .create_security_group()
             .group_name(&self.name)
             .description(&self.description)
