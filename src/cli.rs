@@ -93,6 +93,9 @@ pub enum Command {
     /// Move a cluster to the next Kubernetes minor version
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Push container images to ECR or any OCI registry
+    #[command(subcommand)]
+    Push(PushCommand),
     /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context
     Kubeconfig {
         /// EKS cluster name
@@ -265,4 +268,58 @@ pub struct UpgradeClusterArgs {
 pub enum ValidateCommand {
     /// Parse, default and check a spec; nothing is called
     Spec(SpecFile),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// Push an image without a Docker daemon: blobs the registry has are skipped, the rest stream from disk in
+    /// parallel; the manifest goes last, so a failed push leaves nothing half-visible. Prints the pushed digest.
+    ///
+    /// Examples:
+    ///   kforge push image oci:./out:v1 myapp:v1                 (ECR repository myapp, created if missing)
+    ///   kforge push image docker-archive:app.tar registry.example.com/team/app:1.2
+    ///   kforge push image myapp:dev localhost:5000/myapp --insecure   (from the local Docker daemon)
+    #[command(verbatim_doc_comment)]
+    Image(PushImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushImageArgs {
+    /// The image: oci:DIR[:TAG], docker-archive:FILE.tar[:NAME:TAG], docker-daemon:NAME[:TAG] or NAME[:TAG]
+    /// (a Docker daemon image, read through DOCKER_HOST or the default socket)
+    pub source: String,
+    /// Where to: an ECR repository REPO[:TAG] of the current account and region (created if missing), or any
+    /// registry HOST[:PORT]/REPO[:TAG]; without a tag, the source's tag, else latest
+    pub target: String,
+    /// Blobs uploaded at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Tries per blob before giving up (network failures and 5xx answers are retried with backoff)
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub attempts: u16,
+    /// Plain HTTP to the registry (local or test registries)
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry username (else the credentials `docker login` stored); not used for ECR
+    #[arg(long, env = "KFORGE_REGISTRY_USERNAME", value_name = "NAME")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin (else KFORGE_REGISTRY_PASSWORD)
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// ECR: the registry endpoint to push to instead of https://ACCOUNT.dkr.ecr.REGION.amazonaws.com (a private
+    /// link, a proxy, a test registry); repositories and tokens still come from the ECR API
+    #[arg(long, env = "KFORGE_ECR_REGISTRY_ENDPOINT", value_name = "URL")]
+    pub registry_endpoint: Option<String>,
+    /// ECR: scan images on push [default for new repositories: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub scan_on_push: Option<bool>,
+    /// ECR: tags cannot be moved once pushed [default for new repositories: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub immutable_tags: Option<bool>,
+    /// ECR lifecycle policy: keep only the N most recent images
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_images: Option<u32>,
+    /// ECR lifecycle policy: expire untagged images after DAYS days
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub expire_untagged_days: Option<u32>,
 }

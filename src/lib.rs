@@ -14,5 +14,6 @@ pub mod kubeconfig;
 pub mod model;
 pub mod progress;
 pub mod providers;
+pub mod registry;
 pub mod spec;
 pub mod state;

@@ -38,6 +38,9 @@ pub struct Aws {
     s3: OnceLock<aws_sdk_s3::Client>,
     autoscaling: OnceLock<aws_sdk_autoscaling::Client>,
     ssm: OnceLock<aws_sdk_ssm::Client>,
+    ecr: OnceLock<aws_sdk_ecr::Client>,
+    ecs: OnceLock<aws_sdk_ecs::Client>,
+    logs: OnceLock<aws_sdk_cloudwatchlogs::Client>,
 }
 
 /// Retry attempts when neither `AWS_MAX_ATTEMPTS` nor a profile says otherwise. Infrastructure runs make many
@@ -83,6 +86,9 @@ impl Aws {
             s3: OnceLock::new(),
             autoscaling: OnceLock::new(),
             ssm: OnceLock::new(),
+            ecr: OnceLock::new(),
+            ecs: OnceLock::new(),
+            logs: OnceLock::new(),
         }
     }
 
@@ -121,6 +127,9 @@ impl Aws {
             s3: OnceLock::new(),
             autoscaling: OnceLock::new(),
             ssm: OnceLock::new(),
+            ecr: OnceLock::new(),
+            ecs: OnceLock::new(),
+            logs: OnceLock::new(),
         }
     }
 
@@ -152,6 +161,19 @@ impl Aws {
 
     pub fn ssm(&self) -> &aws_sdk_ssm::Client {
         self.ssm.get_or_init(|| aws_sdk_ssm::Client::new(&self.config))
+    }
+
+    pub fn ecr(&self) -> &aws_sdk_ecr::Client {
+        self.ecr.get_or_init(|| aws_sdk_ecr::Client::new(&self.config))
+    }
+
+    pub fn ecs(&self) -> &aws_sdk_ecs::Client {
+        self.ecs.get_or_init(|| aws_sdk_ecs::Client::new(&self.config))
+    }
+
+    pub fn logs(&self) -> &aws_sdk_cloudwatchlogs::Client {
+        self.logs
+            .get_or_init(|| aws_sdk_cloudwatchlogs::Client::new(&self.config))
     }
 
     /// `aws`, `aws-cn` or `aws-us-gov`: the partition of ARNs in this region.
