@@ -104,7 +104,7 @@ impl RequestBody {
                         format!(
                             "{} ended {} bytes early (truncated while pushing?)",
                             s.path.display(),
-                            s.left
+                            s.left - filled as u64
                         ),
                     ));
                 }
@@ -206,7 +206,7 @@ mod tests {
                 .read_error
                 .as_deref()
                 .unwrap()
-                .contains("ended 1000 bytes early")
+                .contains("ended 4000 bytes early")
         );
     }
 }
