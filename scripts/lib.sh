@@ -43,6 +43,16 @@ ensure_kubectl() {
   command -v kubectl >/dev/null || apt_install kubernetes-client
 }
 
+# The push testbed: a real registry (docker-registry), the reference client (skopeo) and a Docker daemon + CLI
+# for daemon-source pushes (docker.io; the tests start their own dockerd).
+ensure_push_testbed() {
+  local missing=()
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  { command -v dockerd >/dev/null && command -v docker >/dev/null; } || missing+=(docker.io)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
 ensure_rust() {
   command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
 }

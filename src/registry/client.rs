@@ -297,8 +297,8 @@ impl Registry {
         })
     }
 
-    /// Sends a request with the auth `scope` needs; on a 401 learns the challenge (or refreshes stale credentials)
-    /// and tries once more. `body` is called again for that second try.
+    /// Sends a request with the auth `scope` needs; on a 401 learns the challenge, and if what it then sends is
+    /// refused too, refreshes the credentials (or token) once. `body` is called again for each pass.
     pub async fn send(
         &self,
         method: Method,
@@ -309,7 +309,9 @@ impl Registry {
         what: &str,
     ) -> Result<Response<Incoming>, RegistryError> {
         let url = self.url(path_or_url);
-        for attempt in 0..2 {
+        // At most three passes: as configured; after learning the challenge; with refreshed credentials.
+        let mut refreshed = false;
+        loop {
             let mut req = Request::builder().method(method.clone()).uri(&url);
             for (k, v) in headers {
                 req = req.header(k, v);
@@ -323,7 +325,7 @@ impl Registry {
                 .body(b)
                 .map_err(|e| RegistryError::new(format!("bad request to {url}: {e}"), false, None))?;
             let resp = self.round_trip(req, what).await?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
             let challenge = resp
@@ -334,19 +336,22 @@ impl Registry {
                 .to_string();
             let previous = self.scheme.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let scheme = parse_challenge(&challenge);
-            match (&previous, &scheme) {
-                (Scheme::Bearer { .. }, Scheme::Bearer { .. }) => {
-                    // The token was refused (expired, or too narrow): fetch a new one with fresh credentials.
-                    self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let same_kind = std::mem::discriminant(&previous) == std::mem::discriminant(&scheme);
+            if same_kind {
+                // What we sent was refused: stale credentials (ECR tokens expire) or an expired token. Once.
+                let can_refresh = self.source.is_some() || matches!(scheme, Scheme::Bearer { .. });
+                if refreshed || !can_refresh {
+                    return Ok(resp);
+                }
+                refreshed = true;
+                self.tokens.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                if self.source.is_some() {
                     self.current_credentials(true).await.map_err(|e| self.local(e))?;
                 }
-                (Scheme::Basic, Scheme::Basic) => {
-                    if self.source.is_none() {
-                        return Ok(resp);
-                    }
-                    self.current_credentials(true).await.map_err(|e| self.local(e))?;
-                }
-                _ => {}
+                continue;
+            }
+            if matches!(scheme, Scheme::Anonymous) {
+                return Ok(resp);
             }
             if matches!(scheme, Scheme::Basic) && self.current_credentials(false).await.ok().flatten().is_none() {
                 return Err(RegistryError::new(
@@ -361,7 +366,6 @@ impl Registry {
             }
             *self.scheme.lock().unwrap_or_else(|e| e.into_inner()) = scheme;
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     /// `GET /v2/`: learns how the registry authenticates before any large request is made.
@@ -779,6 +783,84 @@ mod tests {
             ": DIGEST_INVALID: provided digest did not match uploaded content"
         );
         assert_eq!(error_suffix(b"<html>nope</html>"), "");
+    }
+
+    /// Hands out a stale password first, the good one when asked for fresh credentials.
+    struct Rotating {
+        fresh_calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CredentialSource for Rotating {
+        async fn credentials(&self, fresh: bool) -> anyhow::Result<Credentials> {
+            if fresh {
+                self.fresh_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(Credentials {
+                username: "AWS".into(),
+                password: if fresh { "new" } else { "stale" }.into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_credentials_are_refreshed_once_on_401() {
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let good = basic(&Credentials {
+            username: "AWS".into(),
+            password: "new".into(),
+        });
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let good = good.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let ok = req.headers().get(header::AUTHORIZATION) == Some(&good);
+                        async move {
+                            let mut r = Response::builder();
+                            r = if ok {
+                                r.status(200)
+                            } else {
+                                r.status(401).header(header::WWW_AUTHENTICATE, r#"Basic realm="ecr""#)
+                            };
+                            Ok::<_, std::convert::Infallible>(r.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let source = Arc::new(Rotating {
+            fresh_calls: Default::default(),
+        });
+        let registry = Registry::new(&format!("http://127.0.0.1:{port}"), None, Some(source.clone())).unwrap();
+        let scope = Scope {
+            repository: "app",
+            also_pull: None,
+        };
+        // First contact learns Basic; the stale password is refused once, then the fresh one works.
+        registry.probe(&scope).await.unwrap();
+        assert_eq!(source.fresh_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A registry that refuses every password says so instead of looping.
+        let static_bad = Registry::new(
+            &format!("http://127.0.0.1:{port}"),
+            Some(Credentials {
+                username: "AWS".into(),
+                password: "wrong".into(),
+            }),
+            None,
+        )
+        .unwrap();
+        let e = static_bad.probe(&scope).await.unwrap_err().to_string();
+        assert!(
+            e.contains("401") && e.contains("hint: the credentials were refused"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -475,6 +475,19 @@ fn tags_of(descs: &[Descriptor]) -> String {
     }
 }
 
+/// A name as Docker means it: `app:v1` is `docker.io/library/app:v1`, `team/app:v1` is `docker.io/team/app:v1`.
+fn docker_name(name: &str) -> String {
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    if !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost") {
+        return name.to_string();
+    }
+    if first.is_empty() {
+        format!("docker.io/library/{rest}")
+    } else {
+        format!("docker.io/{name}")
+    }
+}
+
 /// The tag of `name:tag` (a colon after the last slash).
 pub fn tag_of_name(name: &str) -> Option<String> {
     let last = name.rsplit('/').next().unwrap_or(name);
@@ -555,9 +568,10 @@ pub fn load_docker_archive(file: &Path, select: Option<&str>, source: String) ->
             } else {
                 format!("{want}:latest")
             };
+            let want = docker_name(&want_tagged);
             entries
                 .iter()
-                .filter(|e| e.repo_tags.iter().flatten().any(|t| *t == want_tagged))
+                .filter(|e| e.repo_tags.iter().flatten().any(|t| docker_name(t) == want))
                 .collect()
         }
         None => entries.iter().collect(),
@@ -770,5 +784,9 @@ pub(crate) mod tests {
         assert_eq!(tag_of_name("reg:5000/app:1.0").as_deref(), Some("1.0"));
         assert_eq!(tag_of_name("reg:5000/app"), None);
         assert_eq!(human_bytes(512 << 20), "512.0 MiB");
+        assert_eq!(docker_name("app:v1"), "docker.io/library/app:v1");
+        assert_eq!(docker_name("team/app:v1"), "docker.io/team/app:v1");
+        assert_eq!(docker_name("docker.io/team/app:v1"), "docker.io/team/app:v1");
+        assert_eq!(docker_name("localhost:5000/app:v1"), "localhost:5000/app:v1");
     }
 }

@@ -7,6 +7,7 @@ mod eks;
 mod errors;
 mod kubeconfig;
 mod network;
+mod push;
 mod reliability;
 mod security;
 mod selfbuilt;

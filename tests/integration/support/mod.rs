@@ -3,6 +3,7 @@
 
 pub mod moto;
 pub mod proxy;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
