@@ -62,7 +62,7 @@ ensure_rust() {
 start_moto() {
   local portfile
   portfile="$(mktemp)"
-  exec 9> >(MOTO_IAM_LOAD_MANAGED_POLICIES=true "$KFORGE_PYTHON" scripts/moto_sidecar.py >"$portfile" 2>/dev/null)
+  exec 9> >(MOTO_IAM_LOAD_MANAGED_POLICIES=true MOTO_ECS_SERVICE_RUNNING=2 "$KFORGE_PYTHON" scripts/moto_sidecar.py >"$portfile" 2>/dev/null)
   for _ in $(seq 1 200); do
     [ -s "$portfile" ] && break
     sleep 0.1

@@ -13,9 +13,9 @@ use serde::Serialize;
 
 use crate::aws::{Aws, AwsOptions};
 use crate::cli::{
-    Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, GetCommand, GlobalArgs,
-    OutputFormat, PlanArgs, PushCommand, PushImageArgs, ScaleCommand, ScaleNodegroupArgs, UpgradeClusterArgs,
-    UpgradeCommand, ValidateCommand,
+    Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, DeleteServiceArgs, DeployArgs,
+    GetCommand, GlobalArgs, OutputFormat, PlanArgs, PushCommand, PushImageArgs, ScaleCommand, ScaleNodegroupArgs,
+    SchemaKind, UpgradeClusterArgs, UpgradeCommand, ValidateCommand,
 };
 use crate::delete;
 use crate::engine::{self, Ctx, ExecOptions, Phase};
@@ -91,10 +91,17 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
             Ok(Finished::Ok)
         }
         Command::Push(PushCommand::Image(args)) => push_image(g, args).await,
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Cluster => spec::json_schema(),
+                SchemaKind::EcsService => spec::ecs_service_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(Finished::Ok)
         }
+        Command::Deploy(args) => deploy_service(g, args).await,
+        Command::Delete(DeleteCommand::Service(args)) => delete_service(g, args).await,
+        Command::Get(GetCommand::Services { cluster }) => get_services(g, cluster.as_deref()).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kforge", &mut std::io::stdout());
             Ok(Finished::Ok)
@@ -174,6 +181,33 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 fn validate_spec(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
+    let kind = std::fs::read_to_string(file).ok().and_then(|t| spec::kind_of(&t));
+    if kind.as_deref() == Some("EcsService") {
+        let s = crate::ecs::load_service(file, fallback_region(g))?;
+        let summary = serde_json::json!({
+            "file": file.display().to_string(),
+            "valid": true,
+            "service": s.name,
+            "cluster": s.cluster,
+            "region": s.region,
+            "cpu": s.cpu,
+            "memory": s.memory,
+            "desiredCount": s.desired_count,
+        });
+        return print(g.output, &summary, || {
+            format!(
+                "{}: valid. ECS service {} in cluster {} ({} cpu, {} MiB, {} tasks, region {})\n",
+                file.display(),
+                s.name,
+                s.cluster,
+                s.cpu,
+                s.memory,
+                s.desired_count,
+                s.region
+            )
+        })
+        .map(|()| Finished::Ok);
+    }
     let cluster = load(g, file)?;
     let net = cluster.network.as_ref();
     let summary = serde_json::json!({
@@ -1068,4 +1102,117 @@ async fn ecr_push_destination(
         }
     }
     Ok(dest)
+}
+
+async fn deploy_service(g: &GlobalArgs, args: DeployArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    // Every spec problem is reported before any AWS call.
+    let service = crate::ecs::load_service(&args.file, fallback_region(g))?;
+    let aws = aws_for(g, Some(&service.region)).await;
+    let reporter = progress::console(g.quiet);
+    let opts = exec_options(g, started);
+    let report = crate::ecs::deploy(aws, &service, &opts, reporter.as_ref(), g.quiet).await?;
+    reporter.event(Event::Note(format!(
+        "service {} in cluster {} is stable on {} ({:.1}s)",
+        report.service,
+        report.cluster,
+        report.task_definition.rsplit('/').next().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    )));
+    print(g.output, &report, || {
+        table(
+            &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
+            report
+                .resources
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.resource.clone(),
+                        e.kind.into(),
+                        e.action.into(),
+                        e.result.clone(),
+                        e.id.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn get_services(g: &GlobalArgs, cluster: Option<&str>) -> anyhow::Result<Finished> {
+    let aws = aws_for(g, None).await;
+    let rows = crate::ecs::list_services(&aws, cluster).await?;
+    print(g.output, &rows, || {
+        table(
+            &[
+                "CLUSTER",
+                "SERVICE",
+                "STATUS",
+                "TASK DEFINITION",
+                "DESIRED",
+                "RUNNING",
+                "PENDING",
+                "ROLLOUT",
+            ],
+            rows.iter()
+                .map(|r| {
+                    vec![
+                        r.cluster.clone(),
+                        r.service.clone(),
+                        r.status.clone(),
+                        r.task_definition.clone(),
+                        r.desired.to_string(),
+                        r.running.to_string(),
+                        r.pending.to_string(),
+                        r.rollout.clone(),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+async fn delete_service(g: &GlobalArgs, args: DeleteServiceArgs) -> anyhow::Result<Finished> {
+    let (cluster, name, region) = match (&args.file, &args.name, &args.cluster) {
+        (Some(file), _, _) => {
+            let (c, n, r) = crate::ecs::names_from_spec(file, fallback_region(g))?;
+            (c, n, Some(r))
+        }
+        (None, Some(name), Some(cluster)) => (cluster.clone(), name.clone(), None),
+        _ => unreachable!("clap requires a name with --cluster, or -f"),
+    };
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "refusing to delete service {name} of cluster {cluster} without confirmation\n  hint: pass --yes (stdin is not a terminal)"
+            );
+        }
+        eprint!("Delete ECS service {name} of cluster {cluster}? Type the service name to confirm: ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim() != name {
+            anyhow::bail!("not confirmed; nothing was deleted");
+        }
+    }
+    let aws = aws_for(g, region.as_deref()).await;
+    let reporter = progress::console(g.quiet);
+    let deleted = crate::ecs::delete_service(aws, &cluster, &name, args.purge, g.timeout, reporter.as_ref()).await?;
+    if deleted.is_empty() {
+        reporter.event(Event::Note(format!(
+            "service {name} of cluster {cluster}: nothing to delete"
+        )));
+    }
+    print(g.output, &deleted, || {
+        table(
+            &["KIND", "NAME", "RESULT"],
+            deleted
+                .iter()
+                .map(|d| vec![d.kind.to_string(), d.name.clone(), d.result.clone()])
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
 }

@@ -11,8 +11,8 @@ use crate::engine::Phase;
 /// Provision Kubernetes clusters on AWS (EKS or self-built), from one declarative spec.
 ///
 /// Exit codes: 0 success; 1 failure (bad spec, cloud error, failed resources); 2 `plan --detailed-exitcode` found
-/// changes; 3 the cluster's state is locked by another run; 4 a deadline passed (re-run to continue);
-/// 64 bad command line; 130 interrupted.
+/// changes; 3 the cluster's state is locked by another run; 4 a deadline passed (re-run to continue); 5 `deploy`:
+/// the new revision failed and ECS rolled the service back; 64 bad command line; 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "kforge", version, propagate_version = true, max_term_width = 110)]
 pub struct Cli {
@@ -96,6 +96,8 @@ pub enum Command {
     /// Push container images to ECR or any OCI registry
     #[command(subcommand)]
     Push(PushCommand),
+    /// Deploy an ECS (Fargate) service from a `kind: EcsService` spec and wait until it is stable
+    Deploy(DeployArgs),
     /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context
     Kubeconfig {
         /// EKS cluster name
@@ -110,14 +112,34 @@ pub enum Command {
         #[arg(long)]
         cluster: String,
     },
-    /// Print the JSON Schema of the cluster spec (for editors and CI linting)
-    Schema,
+    /// Print the JSON Schema of a spec kind (for editors and CI linting)
+    Schema {
+        /// Which document
+        #[arg(value_enum, default_value_t = SchemaKind::Cluster)]
+        kind: SchemaKind,
+    },
     /// Print a shell completion script
     Completion {
         /// Shell to generate completions for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// `kind: Cluster`
+    Cluster,
+    /// `kind: EcsService`
+    #[value(name = "ecs-service", alias = "EcsService")]
+    EcsService,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Service spec file (YAML, `kind: EcsService`)
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +204,29 @@ pub struct ApplyArgs {
 pub enum DeleteCommand {
     /// Delete a cluster and everything tagged with it; works without local state
     Cluster(DeleteClusterArgs),
+    /// Delete an ECS service: scale to 0, delete, wait until inactive (--purge: also its task definitions, log group,
+    /// the roles and security group kforge created)
+    Service(DeleteServiceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteServiceArgs {
+    /// Service name (with --cluster), or give -f
+    #[arg(required_unless_present = "file", conflicts_with = "file", requires = "cluster")]
+    pub name: Option<String>,
+    /// ECS cluster of the service
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Service spec file; the names and region are read from it
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Also deregister and delete its task definitions and delete its log group and the roles and security group
+    /// kforge created for it
+    #[arg(long)]
+    pub purge: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +256,12 @@ pub enum GetCommand {
     },
     /// List the machines a self-built cluster's bootstrap works on (address, role, SSH identity, expected host key)
     Hosts(SpecFile),
+    /// List ECS services (of one cluster, or of every cluster in the region) with their rollout state
+    Services {
+        /// Only this ECS cluster
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// List an EKS cluster's managed nodegroups with their status and sizes
     Nodegroups {
         /// Cluster name

@@ -8,6 +8,7 @@ pub mod app;
 pub mod aws;
 pub mod cli;
 pub mod delete;
+pub mod ecs;
 pub mod engine;
 pub mod fsutil;
 pub mod kubeconfig;

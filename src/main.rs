@@ -13,6 +13,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_CHANGES: u8 = 2;
 const EXIT_LOCKED: u8 = 3;
 const EXIT_TIMEOUT: u8 = 4;
+const EXIT_ROLLED_BACK: u8 = 5;
 const EXIT_USAGE: u8 = 64;
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -62,6 +63,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         }
         if cause.downcast_ref::<Interrupted>().is_some() {
             return EXIT_INTERRUPTED;
+        }
+        if cause.downcast_ref::<kforge::ecs::RolledBack>().is_some() {
+            return EXIT_ROLLED_BACK;
         }
     }
     if e.chain()

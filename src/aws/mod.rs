@@ -133,6 +133,14 @@ impl Aws {
         }
     }
 
+    /// An `Aws` whose ECS client is given (tests: aws-smithy-mocks rules).
+    #[cfg(test)]
+    pub(crate) fn with_ecs(ecs: aws_sdk_ecs::Client) -> Aws {
+        let aws = Aws::with_clients(None, None, None);
+        let _ = aws.ecs.set(ecs);
+        aws
+    }
+
     pub fn region(&self) -> String {
         self.config.region().map(|r| r.to_string()).unwrap_or_default()
     }

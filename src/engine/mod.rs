@@ -55,6 +55,8 @@ pub struct Ctx {
     pub cluster: String,
     /// What exists, listed by kind at the first question and shared by every resource's `find`.
     pub inventory: Inventory,
+    /// Whether `plan` lists the cluster's EC2 kinds up front (not for stacks without a VPC of their own).
+    pub prefetch_ec2: bool,
 }
 
 impl Ctx {
@@ -63,6 +65,7 @@ impl Ctx {
             aws,
             cluster: cluster.into(),
             inventory: Inventory::new(cluster),
+            prefetch_ec2: true,
         }
     }
 }
@@ -526,7 +529,7 @@ pub async fn plan(
     opts: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Plan> {
-    if !resources.is_empty() {
+    if !resources.is_empty() && ctx.prefetch_ec2 {
         // One listing per kind, all at once; every find below is then answered from the snapshot.
         ctx.inventory.prefetch(&ctx.aws).await?;
     }

@@ -333,6 +333,43 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_cached_privately_until_shortly_before_they_expire() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ecr = aws_sdk_ecr::Client::from_conf(
+            aws_sdk_ecr::Config::builder()
+                .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+                .region(aws_sdk_ecr::config::Region::new("us-east-1"))
+                .build(),
+        );
+        let creds = EcrCredentials {
+            ecr,
+            registry_id: "123456789012".into(),
+            region: "us-east-1".into(),
+            cache: Some(dir.path().join("ecr-auth.json")),
+        };
+        assert!(creds.cached().is_none());
+        creds.store(&CachedToken {
+            username: "AWS".into(),
+            password: "secret".into(),
+            expires_at: now() + 12 * 3600,
+        });
+        assert_eq!(creds.cached().unwrap().password, "secret");
+        let mode = std::fs::metadata(dir.path().join("ecr-auth.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Within the renewal margin the cached token is not used any more.
+        creds.store(&CachedToken {
+            username: "AWS".into(),
+            password: "old".into(),
+            expires_at: now() + 60,
+        });
+        assert!(creds.cached().is_none());
+    }
+
+    #[test]
     fn lifecycle_rules_follow_the_flags() {
         assert_eq!(lifecycle_policy(&RepositorySettings::default()), None);
         let p: serde_json::Value = serde_json::from_str(

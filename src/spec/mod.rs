@@ -9,7 +9,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub mod ecs;
 
 pub const API_VERSION: &str = "kforge.dev/v1alpha1";
 
@@ -398,25 +401,44 @@ pub enum SpecLoadError {
 
 /// Reads and parses a spec file; no defaults, no semantic checks.
 pub fn load(path: &Path) -> Result<ClusterSpec, SpecLoadError> {
+    load_kind(path, "Cluster", "this command takes a `kind: Cluster` document")
+}
+
+/// Reads and parses a document of `kind` (`Cluster`, `EcsService`); `hint` says which command takes it.
+pub fn load_kind<T: DeserializeOwned>(path: &Path, kind: &str, hint: &str) -> Result<T, SpecLoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecLoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    parse_kind(&text, &path.display().to_string(), kind, hint)
 }
 
 /// Parses YAML text; `origin` names the file in error messages.
 pub fn parse(text: &str, origin: &str) -> Result<ClusterSpec, SpecLoadError> {
+    parse_kind(text, origin, "Cluster", "this command takes a `kind: Cluster` document")
+}
+
+/// The `kind` of a YAML document, if it has one.
+pub fn kind_of(text: &str) -> Option<String> {
+    serde_norway::from_str::<DocumentHeader>(text).ok().and_then(|h| h.kind)
+}
+
+pub(crate) fn parse_kind<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    expected: &str,
+    hint: &str,
+) -> Result<T, SpecLoadError> {
     // Check apiVersion/kind first so a document of another kind gets a clear message instead of
     // a list of unknown fields.
     if let Ok(header) = serde_norway::from_str::<DocumentHeader>(text) {
         if let Some(kind) = header.kind.as_deref()
-            && kind != "Cluster"
+            && kind != expected
         {
             return Err(SpecLoadError::Parse {
                 location: format!("{origin}:1:1"),
-                message: format!("kind: expected `Cluster`, found `{kind}`"),
-                hint: "this command takes a `kind: Cluster` document".into(),
+                message: format!("kind: expected `{expected}`, found `{kind}`"),
+                hint: hint.into(),
             });
         }
         if let Some(v) = header.api_version.as_deref()
@@ -468,6 +490,11 @@ fn parse_error(e: &serde_norway::Error, origin: &str) -> SpecLoadError {
 /// JSON Schema of the `Cluster` document, for editors and `kforge schema`.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(ClusterSpec)).expect("schema serializes")
+}
+
+/// JSON Schema of the `EcsService` document (`kforge schema EcsService`).
+pub fn ecs_service_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ecs::EcsServiceSpec)).expect("schema serializes")
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod ecs;
 mod eks;
 mod errors;
 mod kubeconfig;

@@ -457,6 +457,12 @@ fn token_auth_is_negotiated_from_the_challenge() {
         inspect(&format!("{}/secure/app:v1", reg.host()), None).0,
         img.manifest_digest
     );
+    // Blobs go as one PATCH each with a Content-Length, never chunked (ECR mishandles chunked uploads).
+    let patches = gate.patches.lock().unwrap().clone();
+    assert_eq!(patches.len(), 2, "config and layer: {patches:?}");
+    for (length, encoding) in &patches {
+        assert!(length.is_some() && encoding.is_none(), "{patches:?}");
+    }
     assert!(
         gate.scopes
             .lock()

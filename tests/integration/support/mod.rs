@@ -91,6 +91,20 @@ impl TestEnv {
         }
     }
 
+    /// Runs kforge with extra environment variables.
+    pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Outcome {
+        let mut c = self.kforge();
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().expect("kforge runs");
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Runs kforge and insists on exit 0.
     pub fn ok(&self, args: &[&str]) -> Outcome {
         let o = self.run(args);

@@ -43,6 +43,8 @@ pub fn shared() -> &'static Moto {
         let mut child = Command::new(python())
             .arg(script)
             .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            // ECS services report this many running tasks (moto has no scheduler): deployments of up to 2 complete.
+            .env("MOTO_ECS_SERVICE_RUNNING", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -346,7 +346,11 @@ impl Cutter {
 pub struct TokenGate {
     pub port: u16,
     pub scopes: Arc<Mutex<Vec<String>>>,
+    pub patches: Arc<Mutex<Vec<PatchHeaders>>>,
 }
+
+/// Of a blob PATCH: its Content-Length and Transfer-Encoding headers.
+pub type PatchHeaders = (Option<String>, Option<String>);
 
 type GateBody = BoxBody<Bytes, hyper::Error>;
 
@@ -369,16 +373,30 @@ impl TokenGate {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let scopes = Arc::new(Mutex::new(Vec::new()));
         let seen = scopes.clone();
+        let patches = Arc::new(Mutex::new(Vec::new()));
+        let patched = patches.clone();
         let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build_http();
         rt().spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let client = client.clone();
                 let seen = seen.clone();
+                let patched = patched.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let client = client.clone();
                         let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(gate(req, &client, upstream, addr, &seen, user, password).await) }
+                        let patched = patched.clone();
+                        async move {
+                            if req.method() == hyper::Method::PATCH {
+                                let header =
+                                    |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+                                patched
+                                    .lock()
+                                    .unwrap()
+                                    .push((header("content-length"), header("transfer-encoding")));
+                            }
+                            Ok::<_, Infallible>(gate(req, &client, upstream, addr, &seen, user, password).await)
+                        }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
@@ -387,6 +405,7 @@ impl TokenGate {
         TokenGate {
             port: addr.port(),
             scopes,
+            patches,
         }
     }
 }

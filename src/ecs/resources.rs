@@ -1,0 +1,1269 @@
+//! The reconcile-engine resources of an ECS service: the ECS cluster (shared, never deleted by a service), the
+//! CloudWatch log group, the task definition (a new revision only when what kforge renders differs from the
+//! latest one) and the service itself, whose `ready` waits for a steady deployment and turns a failed one into a
+//! report of the stopped tasks' reasons and the rollback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::types as ecs;
+
+use super::model::{EcsService, HealthCheck};
+use crate::aws::aws_err;
+use crate::engine::{
+    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, diff_attrs,
+    resource_metadata,
+};
+
+fn outputs(pairs: &[(&str, &str)]) -> Outputs {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
+    tags.iter()
+        .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// A value kforge already knows (a kforge cluster's VPC): a node dependants can read outputs from.
+pub struct Known {
+    pub id: String,
+    pub outputs: Outputs,
+    pub deps: Vec<String>,
+}
+
+#[async_trait]
+impl Resource for Known {
+    resource_metadata!("known", Phase::Network);
+    fn desired(&self, _: &Inputs) -> Desired {
+        Desired::default()
+    }
+    async fn find(&self, _: &Ctx) -> anyhow::Result<Option<Observed>> {
+        Ok(Some(Observed {
+            id: self.outputs.get("id").cloned().unwrap_or_default(),
+            attrs: BTreeMap::new(),
+            outputs: self.outputs.clone(),
+        }))
+    }
+    async fn apply(&self, _: &Ctx, _: &Change, _: Option<&Observed>, _: &Desired) -> anyhow::Result<Step<Outputs>> {
+        Ok(Step::Done(self.outputs.clone()))
+    }
+    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+}
+
+pub const CAPACITY_PROVIDERS: &str = "FARGATE,FARGATE_SPOT";
+
+/// The ECS cluster, with Fargate and Fargate Spot as capacity providers. Shared by services: created when missing,
+/// never deleted by `delete service`.
+pub struct EcsClusterRes {
+    pub id: String,
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    pub deps: Vec<String>,
+}
+
+#[async_trait]
+impl Resource for EcsClusterRes {
+    resource_metadata!("ecs-cluster", Phase::Cluster);
+    fn desired(&self, _: &Inputs) -> Desired {
+        Desired::default().attr("capacityProviders", CAPACITY_PROVIDERS, Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let out = ctx
+            .aws
+            .ecs()
+            .describe_clusters()
+            .clusters(&self.name)
+            .send()
+            .await
+            .map_err(aws_err(format!("ECS cluster {}", self.name), "DescribeClusters"))?;
+        Ok(out.clusters().iter().find(|c| c.status() == Some("ACTIVE")).map(|c| {
+            let mut providers: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
+            providers.sort();
+            Observed {
+                id: c.cluster_arn().unwrap_or_default().to_string(),
+                attrs: BTreeMap::from([("capacityProviders", providers.join(","))]),
+                outputs: outputs(&[("id", c.cluster_arn().unwrap_or_default()), ("name", &self.name)]),
+            }
+        }))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        _: &Change,
+        actual: Option<&Observed>,
+        _: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let what = format!("ECS cluster {}", self.name);
+        let strategy = ecs::CapacityProviderStrategyItem::builder()
+            .capacity_provider("FARGATE")
+            .weight(1)
+            .build()?;
+        let arn = match actual {
+            None => {
+                let out = ctx
+                    .aws
+                    .ecs()
+                    .create_cluster()
+                    .cluster_name(&self.name)
+                    .capacity_providers("FARGATE")
+                    .capacity_providers("FARGATE_SPOT")
+                    .default_capacity_provider_strategy(strategy)
+                    .set_tags(Some(ecs_tags(&self.tags)))
+                    .send()
+                    .await
+                    .map_err(aws_err(&what, "CreateCluster"))?;
+                out.cluster()
+                    .and_then(|c| c.cluster_arn())
+                    .unwrap_or_default()
+                    .to_string()
+            }
+            Some(a) => {
+                ctx.aws
+                    .ecs()
+                    .put_cluster_capacity_providers()
+                    .cluster(&self.name)
+                    .capacity_providers("FARGATE")
+                    .capacity_providers("FARGATE_SPOT")
+                    .default_capacity_provider_strategy(strategy)
+                    .send()
+                    .await
+                    .map_err(aws_err(&what, "PutClusterCapacityProviders"))?;
+                a.id.clone()
+            }
+        };
+        Ok(Step::Done(outputs(&[("id", &arn), ("name", &self.name)])))
+    }
+    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+}
+
+/// The service's CloudWatch log group and its retention.
+pub struct LogGroupRes {
+    pub id: String,
+    pub name: String,
+    pub retention_days: u32,
+    pub tags: BTreeMap<String, String>,
+    pub deps: Vec<String>,
+}
+
+#[async_trait]
+impl Resource for LogGroupRes {
+    resource_metadata!("log-group", Phase::Cluster);
+    fn desired(&self, _: &Inputs) -> Desired {
+        Desired::default().attr("retentionDays", self.retention_days.to_string(), Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let out = ctx
+            .aws
+            .logs()
+            .describe_log_groups()
+            .log_group_name_prefix(&self.name)
+            .send()
+            .await
+            .map_err(aws_err(format!("log group {}", self.name), "DescribeLogGroups"))?;
+        Ok(out
+            .log_groups()
+            .iter()
+            .find(|g| g.log_group_name() == Some(self.name.as_str()))
+            .map(|g| Observed {
+                id: self.name.clone(),
+                attrs: BTreeMap::from([(
+                    "retentionDays",
+                    g.retention_in_days()
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "never expire".into()),
+                )]),
+                outputs: outputs(&[("id", &self.name), ("arn", g.arn().unwrap_or_default())]),
+            }))
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        _: &Change,
+        actual: Option<&Observed>,
+        _: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let what = format!("log group {}", self.name);
+        let logs = ctx.aws.logs();
+        if actual.is_none() {
+            let r = logs
+                .create_log_group()
+                .log_group_name(&self.name)
+                .set_tags(Some(self.tags.clone().into_iter().collect()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
+                Err(e) => return Err(aws_err(&what, "CreateLogGroup")(e).into()),
+            }
+        }
+        logs.put_retention_policy()
+            .log_group_name(&self.name)
+            .retention_in_days(self.retention_days as i32)
+            .send()
+            .await
+            .map_err(aws_err(&what, "PutRetentionPolicy"))?;
+        Ok(Step::Done(outputs(&[("id", &self.name)])))
+    }
+    async fn delete(&self, ctx: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
+        delete_log_group(ctx, &self.name).await
+    }
+}
+
+pub async fn delete_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
+    match ctx.aws.logs().delete_log_group().log_group_name(name).send().await {
+        Ok(_) => Ok(Step::Done(())),
+        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(Step::Done(())),
+        Err(e) => Err(aws_err(format!("log group {name}"), "DeleteLogGroup")(e).into()),
+    }
+}
+
+/// The task definition family's latest revision, compared field by field with what kforge renders; a difference
+/// registers a new revision (revisions are immutable).
+pub struct TaskDefinitionRes {
+    pub id: String,
+    pub service: EcsService,
+    /// The image reference the task runs (resolved: a pushed image is `repo@digest`).
+    pub image: String,
+    /// Logical ids of the execution role, task role (resources that output `arn`) and log group.
+    pub execution_role: String,
+    pub task_role: String,
+    pub log_group: String,
+    pub tags: BTreeMap<String, String>,
+    pub deps: Vec<String>,
+}
+
+fn health_text(h: Option<&HealthCheck>) -> String {
+    h.map(|h| {
+        format!(
+            "{} every {}s, timeout {}s, {} retries, start period {}s",
+            serde_json::to_string(&h.command).unwrap_or_default(),
+            h.interval,
+            h.timeout,
+            h.retries,
+            h.start_period
+        )
+    })
+    .unwrap_or_else(|| "none".into())
+}
+
+fn pairs_text<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut v: Vec<String> = items.map(|(k, val)| format!("{k}={val}")).collect();
+    v.sort();
+    v.join(",")
+}
+
+impl TaskDefinitionRes {
+    fn container_name(&self) -> &str {
+        &self.service.name
+    }
+}
+
+#[async_trait]
+impl Resource for TaskDefinitionRes {
+    resource_metadata!("task-definition", Phase::Cluster);
+    fn desired(&self, inputs: &Inputs) -> Desired {
+        let s = &self.service;
+        Desired::default()
+            .attr("image", self.image.clone(), Mutability::InPlace)
+            .attr("cpu", s.cpu.to_string(), Mutability::InPlace)
+            .attr("memory", s.memory.to_string(), Mutability::InPlace)
+            .attr("architecture", s.architecture, Mutability::InPlace)
+            .attr(
+                "command",
+                s.command
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).unwrap_or_default())
+                    .unwrap_or_default(),
+                Mutability::InPlace,
+            )
+            .attr(
+                "environment",
+                pairs_text(s.environment.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+                Mutability::InPlace,
+            )
+            .attr(
+                "secrets",
+                pairs_text(s.secrets.iter().map(|(k, (arn, _))| (k.as_str(), arn.as_str()))),
+                Mutability::InPlace,
+            )
+            .attr(
+                "port",
+                s.container_port.map(|p| p.to_string()).unwrap_or_default(),
+                Mutability::InPlace,
+            )
+            .attr("healthCheck", health_text(s.health_check.as_ref()), Mutability::InPlace)
+            .attr("logGroup", s.log_group.clone(), Mutability::InPlace)
+            .attr(
+                "executionRole",
+                inputs.get(&self.execution_role, "arn"),
+                Mutability::InPlace,
+            )
+            .attr("taskRole", inputs.get(&self.task_role, "arn"), Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let family = self.service.family();
+        let out = match ctx
+            .aws
+            .ecs()
+            .describe_task_definition()
+            .task_definition(&family)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("ClientException") || e.code() == Some("InvalidParameterException") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(aws_err(format!("task definition {family}"), "DescribeTaskDefinition")(e).into()),
+        };
+        let Some(td) = out.task_definition() else {
+            return Ok(None);
+        };
+        if td.status() != Some(&ecs::TaskDefinitionStatus::Active) {
+            return Ok(None);
+        }
+        let container = td
+            .container_definitions()
+            .iter()
+            .find(|c| c.name() == Some(self.container_name()));
+        let mut attrs = BTreeMap::new();
+        attrs.insert("cpu", td.cpu().unwrap_or_default().to_string());
+        attrs.insert("memory", td.memory().unwrap_or_default().to_string());
+        attrs.insert(
+            "architecture",
+            td.runtime_platform()
+                .and_then(|p| p.cpu_architecture())
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_else(|| "X86_64".into()),
+        );
+        attrs.insert("executionRole", td.execution_role_arn().unwrap_or_default().to_string());
+        attrs.insert("taskRole", td.task_role_arn().unwrap_or_default().to_string());
+        if let Some(c) = container {
+            attrs.insert("image", c.image().unwrap_or_default().to_string());
+            attrs.insert(
+                "command",
+                if c.command().is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(c.command()).unwrap_or_default()
+                },
+            );
+            attrs.insert(
+                "environment",
+                pairs_text(
+                    c.environment()
+                        .iter()
+                        .map(|kv| (kv.name().unwrap_or_default(), kv.value().unwrap_or_default())),
+                ),
+            );
+            attrs.insert(
+                "secrets",
+                pairs_text(c.secrets().iter().map(|s| (s.name(), s.value_from()))),
+            );
+            attrs.insert(
+                "port",
+                c.port_mappings()
+                    .first()
+                    .and_then(|p| p.container_port())
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+            );
+            attrs.insert(
+                "healthCheck",
+                health_text(
+                    c.health_check()
+                        .map(|h| HealthCheck {
+                            command: h.command().to_vec(),
+                            interval: h.interval().unwrap_or(30) as u32,
+                            timeout: h.timeout().unwrap_or(5) as u32,
+                            retries: h.retries().unwrap_or(3) as u32,
+                            start_period: h.start_period().unwrap_or(0) as u32,
+                        })
+                        .as_ref(),
+                ),
+            );
+            attrs.insert(
+                "logGroup",
+                c.log_configuration()
+                    .and_then(|l| l.options())
+                    .and_then(|o| o.get("awslogs-group"))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        let arn = td.task_definition_arn().unwrap_or_default();
+        Ok(Some(Observed {
+            id: arn.to_string(),
+            attrs,
+            outputs: outputs(&[("id", arn), ("arn", arn), ("revision", &td.revision().to_string())]),
+        }))
+    }
+    fn planned_outputs(&self, actual: &Observed, change: &Change) -> Outputs {
+        // A change is a new revision: its ARN is known after apply.
+        match change {
+            Change::None => actual.outputs.clone(),
+            _ => Outputs::new(),
+        }
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        _: &Change,
+        _: Option<&Observed>,
+        desired: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let s = &self.service;
+        let family = s.family();
+        let mut container = ecs::ContainerDefinition::builder()
+            .name(self.container_name())
+            .image(&self.image)
+            .essential(true)
+            .set_command(s.command.clone())
+            .set_environment(Some(
+                s.environment
+                    .iter()
+                    .map(|(k, v)| ecs::KeyValuePair::builder().name(k).value(v).build())
+                    .collect(),
+            ))
+            .log_configuration(
+                ecs::LogConfiguration::builder()
+                    .log_driver(ecs::LogDriver::Awslogs)
+                    .options("awslogs-group", &s.log_group)
+                    .options("awslogs-region", &s.region)
+                    .options("awslogs-stream-prefix", &s.name)
+                    .build()?,
+            );
+        for (name, (arn, _)) in &s.secrets {
+            container = container.secrets(ecs::Secret::builder().name(name).value_from(arn).build()?);
+        }
+        if let Some(p) = s.container_port {
+            container = container.port_mappings(
+                ecs::PortMapping::builder()
+                    .container_port(p as i32)
+                    .protocol(ecs::TransportProtocol::Tcp)
+                    .build(),
+            );
+        }
+        if let Some(h) = &s.health_check {
+            container = container.health_check(
+                ecs::HealthCheck::builder()
+                    .set_command(Some(h.command.clone()))
+                    .interval(h.interval as i32)
+                    .timeout(h.timeout as i32)
+                    .retries(h.retries as i32)
+                    .start_period(h.start_period as i32)
+                    .build()?,
+            );
+        }
+        let out = ctx
+            .aws
+            .ecs()
+            .register_task_definition()
+            .family(&family)
+            .requires_compatibilities(ecs::Compatibility::Fargate)
+            .network_mode(ecs::NetworkMode::Awsvpc)
+            .cpu(s.cpu.to_string())
+            .memory(s.memory.to_string())
+            .runtime_platform(
+                ecs::RuntimePlatform::builder()
+                    .cpu_architecture(ecs::CpuArchitecture::from(s.architecture))
+                    .operating_system_family(ecs::OsFamily::Linux)
+                    .build(),
+            )
+            .execution_role_arn(desired.value("executionRole")?)
+            .task_role_arn(desired.value("taskRole")?)
+            .container_definitions(container.build())
+            .set_tags(Some(ecs_tags(&self.tags)))
+            .send()
+            .await
+            .map_err(aws_err(format!("task definition {family}"), "RegisterTaskDefinition"))?;
+        let td = out
+            .task_definition()
+            .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition returned no task definition"))?;
+        let arn = td.task_definition_arn().unwrap_or_default();
+        Ok(Step::Done(outputs(&[
+            ("id", arn),
+            ("arn", arn),
+            ("revision", &td.revision().to_string()),
+        ])))
+    }
+    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+}
+
+/// The ECS service: created or updated with the circuit breaker and rollback on; `ready` waits for a steady
+/// deployment of this task definition.
+pub struct EcsServiceRes {
+    pub id: String,
+    pub service: EcsService,
+    pub cluster_res: String,
+    pub task_definition: String,
+    /// Subnet ids; security groups come from `security_groups` (ids) and `security_group_res` (logical ids).
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub security_group_res: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    pub deps: Vec<String>,
+    /// Set when `ready` found the deployment failed: whether ECS rolled back (the exit code tells).
+    pub failed: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+    /// How often the service is described while waiting.
+    pub poll: Duration,
+}
+
+/// How often the service is described while waiting for a deployment.
+pub const POLL: Duration = Duration::from_secs(10);
+
+impl EcsServiceRes {
+    fn capacity(&self) -> &'static str {
+        if self.service.spot { "FARGATE_SPOT" } else { "FARGATE" }
+    }
+
+    fn network_text(subnets: &[String], groups: &[String], public: bool) -> String {
+        let mut s = subnets.to_vec();
+        s.sort();
+        let mut g = groups.to_vec();
+        g.sort();
+        format!(
+            "subnets={} securityGroups={} publicIp={}",
+            s.join(","),
+            g.join(","),
+            public
+        )
+    }
+
+    fn groups(&self, inputs: &Inputs) -> Value {
+        let mut ids = self.security_groups.clone();
+        for r in &self.security_group_res {
+            match inputs.get(r, "id") {
+                Value::Known(id) => ids.push(id),
+                Value::Unknown => return Value::Unknown,
+            }
+        }
+        ids.sort();
+        Value::Known(ids.join(","))
+    }
+}
+
+/// What `describe_services` says about the rollout of `task_definition`.
+#[derive(Debug, PartialEq)]
+pub enum Rollout {
+    Steady,
+    InProgress(String),
+    /// The deployment of our task definition failed; `rolled_back_to` is the task definition ECS went back to.
+    Failed {
+        reason: String,
+        rolled_back_to: Option<String>,
+        rollback_state: Option<String>,
+    },
+}
+
+pub fn rollout(service: &ecs::Service, task_definition: &str) -> Rollout {
+    let deployments = service.deployments();
+    let ours = deployments
+        .iter()
+        .find(|d| d.task_definition() == Some(task_definition));
+    let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
+    if let Some(d) = ours
+        && d.rollout_state() == Some(&ecs::DeploymentRolloutState::Failed)
+    {
+        let back = primary.filter(|p| p.task_definition() != Some(task_definition));
+        return Rollout::Failed {
+            reason: d.rollout_state_reason().unwrap_or("the deployment failed").to_string(),
+            rolled_back_to: back.and_then(|p| p.task_definition()).map(str::to_string),
+            rollback_state: back.and_then(|p| p.rollout_state()).map(|s| s.as_str().to_string()),
+        };
+    }
+    match primary {
+        Some(p) if p.task_definition() == Some(task_definition) => {
+            let done = match p.rollout_state() {
+                Some(s) => *s == ecs::DeploymentRolloutState::Completed,
+                None => p.running_count() == p.desired_count(),
+            };
+            if done && deployments.len() == 1 && p.running_count() >= p.desired_count() {
+                Rollout::Steady
+            } else {
+                Rollout::InProgress(format!(
+                    "{}/{} tasks running, {} pending{}",
+                    p.running_count(),
+                    p.desired_count(),
+                    p.pending_count(),
+                    if deployments.len() > 1 {
+                        ", old tasks draining"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+        }
+        // The service already names our task definition but no deployment does yet: ECS has not started it (moto
+        // never does; it updates the service in place). Judge by the service's own counts. A rollback would have
+        // put the old task definition back on the service, so this cannot hide one.
+        Some(p) if ours.is_none() && service.task_definition() == Some(task_definition) => {
+            let done = p
+                .rollout_state()
+                .is_none_or(|s| *s == ecs::DeploymentRolloutState::Completed);
+            if done && deployments.len() == 1 && service.running_count() >= service.desired_count() {
+                Rollout::Steady
+            } else {
+                Rollout::InProgress(format!(
+                    "{}/{} tasks running, waiting for the deployment to start",
+                    service.running_count(),
+                    service.desired_count()
+                ))
+            }
+        }
+        Some(p) => Rollout::Failed {
+            reason: "another task definition became primary (rolled back, or deployed by someone else)".into(),
+            rolled_back_to: p.task_definition().map(str::to_string),
+            rollback_state: p.rollout_state().map(|s| s.as_str().to_string()),
+        },
+        None => Rollout::InProgress("no deployment yet".into()),
+    }
+}
+
+/// Why the latest stopped tasks of a service stopped: `task abc: Essential container exited (web: exit 1: ...)`.
+pub async fn stopped_reasons(ctx: &Ctx, cluster: &str, service: &str) -> Vec<String> {
+    let ecs = ctx.aws.ecs();
+    let Ok(list) = ecs
+        .list_tasks()
+        .cluster(cluster)
+        .service_name(service)
+        .desired_status(ecs::DesiredStatus::Stopped)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    let arns: Vec<String> = list.task_arns().iter().take(5).cloned().collect();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let Ok(tasks) = ecs.describe_tasks().cluster(cluster).set_tasks(Some(arns)).send().await else {
+        return Vec::new();
+    };
+    tasks
+        .tasks()
+        .iter()
+        .map(|t| {
+            let id = t.task_arn().unwrap_or_default().rsplit('/').next().unwrap_or_default();
+            let containers: Vec<String> = t
+                .containers()
+                .iter()
+                .filter(|c| c.reason().is_some() || c.exit_code().is_some_and(|x| x != 0))
+                .map(|c| {
+                    let mut s = c.name().unwrap_or_default().to_string();
+                    if let Some(x) = c.exit_code() {
+                        s.push_str(&format!(": exit {x}"));
+                    }
+                    if let Some(r) = c.reason() {
+                        s.push_str(&format!(": {r}"));
+                    }
+                    s
+                })
+                .collect();
+            let mut line = format!("task {id}: {}", t.stopped_reason().unwrap_or("stopped"));
+            if !containers.is_empty() {
+                line.push_str(&format!(" ({})", containers.join("; ")));
+            }
+            line
+        })
+        .collect()
+}
+
+/// A deployment ECS gave up on, with what it did about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DeploymentFailed {
+    pub message: String,
+    pub rolled_back: bool,
+}
+
+pub async fn failure_report(ctx: &Ctx, s: &EcsService, rollout: &Rollout) -> DeploymentFailed {
+    let Rollout::Failed {
+        reason,
+        rolled_back_to,
+        rollback_state,
+    } = rollout
+    else {
+        return DeploymentFailed {
+            message: format!("service {}: not failed", s.name),
+            rolled_back: false,
+        };
+    };
+    let mut message = format!(
+        "service {} in cluster {}: the deployment failed: {reason}",
+        s.name, s.cluster
+    );
+    let reasons = stopped_reasons(ctx, &s.cluster, &s.name).await;
+    if !reasons.is_empty() {
+        message.push_str("\n  stopped tasks:");
+        for r in &reasons {
+            message.push_str(&format!("\n    {r}"));
+        }
+    }
+    match rolled_back_to {
+        Some(td) => message.push_str(&format!(
+            "\n  rollback: ECS went back to {} ({})",
+            td.rsplit('/').next().unwrap_or(td),
+            rollback_state.as_deref().unwrap_or("rollout state unknown")
+        )),
+        None => message.push_str("\n  rollback: none; the service still runs what it ran before"),
+    }
+    message.push_str("\n  hint: fix the image or its configuration (see the reasons above and the service's logs), then deploy again");
+    DeploymentFailed {
+        message,
+        rolled_back: rolled_back_to.is_some(),
+    }
+}
+
+pub async fn describe_service(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::Result<Option<ecs::Service>> {
+    let out = match ctx
+        .aws
+        .ecs()
+        .describe_services()
+        .cluster(cluster)
+        .services(name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if e.code() == Some("ClusterNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_err(format!("ECS service {name} (cluster {cluster})"), "DescribeServices")(e).into()),
+    };
+    Ok(out.services().iter().find(|s| s.status() != Some("INACTIVE")).cloned())
+}
+
+#[async_trait]
+impl Resource for EcsServiceRes {
+    resource_metadata!("ecs-service", Phase::Cluster);
+    fn deadline(&self) -> Duration {
+        self.service.deployment_timeout
+    }
+    fn desired(&self, inputs: &Inputs) -> Desired {
+        let s = &self.service;
+        let groups = self.groups(inputs);
+        let network = match &groups {
+            Value::Known(g) => {
+                let g: Vec<String> = g.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect();
+                Value::Known(Self::network_text(&self.subnets, &g, s.assign_public_ip))
+            }
+            Value::Unknown => Value::Unknown,
+        };
+        Desired::default()
+            .attr(
+                "taskDefinition",
+                inputs.get(&self.task_definition, "arn"),
+                Mutability::InPlace,
+            )
+            .attr("desiredCount", s.desired_count.to_string(), Mutability::InPlace)
+            .attr("capacityProvider", self.capacity(), Mutability::InPlace)
+            .attr("network", network, Mutability::InPlace)
+            .attr(
+                "loadBalancer",
+                s.load_balancer
+                    .as_ref()
+                    .map(|lb| format!("{}:{}", lb.target_group_arn, lb.container_port))
+                    .unwrap_or_default(),
+                Mutability::InPlace,
+            )
+            .attr(
+                "deployment",
+                format!(
+                    "minimumHealthy={}% maximum={}% circuitBreaker=rollback",
+                    s.minimum_healthy_percent, s.maximum_percent
+                ),
+                Mutability::InPlace,
+            )
+            .attr("steady", "true", Mutability::InPlace)
+    }
+    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
+        let s = &self.service;
+        let Some(svc) = describe_service(ctx, &s.cluster, &s.name).await? else {
+            return Ok(None);
+        };
+        let td = svc.task_definition().unwrap_or_default().to_string();
+        // Fields an endpoint leaves out of the answer (moto: network, strategy, deployment settings) are not
+        // compared: absent is not different.
+        let mut attrs = BTreeMap::from([
+            ("taskDefinition", td.clone()),
+            ("desiredCount", svc.desired_count().to_string()),
+            (
+                "loadBalancer",
+                svc.load_balancers()
+                    .first()
+                    .map(|lb| {
+                        format!(
+                            "{}:{}",
+                            lb.target_group_arn().unwrap_or_default(),
+                            lb.container_port().unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_default(),
+            ),
+            ("steady", (rollout(&svc, &td) == Rollout::Steady).to_string()),
+        ]);
+        if let Some(first) = svc.capacity_provider_strategy().first() {
+            attrs.insert("capacityProvider", first.capacity_provider().to_string());
+        }
+        if let Some(vpc) = svc.network_configuration().and_then(|n| n.awsvpc_configuration()) {
+            attrs.insert(
+                "network",
+                Self::network_text(
+                    vpc.subnets(),
+                    vpc.security_groups(),
+                    vpc.assign_public_ip() == Some(&ecs::AssignPublicIp::Enabled),
+                ),
+            );
+        }
+        if let Some(d) = svc.deployment_configuration() {
+            let rollback = d
+                .deployment_circuit_breaker()
+                .is_some_and(|c| c.enable() && c.rollback());
+            attrs.insert(
+                "deployment",
+                format!(
+                    "minimumHealthy={}% maximum={}% circuitBreaker={}",
+                    d.minimum_healthy_percent().unwrap_or(100),
+                    d.maximum_percent().unwrap_or(200),
+                    if rollback { "rollback" } else { "off" }
+                ),
+            );
+        }
+        let arn = svc.service_arn().unwrap_or_default();
+        Ok(Some(Observed {
+            id: arn.to_string(),
+            attrs,
+            outputs: outputs(&[("id", arn), ("arn", arn), ("taskDefinition", &td)]),
+        }))
+    }
+    fn diff(
+        &self,
+        actual: Option<&Observed>,
+        desired: &Desired,
+    ) -> Result<Change, Box<crate::engine::ImmutableChange>> {
+        let Some(a) = actual else {
+            return diff_attrs(&self.id, self.kind(), None, desired);
+        };
+        let observed = Desired {
+            attrs: desired
+                .attrs
+                .iter()
+                .filter(|d| a.attrs.contains_key(d.name))
+                .cloned()
+                .collect(),
+        };
+        diff_attrs(&self.id, self.kind(), actual, &observed)
+    }
+    async fn apply(
+        &self,
+        ctx: &Ctx,
+        change: &Change,
+        actual: Option<&Observed>,
+        desired: &Desired,
+    ) -> anyhow::Result<Step<Outputs>> {
+        let s = &self.service;
+        let what = format!("ECS service {} (cluster {})", s.name, s.cluster);
+        let td = desired.value("taskDefinition")?.to_string();
+        if let Change::Update(changes) = change
+            && changes.iter().all(|c| c.name == "steady")
+        {
+            // Nothing to change: a deployment is still under way (an earlier run was interrupted); wait for it.
+            let a = actual.expect("an update has an observed service");
+            return Ok(Step::Done(a.outputs.clone()));
+        }
+        let groups: Vec<String> = desired
+            .value("network")?
+            .split_whitespace()
+            .find_map(|p| p.strip_prefix("securityGroups="))
+            .unwrap_or_default()
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
+        let network = ecs::NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                ecs::AwsVpcConfiguration::builder()
+                    .set_subnets(Some(self.subnets.clone()))
+                    .set_security_groups(Some(groups))
+                    .assign_public_ip(if s.assign_public_ip {
+                        ecs::AssignPublicIp::Enabled
+                    } else {
+                        ecs::AssignPublicIp::Disabled
+                    })
+                    .build()?,
+            )
+            .build();
+        let strategy = ecs::CapacityProviderStrategyItem::builder()
+            .capacity_provider(self.capacity())
+            .weight(1)
+            .build()?;
+        let deployment = ecs::DeploymentConfiguration::builder()
+            .minimum_healthy_percent(s.minimum_healthy_percent as i32)
+            .maximum_percent(s.maximum_percent as i32)
+            .deployment_circuit_breaker(
+                ecs::DeploymentCircuitBreaker::builder()
+                    .enable(true)
+                    .rollback(true)
+                    .build(),
+            )
+            .build();
+        let svc = match actual {
+            None => {
+                let mut req = ctx
+                    .aws
+                    .ecs()
+                    .create_service()
+                    .cluster(&s.cluster)
+                    .service_name(&s.name)
+                    .task_definition(&td)
+                    .desired_count(s.desired_count as i32)
+                    .capacity_provider_strategy(strategy)
+                    .network_configuration(network)
+                    .deployment_configuration(deployment)
+                    .propagate_tags(ecs::PropagateTags::Service)
+                    .enable_ecs_managed_tags(true)
+                    .set_tags(Some(ecs_tags(&self.tags)));
+                if let Some(lb) = &s.load_balancer {
+                    req = req
+                        .load_balancers(
+                            ecs::LoadBalancer::builder()
+                                .target_group_arn(&lb.target_group_arn)
+                                .container_name(&s.name)
+                                .container_port(lb.container_port as i32)
+                                .build(),
+                        )
+                        .health_check_grace_period_seconds(lb.grace_period as i32);
+                }
+                match req.send().await {
+                    Ok(out) => out.service().cloned(),
+                    // A role just created is not assumable everywhere yet: ask again shortly.
+                    Err(e) if e.message().is_some_and(|m| m.contains("assume") || m.contains("role")) => {
+                        return Ok(Step::Retry {
+                            after: Duration::from_secs(5),
+                            reason: format!("waiting for IAM: {}", e.message().unwrap_or_default()),
+                        });
+                    }
+                    Err(e) => return Err(aws_err(&what, "CreateService")(e).into()),
+                }
+            }
+            Some(_) => {
+                let mut req = ctx
+                    .aws
+                    .ecs()
+                    .update_service()
+                    .cluster(&s.cluster)
+                    .service(&s.name)
+                    .task_definition(&td)
+                    .desired_count(s.desired_count as i32)
+                    .network_configuration(network)
+                    .deployment_configuration(deployment);
+                if let Some(lb) = &s.load_balancer {
+                    req = req
+                        .load_balancers(
+                            ecs::LoadBalancer::builder()
+                                .target_group_arn(&lb.target_group_arn)
+                                .container_name(&s.name)
+                                .container_port(lb.container_port as i32)
+                                .build(),
+                        )
+                        .health_check_grace_period_seconds(lb.grace_period as i32);
+                }
+                let capacity_changed =
+                    matches!(change, Change::Update(cs) if cs.iter().any(|c| c.name == "capacityProvider"));
+                if capacity_changed {
+                    // A new capacity provider strategy needs a new deployment.
+                    req = req.capacity_provider_strategy(strategy).force_new_deployment(true);
+                }
+                req.send()
+                    .await
+                    .map_err(aws_err(&what, "UpdateService"))?
+                    .service()
+                    .cloned()
+            }
+        };
+        let arn = svc
+            .as_ref()
+            .and_then(|v| v.service_arn())
+            .unwrap_or_default()
+            .to_string();
+        Ok(Step::Done(outputs(&[
+            ("id", &arn),
+            ("arn", &arn),
+            ("taskDefinition", &td),
+        ])))
+    }
+    async fn ready(&self, ctx: &Ctx, outputs: &Outputs) -> anyhow::Result<Step<()>> {
+        let s = &self.service;
+        let td = outputs.get("taskDefinition").cloned().unwrap_or_default();
+        let Some(svc) = describe_service(ctx, &s.cluster, &s.name).await? else {
+            anyhow::bail!("service {} in cluster {} vanished while deploying", s.name, s.cluster);
+        };
+        match rollout(&svc, &td) {
+            Rollout::Steady => Ok(Step::Done(())),
+            Rollout::InProgress(reason) => Ok(Step::Retry {
+                after: self.poll,
+                reason,
+            }),
+            failed => {
+                let report = failure_report(ctx, s, &failed).await;
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.rolled_back);
+                Err(report.into())
+            }
+        }
+    }
+    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
+        Ok(Step::Done(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Aws;
+    use crate::engine::ExecOptions;
+    use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+    use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+    use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
+    use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
+    use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    const TD1: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:1";
+    const TD2: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:2";
+
+    fn ctx(rules: &[&Rule]) -> Arc<Ctx> {
+        let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+        for r in rules {
+            interceptor = interceptor.with_rule(r);
+        }
+        let client = aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_ecs::config::Credentials::new("a", "b", None, None, "test"))
+                .http_client(create_mock_http_client())
+                .interceptor(interceptor)
+                .build(),
+        );
+        let mut ctx = Ctx::new(Aws::with_ecs(client), "ecs-apps-web");
+        ctx.prefetch_ec2 = false;
+        Arc::new(ctx)
+    }
+
+    fn service_spec(timeout: Duration) -> EcsService {
+        let text = "apiVersion: kforge.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: web\nspec:\n  cluster: apps\n  region: us-east-1\n  image: nginx\n  desiredCount: 2\n  network:\n    subnets: [subnet-1]\n    securityGroups: [sg-1]\n";
+        let spec: crate::spec::ecs::EcsServiceSpec = crate::spec::parse_kind(text, "s.yaml", "EcsService", "").unwrap();
+        let mut s = EcsService::from_spec(&spec, "s.yaml", None, std::path::Path::new(".")).unwrap();
+        s.deployment_timeout = timeout;
+        s
+    }
+
+    fn deployment(status: &str, td: &str, state: ecs::DeploymentRolloutState, running: i32) -> ecs::Deployment {
+        ecs::Deployment::builder()
+            .status(status)
+            .task_definition(td)
+            .rollout_state(state)
+            .rollout_state_reason("ECS deployment circuit breaker: tasks failed to start.")
+            .desired_count(2)
+            .running_count(running)
+            .pending_count(2 - running)
+            .build()
+    }
+
+    fn service(td: &str, deployments: Vec<ecs::Deployment>) -> DescribeServicesOutput {
+        DescribeServicesOutput::builder()
+            .services(
+                ecs::Service::builder()
+                    .service_name("web")
+                    .service_arn("arn:aws:ecs:us-east-1:123456789012:service/apps/web")
+                    .status("ACTIVE")
+                    .task_definition(td)
+                    .desired_count(2)
+                    .set_deployments(Some(deployments))
+                    .build(),
+            )
+            .build()
+    }
+
+    /// Plans and applies the service against the mocked ECS, its task definition being `td`.
+    async fn run(ctx: &Arc<Ctx>, td: &str, timeout: Duration) -> (crate::engine::ApplyReport, Option<bool>) {
+        let failed = Arc::new(Mutex::new(None));
+        let resources: Vec<Arc<dyn Resource>> = vec![
+            Arc::new(Known {
+                id: "task-definition".into(),
+                outputs: outputs(&[("id", td), ("arn", td)]),
+                deps: Vec::new(),
+            }),
+            Arc::new(EcsServiceRes {
+                id: "service".into(),
+                service: service_spec(timeout),
+                cluster_res: "ecs-cluster".into(),
+                task_definition: "task-definition".into(),
+                subnets: vec!["subnet-1".into()],
+                security_groups: vec!["sg-1".into()],
+                security_group_res: Vec::new(),
+                tags: BTreeMap::new(),
+                deps: vec!["task-definition".into()],
+                failed: failed.clone(),
+                poll: Duration::from_millis(50),
+            }),
+        ];
+        let opts = ExecOptions {
+            overall_deadline: Some(Instant::now() + Duration::from_secs(30)),
+            ..ExecOptions::default()
+        };
+        let plan = crate::engine::plan(ctx, resources, &[Phase::Cluster], &opts, &crate::progress::Silent)
+            .await
+            .unwrap();
+        let report = crate::engine::apply(ctx, plan, &opts, &crate::progress::Silent)
+            .await
+            .unwrap();
+        let failed = *failed.lock().unwrap();
+        (report, failed)
+    }
+
+    #[tokio::test]
+    async fn a_deployment_that_never_stabilises_hits_the_deadline_clearly() {
+        let stuck = mock!(aws_sdk_ecs::Client::describe_services)
+            .sequence()
+            .output(|| {
+                service(
+                    TD1,
+                    vec![deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::InProgress, 1)],
+                )
+            })
+            .repeatedly()
+            .build();
+        let ctx = ctx(&[&stuck]);
+        let started = Instant::now();
+        let (report, failed) = run(&ctx, TD1, Duration::from_secs(1)).await;
+        assert_eq!(report.errors.len(), 1);
+        let msg = format!("{:#}", report.errors[0]);
+        assert!(msg.contains("service: gave up after"), "{msg}");
+        assert!(
+            msg.contains("1/2 tasks running, 1 pending"),
+            "the last state is named: {msg}"
+        );
+        assert_eq!(failed, None, "a timeout is not a rollback");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(stuck.num_calls() >= 3, "polled until the deadline");
+    }
+
+    #[tokio::test]
+    async fn a_circuit_breaker_rollback_is_reported_with_the_stopped_tasks_reasons() {
+        let describe = mock!(aws_sdk_ecs::Client::describe_services)
+            .sequence()
+            // Found running revision 1 (steady)...
+            .output(|| {
+                service(
+                    TD1,
+                    vec![deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::Completed, 2)],
+                )
+            })
+            // ...revision 2's deployment fails and ECS goes back to revision 1.
+            .output(|| {
+                service(
+                    TD1,
+                    vec![
+                        deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::InProgress, 1),
+                        deployment("ACTIVE", TD2, ecs::DeploymentRolloutState::Failed, 0),
+                    ],
+                )
+            })
+            .build();
+        let update = mock!(aws_sdk_ecs::Client::update_service)
+            .match_requests(|r| r.task_definition() == Some(TD2))
+            .then_output(|| UpdateServiceOutput::builder().build());
+        let stopped = mock!(aws_sdk_ecs::Client::list_tasks)
+            .match_requests(|r| r.desired_status() == Some(&ecs::DesiredStatus::Stopped))
+            .then_output(|| {
+                ListTasksOutput::builder()
+                    .task_arns("arn:aws:ecs:us-east-1:123456789012:task/apps/0f1e")
+                    .build()
+            });
+        let tasks = mock!(aws_sdk_ecs::Client::describe_tasks).then_output(|| {
+            DescribeTasksOutput::builder()
+                .tasks(
+                    ecs::Task::builder()
+                        .task_arn("arn:aws:ecs:us-east-1:123456789012:task/apps/0f1e")
+                        .stopped_reason("Essential container in task exited")
+                        .containers(
+                            ecs::Container::builder()
+                                .name("web")
+                                .exit_code(1)
+                                .reason("CannotPullContainerError: pull access denied")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+        let ctx = ctx(&[&describe, &update, &stopped, &tasks]);
+        let (report, failed) = run(&ctx, TD2, Duration::from_secs(30)).await;
+        assert_eq!(update.num_calls(), 1);
+        assert_eq!(report.errors.len(), 1);
+        let msg = format!("{:#}", report.errors[0]);
+        assert!(
+            msg.contains("the deployment failed: ECS deployment circuit breaker"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("task 0f1e: Essential container in task exited (web: exit 1: CannotPullContainerError: pull access denied)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("rollback: ECS went back to apps-web:1 (IN_PROGRESS)"),
+            "{msg}"
+        );
+        assert_eq!(failed, Some(true));
+    }
+
+    #[test]
+    fn a_service_updated_in_place_is_judged_by_its_counts() {
+        let svc = |running: i32| {
+            ecs::Service::builder()
+                .task_definition(TD2)
+                .desired_count(2)
+                .running_count(running)
+                .deployments(deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::Completed, 2))
+                .build()
+        };
+        assert_eq!(rollout(&svc(2), TD2), Rollout::Steady);
+        assert!(matches!(rollout(&svc(0), TD2), Rollout::InProgress(_)));
+        // With the old task definition back on the service, the same deployments are a rollback.
+        let back = ecs::Service::builder()
+            .task_definition(TD1)
+            .desired_count(2)
+            .running_count(2)
+            .deployments(deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::Completed, 2))
+            .build();
+        assert!(matches!(rollout(&back, TD2), Rollout::Failed { .. }));
+    }
+
+    #[test]
+    fn rollout_states() {
+        let steady = service(
+            TD1,
+            vec![deployment("PRIMARY", TD1, ecs::DeploymentRolloutState::Completed, 2)],
+        );
+        assert_eq!(rollout(&steady.services()[0], TD1), Rollout::Steady);
+        let draining = service(
+            TD2,
+            vec![
+                deployment("PRIMARY", TD2, ecs::DeploymentRolloutState::Completed, 2),
+                deployment("ACTIVE", TD1, ecs::DeploymentRolloutState::Completed, 2),
+            ],
+        );
+        assert!(matches!(rollout(&draining.services()[0], TD2), Rollout::InProgress(r) if r.contains("draining")));
+    }
+}
