@@ -1140,8 +1140,17 @@ async fn deploy_service(g: &GlobalArgs, args: DeployArgs) -> anyhow::Result<Fini
     Ok(Finished::Ok)
 }
 
+/// An `Aws` for commands that name no spec: the region must come from `--region`, the environment or the profile.
+async fn regional_aws(g: &GlobalArgs, region: Option<&str>, what: &str) -> anyhow::Result<Aws> {
+    let aws = aws_for(g, region).await;
+    if aws.region().is_empty() {
+        anyhow::bail!("{what} needs a region\n  hint: pass --region or set AWS_REGION");
+    }
+    Ok(aws)
+}
+
 async fn get_services(g: &GlobalArgs, cluster: Option<&str>) -> anyhow::Result<Finished> {
-    let aws = aws_for(g, None).await;
+    let aws = regional_aws(g, None, "listing ECS services").await?;
     let rows = crate::ecs::list_services(&aws, cluster).await?;
     print(g.output, &rows, || {
         table(
@@ -1197,7 +1206,7 @@ async fn delete_service(g: &GlobalArgs, args: DeleteServiceArgs) -> anyhow::Resu
             anyhow::bail!("not confirmed; nothing was deleted");
         }
     }
-    let aws = aws_for(g, region.as_deref()).await;
+    let aws = regional_aws(g, region.as_deref(), "deleting an ECS service").await?;
     let reporter = progress::console(g.quiet);
     let deleted = crate::ecs::delete_service(aws, &cluster, &name, args.purge, g.timeout, reporter.as_ref()).await?;
     if deleted.is_empty() {

@@ -561,7 +561,11 @@ pub async fn delete_service(
     if !revisions.is_empty() {
         done.push(Deleted {
             kind: "task-definition",
-            name: format!("{family} ({} revisions)", revisions.len()),
+            name: format!(
+                "{family} ({} revision{})",
+                revisions.len(),
+                if revisions.len() == 1 { "" } else { "s" }
+            ),
             result: "deleted".into(),
         });
     }
