@@ -93,3 +93,16 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_say_what_happened() {
+        let rolled_back = anyhow::Error::new(kforge::ecs::RolledBack("the deployment failed".into()));
+        assert_eq!(exit_code(&rolled_back.context("deploying web")), EXIT_ROLLED_BACK);
+        assert_eq!(exit_code(&anyhow::anyhow!("service: gave up after 600s")), EXIT_TIMEOUT);
+        assert_eq!(exit_code(&anyhow::anyhow!("AccessDenied")), EXIT_FAILURE);
+    }
+}
