@@ -164,6 +164,25 @@ fn print<T: Serialize>(format: OutputFormat, value: &T, table: impl FnOnce() -> 
     Ok(())
 }
 
+/// What an apply did, resource by resource.
+fn applied_table(entries: &[engine::Applied]) -> String {
+    table(
+        &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
+        entries
+            .iter()
+            .map(|e| {
+                vec![
+                    e.resource.clone(),
+                    e.kind.into(),
+                    e.action.into(),
+                    e.result.clone(),
+                    e.id.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
+}
+
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
@@ -477,24 +496,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                 }));
         }
         record_apply(&store, &cluster, &phases, &report).await?;
-        print(g.output, &report.entries, || {
-            table(
-                &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
-                report
-                    .entries
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.resource.clone(),
-                            e.kind.into(),
-                            e.action.into(),
-                            e.result.clone(),
-                            e.id.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect(),
-            )
-        })?;
+        print(g.output, &report.entries, || applied_table(&report.entries))?;
         if !report.errors.is_empty() {
             return Err(failures(&report.errors).into());
         }
@@ -1119,24 +1121,7 @@ async fn deploy_service(g: &GlobalArgs, args: DeployArgs) -> anyhow::Result<Fini
         report.task_definition.rsplit('/').next().unwrap_or_default(),
         started.elapsed().as_secs_f64()
     )));
-    print(g.output, &report, || {
-        table(
-            &["RESOURCE", "KIND", "ACTION", "RESULT", "ID"],
-            report
-                .resources
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.resource.clone(),
-                        e.kind.into(),
-                        e.action.into(),
-                        e.result.clone(),
-                        e.id.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect(),
-        )
-    })?;
+    print(g.output, &report, || applied_table(&report.resources))?;
     Ok(Finished::Ok)
 }
 

@@ -10,13 +10,16 @@ fn ecs(env: &TestEnv) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::new(&env.sdk(REGION))
 }
 
-fn mutating(env: &TestEnv) -> Vec<String> {
-    env.proxy
-        .calls()
-        .into_iter()
-        .filter(|c| c.is_mutating())
-        .map(|c| c.action)
-        .collect()
+/// kforge's inline policy of `role`, with IAM's URL encoding undone where the assertions need it.
+fn inline_policy(iam: &aws_sdk_iam::Client, role: &str) -> String {
+    let policy = rt()
+        .block_on(iam.get_role_policy().role_name(role).policy_name("kforge").send())
+        .unwrap();
+    policy
+        .policy_document()
+        .replace("%3A", ":")
+        .replace("%2F", "/")
+        .replace("%2A", "*")
 }
 
 #[test]
@@ -93,19 +96,7 @@ fn deploy_converges_rolls_out_new_images_and_deletes_cleanly() {
 
     // Least privilege: the execution role reads exactly the spec's secret and writes exactly its log group.
     let iam = aws_sdk_iam::Client::new(&env.sdk(REGION));
-    let policy = rt()
-        .block_on(
-            iam.get_role_policy()
-                .role_name("ecs-apps-web-exec")
-                .policy_name("kforge")
-                .send(),
-        )
-        .unwrap();
-    let doc = policy
-        .policy_document()
-        .replace("%3A", ":")
-        .replace("%2F", "/")
-        .replace("%2A", "*");
+    let doc = inline_policy(&iam, "ecs-apps-web-exec");
     assert!(
         doc.contains("arn:aws:ssm:us-east-1:123456789012:parameter/web/api-token"),
         "{doc}"
@@ -128,7 +119,7 @@ fn deploy_converges_rolls_out_new_images_and_deletes_cleanly() {
     // The same spec again: nothing registered, nothing updated.
     env.proxy.clear_calls();
     env.ok(&["deploy", "-f", s(&spec)]);
-    assert_eq!(mutating(&env), Vec::<String>::new());
+    assert_eq!(env.mutating(), Vec::<String>::new());
 
     // A new image: revision 2, and the service moves to it.
     let text = std::fs::read_to_string(&spec)
@@ -137,7 +128,7 @@ fn deploy_converges_rolls_out_new_images_and_deletes_cleanly() {
     let spec2 = write_spec(env.dir.path(), "web.yaml", &text);
     env.proxy.clear_calls();
     env.ok(&["deploy", "-f", s(&spec2)]);
-    let calls = mutating(&env);
+    let calls = env.mutating();
     assert_eq!(calls, ["RegisterTaskDefinition", "UpdateService"], "{calls:?}");
     let svc = rt()
         .block_on(ecs.describe_services().cluster("apps").services("web").send())
@@ -274,20 +265,7 @@ fn a_local_image_is_pushed_to_ecr_and_run_by_digest() {
         )
     );
     // The execution role may pull exactly that repository.
-    let iam = aws_sdk_iam::Client::new(&env.sdk(REGION));
-    let policy = rt()
-        .block_on(
-            iam.get_role_policy()
-                .role_name("ecs-apps-api-exec")
-                .policy_name("kforge")
-                .send(),
-        )
-        .unwrap();
-    let doc = policy
-        .policy_document()
-        .replace("%3A", ":")
-        .replace("%2F", "/")
-        .replace("%2A", "*");
+    let doc = inline_policy(&aws_sdk_iam::Client::new(&env.sdk(REGION)), "ecs-apps-api-exec");
     assert!(
         doc.contains("arn:aws:ecr:us-east-1:123456789012:repository/api"),
         "{doc}"

@@ -36,15 +36,6 @@ fn without_addons(env: &TestEnv, name: &str) -> std::path::PathBuf {
     write_spec(env.dir.path(), name, &serde_norway::to_string(&doc).unwrap())
 }
 
-fn mutating(env: &TestEnv) -> Vec<String> {
-    env.proxy
-        .calls()
-        .into_iter()
-        .filter(|c| c.is_mutating())
-        .map(|c| c.action)
-        .collect()
-}
-
 fn oidc_providers() -> Vec<String> {
     rt().block_on(async {
         iam()
@@ -219,7 +210,7 @@ fn eks_minimal_is_created_with_its_settings_reapplied_quietly_and_deleted_withou
     let o = env.ok(&["plan", "-f", s(&spec), "--detailed-exitcode"]);
     assert!(o.stdout.contains("0 to create, 0 to update in place"), "{}", o.stdout);
     env.ok(&["apply", "-f", s(&spec)]);
-    assert_eq!(mutating(&env), Vec::<String>::new());
+    assert_eq!(env.mutating(), Vec::<String>::new());
 
     // What Kubernetes itself makes in the VPC for a cluster: a Service's load balancer and target group, its
     // security group, a detached pod ENI. kforge never created them, but they would block the VPC's deletion.
@@ -463,7 +454,7 @@ fn gpu_spot_example_gets_spot_gpu_nodegroups_with_taints_and_volumes() {
 
     env.proxy.reset();
     env.ok(&["apply", "-f", s(&spec)]);
-    assert_eq!(mutating(&env), Vec::<String>::new());
+    assert_eq!(env.mutating(), Vec::<String>::new());
 
     env.ok(&["delete", "cluster", "-f", s(&spec), "--yes"]);
     assert_eq!(leftovers(&env, "ml-gpu", region), BTreeMap::new());
@@ -501,7 +492,7 @@ fn nodegroup_edits_apply_in_place_or_by_replacement_and_day2_commands_work() {
     assert!(o.stdout.contains("1/2/4 -> 1/3/4"), "{}", o.stdout);
     assert!(o.stderr.contains("the next apply scales back"), "{}", o.stderr);
     assert_eq!(
-        mutating(&env),
+        env.mutating(),
         ["S3 POST /clusters/eks-minimal/node-groups/workers/update-config"]
     );
     let o = env.run(&[
@@ -538,7 +529,7 @@ fn nodegroup_edits_apply_in_place_or_by_replacement_and_day2_commands_work() {
     env.proxy.reset();
     env.ok(&["apply", "-f", s(&edited), "-q"]);
     assert_eq!(
-        mutating(&env),
+        env.mutating(),
         ["S3 POST /clusters/eks-minimal/node-groups/workers/update-config"]
     );
 

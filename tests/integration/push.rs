@@ -13,14 +13,17 @@ use crate::support::{Outcome, REGION, TestEnv, s};
 
 /// kforge with a private HOME (so its caches are the test's) and no AWS endpoint: registry-only pushes.
 fn kforge(home: &Path, args: &[&str]) -> Outcome {
-    run(Command::new(env!("CARGO_BIN_EXE_kforge"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .args(args))
+    kforge_with(home, &[], args)
 }
 
-fn run(c: &mut Command) -> Outcome {
+/// [`kforge`] with extra environment variables (DOCKER_HOST, passwords).
+fn kforge_with(home: &Path, vars: &[(&str, &str)], args: &[&str]) -> Outcome {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kforge"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .envs(vars.iter().copied())
+        .args(args);
     let out = c.output().expect("kforge runs");
     Outcome {
         code: out.status.code().unwrap_or(-1),
@@ -199,38 +202,35 @@ fn daemon_image_push() {
     let dockerd = Dockerd::start();
     let diff_ids = dockerd.import("kforge-test/daemon:v3", &[("etc/hello", b"hello from the daemon\n")]);
     let target = format!("{}/daemon:v3", reg.host());
-    let out = run(Command::new(env!("CARGO_BIN_EXE_kforge"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("DOCKER_HOST", &dockerd.host)
-        .args(["push", "image", "kforge-test/daemon:v3", &target, "--insecure"]));
+    let out = kforge_with(
+        home.path(),
+        &[("DOCKER_HOST", &dockerd.host)],
+        &["push", "image", "kforge-test/daemon:v3", &target, "--insecure"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (digest, layers) = inspect(&target, None);
     assert_eq!(out.stdout.trim(), digest);
     assert_eq!(layers, diff_ids);
     // The target's tag defaults to the source's.
-    let out = run(Command::new(env!("CARGO_BIN_EXE_kforge"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("DOCKER_HOST", &dockerd.host)
-        .args([
+    let out = kforge_with(
+        home.path(),
+        &[("DOCKER_HOST", &dockerd.host)],
+        &[
             "push",
             "image",
             "docker-daemon:kforge-test/daemon:v3",
             &format!("{}/daemon2", reg.host()),
             "--insecure",
-        ]));
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(inspect(&format!("{}/daemon2:v3", reg.host()), None).0, digest);
     // A name the daemon lacks is named.
-    let out = run(Command::new(env!("CARGO_BIN_EXE_kforge"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("DOCKER_HOST", &dockerd.host)
-        .args(["push", "image", "nothere:1", &target, "--insecure"]));
+    let out = kforge_with(
+        home.path(),
+        &[("DOCKER_HOST", &dockerd.host)],
+        &["push", "image", "nothere:1", &target, "--insecure"],
+    );
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("image nothere:1 is not in the Docker daemon"),
@@ -428,12 +428,10 @@ fn token_auth_is_negotiated_from_the_challenge() {
     let img = layout(src.path(), "v1", &[tar_layer("t", &noise(14, 20_000))]);
     let target = format!("127.0.0.1:{}/secure/app:v1", gate.port);
     let push = |password: &str| {
-        run(Command::new(env!("CARGO_BIN_EXE_kforge"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("KFORGE_REGISTRY_PASSWORD", password)
-            .args([
+        kforge_with(
+            home.path(),
+            &[("KFORGE_REGISTRY_PASSWORD", password)],
+            &[
                 "push",
                 "image",
                 &format!("oci:{}", s(src.path())),
@@ -441,7 +439,8 @@ fn token_auth_is_negotiated_from_the_challenge() {
                 "--insecure",
                 "--username",
                 "ci",
-            ]))
+            ],
+        )
     };
     let out = push("wrong");
     assert_eq!(out.code, 1);

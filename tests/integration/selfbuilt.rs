@@ -127,15 +127,6 @@ fn leftovers(env: &TestEnv) -> BTreeMap<&'static str, usize> {
     m
 }
 
-fn mutating(env: &TestEnv) -> Vec<String> {
-    env.proxy
-        .calls()
-        .into_iter()
-        .filter(|c| c.is_mutating())
-        .map(|c| c.action)
-        .collect()
-}
-
 /// examples/selfbuilt-ha.yaml end to end: create (stopping after the cluster phase with the hosts and their keys),
 /// every resource tagged and wired, re-apply without a mutating call, scale one group in place, delete to nothing
 /// without local state, and a second delete that succeeds.
@@ -324,7 +315,7 @@ fn selfbuilt_ha_create_reapply_scale_and_delete_without_state() {
     // Re-apply: everything is found by tag; nothing changes.
     env.proxy.clear_calls();
     env.ok(&["apply", "-f", s(&spec)]);
-    assert_eq!(mutating(&env), Vec::<String>::new(), "a re-apply changes nothing");
+    assert_eq!(env.mutating(), Vec::<String>::new(), "a re-apply changes nothing");
 
     // Scale workers 2 -> 3: one in-place update of the group, nothing else.
     let text = std::fs::read_to_string(&spec).unwrap();
@@ -339,7 +330,7 @@ fn selfbuilt_ha_create_reapply_scale_and_delete_without_state() {
     );
     env.proxy.clear_calls();
     env.ok(&["apply", "-f", s(&scaled)]);
-    assert_eq!(mutating(&env), ["UpdateAutoScalingGroup"]);
+    assert_eq!(env.mutating(), ["UpdateAutoScalingGroup"]);
     assert_eq!(with_role(&instances(&env), "worker").len(), 5);
 
     // A new instance type is a new launch template version the group rolls onto (an instance refresh).
@@ -351,7 +342,7 @@ fn selfbuilt_ha_create_reapply_scale_and_delete_without_state() {
     env.proxy.clear_calls();
     env.ok(&["apply", "-f", s(&retyped)]);
     // (moto answers StartInstanceRefresh with a 500 here, which the SDK retries; kforge warns and goes on.)
-    let mut calls = mutating(&env);
+    let mut calls = env.mutating();
     calls.dedup();
     assert_eq!(
         calls,

@@ -105,6 +105,16 @@ impl TestEnv {
         }
     }
 
+    /// The actions of the mutating AWS calls the proxy saw, in order.
+    pub fn mutating(&self) -> Vec<String> {
+        self.proxy
+            .calls()
+            .into_iter()
+            .filter(|c| c.is_mutating())
+            .map(|c| c.action)
+            .collect()
+    }
+
     /// Runs kforge and insists on exit 0.
     pub fn ok(&self, args: &[&str]) -> Outcome {
         let o = self.run(args);
