@@ -864,6 +864,38 @@ mod tests {
     }
 
     #[test]
+    fn server_errors_and_throttling_are_retried_client_errors_are_not() {
+        let r = Registry::new("http://127.0.0.1:1", None, None).unwrap();
+        for (status, transient) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (408, true),
+            (400, false),
+            (404, false),
+        ] {
+            let e = r.failure("upload", StatusCode::from_u16(status).unwrap(), b"");
+            assert_eq!(e.transient, transient, "{status}");
+        }
+        let e = r.failure(
+            "upload of manifest v1",
+            StatusCode::FORBIDDEN,
+            br#"{"errors":[{"code":"DENIED","message":"no"}]}"#,
+        );
+        assert!(
+            e.message
+                .contains("answered 403 Forbidden to the upload of manifest v1: DENIED: no"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("hint: the credentials may not push"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn credentials_never_print_the_secret() {
         let c = Credentials {
             username: "AWS".into(),
