@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod aws;
+pub mod bootstrap;
 pub mod cli;
 pub mod delete;
 pub mod ecs;
