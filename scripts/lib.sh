@@ -55,6 +55,17 @@ ensure_push_testbed() {
 
 ensure_rust() {
   command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
+  # libssh2 (the ssh2 crate builds it) links OpenSSL.
+  { command -v pkg-config >/dev/null && pkg-config --exists openssl; } || apt_install pkg-config libssl-dev
+}
+
+# The SSH testbed: a real sshd the bootstrap tests start on a free port, ssh-keygen, and openssl to verify the PKI.
+ensure_ssh_testbed() {
+  local missing=()
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+  command -v openssl >/dev/null || missing+=(openssl)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
 # Starts moto on a free port for the life of this shell: the sidecar's stdin is fd 9 of this script, so it exits
