@@ -59,12 +59,15 @@ ensure_rust() {
   { command -v pkg-config >/dev/null && pkg-config --exists openssl; } || apt_install pkg-config libssl-dev
 }
 
-# The SSH testbed: a real sshd the bootstrap tests start on a free port, ssh-keygen, and openssl to verify the PKI.
+# The SSH testbed: a real sshd the bootstrap tests start on a free port, ssh-keygen, openssl to verify the PKI, and
+# debootstrap for the systemd + sshd host containers (their image is cached in ~/.cache/kforge/hosts).
 ensure_ssh_testbed() {
   local missing=()
   [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
   command -v ssh-keygen >/dev/null || missing+=(openssh-client)
   command -v openssl >/dev/null || missing+=(openssl)
+  # Host containers for the bootstrap tests are Debian root file systems made with debootstrap.
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

@@ -1,6 +1,7 @@
 //! Test support: the shared moto server and proxy, one test at a time against them (moto reset in between), a
 //! private state dir per test, and helpers to run the real `kforge` binary and inspect what it left in "AWS".
 
+pub mod hosts;
 pub mod moto;
 pub mod proxy;
 pub mod registry;

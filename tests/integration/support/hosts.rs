@@ -1,0 +1,168 @@
+//! Real machines for the bootstrap tests: Debian bookworm root file systems (systemd, sshd, etcd-server,
+//! containerd) made with debootstrap once and cached by their recipe, imported into a private dockerd and run as
+//! systemd containers on a network of their own, each with its own address. A fresh client key and host key are
+//! put in for every run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::Digest as _;
+
+use super::registry::Dockerd;
+
+const PACKAGES: &str =
+    "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,etcd-server,etcd-client,containerd";
+
+fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("KFORGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kforge"));
+    let recipe = format!("bookworm minbase {PACKAGES}");
+    let digest = format!("{:x}", sha2::Sha256::digest(recipe.as_bytes()));
+    base.join("hosts").join(&digest[..16])
+}
+
+/// The cached root file system, made on first use (about two minutes).
+fn rootfs() -> PathBuf {
+    let dir = cache_dir();
+    let rootfs = dir.join("rootfs");
+    if rootfs.join("usr/bin/etcd").exists() {
+        return rootfs;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = dir.join("rootfs.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
+        .arg(&tmp)
+        .output()
+        .expect("debootstrap runs (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "debootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(&tmp, &rootfs).unwrap();
+    rootfs
+}
+
+/// Running host containers; removed (with their network) on drop.
+pub struct Hosts {
+    pub dockerd: Dockerd,
+    pub names: Vec<String>,
+    pub addresses: Vec<String>,
+    pub client_key: PathBuf,
+    pub host_pub: String,
+    network: String,
+    _keys: tempfile::TempDir,
+}
+
+fn keygen(path: &Path, comment: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+impl Hosts {
+    pub fn start(names: &[&str]) -> Hosts {
+        let rootfs = rootfs();
+        let keys = tempfile::tempdir().unwrap();
+        keygen(&keys.path().join("client"), "kforge-test");
+        keygen(&keys.path().join("host"), "host");
+        let ssh = rootfs.join("root/.ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::copy(keys.path().join("client.pub"), ssh.join("authorized_keys")).unwrap();
+        for (from, to) in [
+            ("host", "ssh_host_ed25519_key"),
+            ("host.pub", "ssh_host_ed25519_key.pub"),
+        ] {
+            std::fs::copy(keys.path().join(from), rootfs.join("etc/ssh").join(to)).unwrap();
+        }
+        for entry in std::fs::read_dir(rootfs.join("etc/ssh")).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().to_string();
+            if name.starts_with("ssh_host_") && !name.starts_with("ssh_host_ed25519") {
+                std::fs::remove_file(rootfs.join("etc/ssh").join(name)).unwrap();
+            }
+        }
+        let status = Command::new("chroot")
+            .arg(&rootfs)
+            .args(["systemctl", "enable", "ssh"])
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+
+        let dockerd = Dockerd::start();
+        let import = format!(
+            "tar -C {} -c . | docker import -c 'ENTRYPOINT [\"/lib/systemd/systemd\"]' - kforge-host:test",
+            rootfs.display()
+        );
+        let out = Command::new("sh")
+            .args(["-c", &import])
+            .env("DOCKER_HOST", &dockerd.host)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+        // A subnet of this run's own: bridges of other daemons share the routing table.
+        let net = 16 + (std::process::id() % 200);
+        let network = "kforge-hosts".to_string();
+        let out = dockerd.docker(&["network", "create", "--subnet", &format!("172.31.{net}.0/24"), &network]);
+        assert!(
+            out.status.success(),
+            "network: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut addresses = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let ip = format!("172.31.{net}.{}", 11 + i);
+            let out = dockerd.docker(&[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--hostname",
+                name,
+                "--network",
+                &network,
+                "--ip",
+                &ip,
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+                "-e",
+                "container=docker",
+                "kforge-host:test",
+            ]);
+            assert!(
+                out.status.success(),
+                "run {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            addresses.push(ip);
+        }
+        Hosts {
+            dockerd,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            addresses,
+            client_key: keys.path().join("client"),
+            host_pub: std::fs::read_to_string(keys.path().join("host.pub")).unwrap(),
+            network,
+            _keys: keys,
+        }
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(self.names.iter().map(String::as_str));
+        let _ = self.dockerd.docker(&rm);
+        let _ = self.dockerd.docker(&["network", "rm", &self.network]);
+    }
+}
