@@ -606,7 +606,12 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
             return Ok(Finished::Ok);
         }
         if !args.yes {
-            confirm(&name, found.len())?;
+            let count = found.len();
+            confirm(
+                &format!("cluster {name} ({count} resources)"),
+                &format!("Delete cluster {name} and its {count} resources? Type the cluster name to confirm: "),
+                &name,
+            )?;
         }
         reporter.event(Event::Note(format!(
             "cluster {name}: deleting {} resources",
@@ -648,13 +653,12 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
     .await
 }
 
-fn confirm(name: &str, count: usize) -> anyhow::Result<()> {
+/// Asks `prompt` on the terminal before deleting `what`; the answer must be `name`. Without a terminal, refuses.
+fn confirm(what: &str, prompt: &str, name: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "refusing to delete cluster {name} ({count} resources) without confirmation\n  hint: pass --yes (stdin is not a terminal)"
-        );
+        anyhow::bail!("refusing to delete {what} without confirmation\n  hint: pass --yes (stdin is not a terminal)");
     }
-    eprint!("Delete cluster {name} and its {count} resources? Type the cluster name to confirm: ");
+    eprint!("{prompt}");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -1178,18 +1182,11 @@ async fn delete_service(g: &GlobalArgs, args: DeleteServiceArgs) -> anyhow::Resu
         _ => unreachable!("clap requires a name with --cluster, or -f"),
     };
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            anyhow::bail!(
-                "refusing to delete service {name} of cluster {cluster} without confirmation\n  hint: pass --yes (stdin is not a terminal)"
-            );
-        }
-        eprint!("Delete ECS service {name} of cluster {cluster}? Type the service name to confirm: ");
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim() != name {
-            anyhow::bail!("not confirmed; nothing was deleted");
-        }
+        confirm(
+            &format!("service {name} of cluster {cluster}"),
+            &format!("Delete ECS service {name} of cluster {cluster}? Type the service name to confirm: "),
+            &name,
+        )?;
     }
     let aws = regional_aws(g, region.as_deref(), "deleting an ECS service").await?;
     let reporter = progress::console(g.quiet);

@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_ec2::types::Filter;
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use serde::Serialize;
 
+use crate::aws::inventory::Inventory;
 use crate::aws::{Aws, aws_err, tags};
 use crate::engine::{self, Ctx, ExecOptions, Phase, Resource, Step};
 use crate::progress::{Event, Reporter};
 use crate::providers::iam::{ExistingRole, IamRole};
+use crate::providers::network::subnet_role_tag;
 use crate::providers::security_group::{Rule, SecurityGroupRes, SecurityGroupRules, Source};
 use crate::registry;
+use crate::spec::SubnetType;
 pub use model::{EcsService, ImageSource, Network, load_service};
 use resources::{EcsClusterRes, EcsServiceRes, Known, LogGroupRes, TaskDefinitionRes};
 
@@ -95,35 +97,30 @@ struct ClusterNetwork {
 }
 
 async fn cluster_network(aws: &Aws, cluster: &str, public: bool) -> anyhow::Result<ClusterNetwork> {
-    let ec2 = aws.ec2();
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(tags::cluster_filter(cluster))
-        .send()
-        .await
-        .map_err(aws_err(format!("network of cluster {cluster}"), "DescribeVpcs"))?;
-    let Some(vpc) = vpcs.vpcs().first() else {
+    // The cluster's own inventory: the same tag-filtered listings its plan makes.
+    let inventory = Inventory::new(cluster);
+    let Some(vpc) = inventory.vpcs(aws).await?.first() else {
         anyhow::bail!(
             "spec.network.cluster: kforge cluster {cluster} has no network in {}\n  hint: create it first (`kforge \
              create cluster -f SPEC --phase network`), or give network.subnets and network.securityGroups",
             aws.region()
         );
     };
-    let (role_key, kind) = if public {
-        ("kubernetes.io/role/elb", "public")
+    let kind = if public {
+        SubnetType::Public
     } else {
-        ("kubernetes.io/role/internal-elb", "private")
+        SubnetType::Private
     };
-    let subnets = ec2
-        .describe_subnets()
-        .filters(tags::cluster_filter(cluster))
-        .filters(Filter::builder().name(format!("tag:{role_key}")).values("1").build())
-        .send()
-        .await
-        .map_err(aws_err(format!("network of cluster {cluster}"), "DescribeSubnets"))?;
-    let mut ids: Vec<String> = subnets
-        .subnets()
+    let (role_key, role_value) = subnet_role_tag(kind);
+    let mut ids: Vec<String> = inventory
+        .subnets(aws)
+        .await?
         .iter()
+        .filter(|s| {
+            s.tags()
+                .iter()
+                .any(|t| t.key() == Some(role_key) && t.value() == Some(role_value))
+        })
         .filter_map(|s| s.subnet_id().map(str::to_string))
         .collect();
     ids.sort();
@@ -289,7 +286,6 @@ pub async fn deploy(
         image: image.clone(),
         execution_role: "role/execution".into(),
         task_role: "role/task".into(),
-        log_group: "log-group".into(),
         tags: stack_tags(s, "task-definition"),
         deps: vec!["role/execution".into(), "role/task".into(), "log-group".into()],
     }));
@@ -302,7 +298,6 @@ pub async fn deploy(
     resources.push(Arc::new(EcsServiceRes {
         id: "service".into(),
         service: s.clone(),
-        cluster_res: "ecs-cluster".into(),
         task_definition: "task-definition".into(),
         subnets,
         security_groups: groups,
@@ -577,18 +572,7 @@ pub async fn delete_service(
         .and_then(|o| o.get("awslogs-group"))
         .cloned()
         .unwrap_or_else(|| format!("/kforge/ecs/{cluster}/{name}"));
-    let exists = ctx
-        .aws
-        .logs()
-        .describe_log_groups()
-        .log_group_name_prefix(&log_group)
-        .send()
-        .await
-        .map_err(aws_err(format!("log group {log_group}"), "DescribeLogGroups"))?
-        .log_groups()
-        .iter()
-        .any(|g| g.log_group_name() == Some(log_group.as_str()));
-    if exists {
+    if resources::find_log_group(&ctx, &log_group).await?.is_some() {
         resources::delete_log_group(&ctx, &log_group).await?;
         done.push(Deleted {
             kind: "log-group",
@@ -617,15 +601,7 @@ pub async fn delete_service(
         }
     }
 
-    let groups = ctx
-        .aws
-        .ec2()
-        .describe_security_groups()
-        .filters(tags::cluster_filter(&stack))
-        .send()
-        .await
-        .map_err(aws_err(format!("security group of {stack}"), "DescribeSecurityGroups"))?;
-    for g in groups.security_groups() {
+    for g in ctx.inventory.security_groups(&ctx.aws).await? {
         let id = g.group_id().unwrap_or_default();
         // The tasks' network interfaces can outlive the service by a minute.
         let until = std::time::Instant::now() + deadline;

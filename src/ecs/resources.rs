@@ -159,28 +159,16 @@ impl Resource for LogGroupRes {
         Desired::default().attr("retentionDays", self.retention_days.to_string(), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let out = ctx
-            .aws
-            .logs()
-            .describe_log_groups()
-            .log_group_name_prefix(&self.name)
-            .send()
-            .await
-            .map_err(aws_err(format!("log group {}", self.name), "DescribeLogGroups"))?;
-        Ok(out
-            .log_groups()
-            .iter()
-            .find(|g| g.log_group_name() == Some(self.name.as_str()))
-            .map(|g| Observed {
-                id: self.name.clone(),
-                attrs: BTreeMap::from([(
-                    "retentionDays",
-                    g.retention_in_days()
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "never expire".into()),
-                )]),
-                outputs: outputs(&[("id", &self.name), ("arn", g.arn().unwrap_or_default())]),
-            }))
+        Ok(find_log_group(ctx, &self.name).await?.map(|g| Observed {
+            id: self.name.clone(),
+            attrs: BTreeMap::from([(
+                "retentionDays",
+                g.retention_in_days()
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "never expire".into()),
+            )]),
+            outputs: outputs(&[("id", &self.name), ("arn", g.arn().unwrap_or_default())]),
+        }))
     }
     async fn apply(
         &self,
@@ -217,6 +205,23 @@ impl Resource for LogGroupRes {
     }
 }
 
+/// The log group called exactly `name` (the API lists by prefix).
+pub async fn find_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Option<aws_sdk_cloudwatchlogs::types::LogGroup>> {
+    let out = ctx
+        .aws
+        .logs()
+        .describe_log_groups()
+        .log_group_name_prefix(name)
+        .send()
+        .await
+        .map_err(aws_err(format!("log group {name}"), "DescribeLogGroups"))?;
+    Ok(out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name))
+        .cloned())
+}
+
 pub async fn delete_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
     match ctx.aws.logs().delete_log_group().log_group_name(name).send().await {
         Ok(_) => Ok(Step::Done(())),
@@ -232,10 +237,9 @@ pub struct TaskDefinitionRes {
     pub service: EcsService,
     /// The image reference the task runs (resolved: a pushed image is `repo@digest`).
     pub image: String,
-    /// Logical ids of the execution role, task role (resources that output `arn`) and log group.
+    /// Logical ids of the execution and task roles (resources that output `arn`).
     pub execution_role: String,
     pub task_role: String,
-    pub log_group: String,
     pub tags: BTreeMap<String, String>,
     pub deps: Vec<String>,
 }
@@ -505,7 +509,6 @@ impl Resource for TaskDefinitionRes {
 pub struct EcsServiceRes {
     pub id: String,
     pub service: EcsService,
-    pub cluster_res: String,
     pub task_definition: String,
     /// Subnet ids; security groups come from `security_groups` (ids) and `security_group_res` (logical ids).
     pub subnets: Vec<String>,
@@ -1107,7 +1110,6 @@ mod tests {
             Arc::new(EcsServiceRes {
                 id: "service".into(),
                 service: service_spec(timeout),
-                cluster_res: "ecs-cluster".into(),
                 task_definition: "task-definition".into(),
                 subnets: vec!["subnet-1".into()],
                 security_groups: vec!["sg-1".into()],

@@ -3,7 +3,7 @@
 //! that blob to another repository can ask for a cross-repository mount instead of sending the bytes again.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -101,15 +101,11 @@ impl MountCache {
             return Ok(());
         }
         if let Some(path) = &self.path {
-            write(path, &serde_json::to_vec(&self.doc)?)?;
+            crate::fsutil::write_private(path, &serde_json::to_vec(&self.doc)?)?;
         }
         self.dirty = false;
         Ok(())
     }
-}
-
-fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::fsutil::write_private(path, bytes)
 }
 
 #[cfg(test)]

@@ -92,6 +92,16 @@ pub struct Scope<'a> {
     pub also_pull: Option<&'a str>,
 }
 
+impl<'a> Scope<'a> {
+    /// Push (and pull) rights on `repository` alone.
+    pub fn push(repository: &'a str) -> Scope<'a> {
+        Scope {
+            repository,
+            also_pull: None,
+        }
+    }
+}
+
 impl Registry {
     /// `base` is `http(s)://host[:port]`.
     pub fn new(
@@ -413,10 +423,7 @@ impl Registry {
 
     /// Whether the repository has the blob.
     pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let resp = self
             .send(
                 Method::HEAD,
@@ -468,10 +475,7 @@ impl Registry {
 
     /// Opens an upload session; returns its location.
     pub async fn start_upload(&self, repo: &str) -> Result<String, RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let resp = self
             .send(
                 Method::POST,
@@ -500,10 +504,7 @@ impl Registry {
         len: u64,
         what: &str,
     ) -> Result<String, RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let mut headers = vec![(header::CONTENT_TYPE, "application/octet-stream".to_string())];
         if len > 0 {
             headers.push((header::CONTENT_RANGE, format!("0-{}", len - 1)));
@@ -522,10 +523,7 @@ impl Registry {
 
     /// Completes an upload session: the registry checks the digest and the blob exists from then on.
     pub async fn commit(&self, repo: &str, location_url: &str, digest: &str) -> Result<(), RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let sep = if location_url.contains('?') { '&' } else { '?' };
         let url = format!("{location_url}{sep}digest={}", super::daemon::escape(digest));
         let resp = self
@@ -549,10 +547,7 @@ impl Registry {
 
     /// Abandons an upload session (best effort: registries also expire them).
     pub async fn cancel(&self, repo: &str, location_url: &str) {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let _ = self
             .send(
                 Method::DELETE,
@@ -567,10 +562,7 @@ impl Registry {
 
     /// The digest `reference` (a tag or digest) points at, if it exists.
     pub async fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>, RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].join(", ");
         let resp = self
             .send(
@@ -601,10 +593,7 @@ impl Registry {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Option<String>, RegistryError> {
-        let scope = Scope {
-            repository: repo,
-            also_pull: None,
-        };
+        let scope = Scope::push(repo);
         let resp = self
             .send(
                 Method::PUT,
@@ -839,10 +828,7 @@ mod tests {
             fresh_calls: Default::default(),
         });
         let registry = Registry::new(&format!("http://127.0.0.1:{port}"), None, Some(source.clone())).unwrap();
-        let scope = Scope {
-            repository: "app",
-            also_pull: None,
-        };
+        let scope = Scope::push("app");
         // First contact learns Basic; the stale password is refused once, then the fresh one works.
         registry.probe(&scope).await.unwrap();
         assert_eq!(source.fresh_calls.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -66,19 +66,25 @@ impl Endpoint {
         let response = match self {
             Endpoint::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path).await.with_context(unreachable)?;
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender.send_request(req).await
+                send(stream, req).await
             }
             Endpoint::Tcp(addr) => {
                 let stream = tokio::net::TcpStream::connect(addr).await.with_context(unreachable)?;
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(conn);
-                sender.send_request(req).await
+                send(stream, req).await
             }
         };
         response.with_context(|| format!("the Docker daemon at {self} did not answer {path_and_query}"))
     }
+}
+
+/// One HTTP/1 request over a fresh connection (the Engine API is asked two or three things per push).
+async fn send<S>(stream: S, req: Request<Empty<Bytes>>) -> hyper::Result<Response<Incoming>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    sender.send_request(req).await
 }
 
 /// Exports `name` from the daemon and reads it as an image.

@@ -97,10 +97,7 @@ pub async fn push(
     let started = Instant::now();
     let name = dest.name();
     dest.registry
-        .probe(&Scope {
-            repository: &dest.repository,
-            also_pull: None,
-        })
+        .probe(&Scope::push(&dest.repository))
         .await
         .with_context(|| format!("cannot push to {name}"))?;
 

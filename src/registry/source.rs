@@ -4,7 +4,7 @@
 //! the size its descriptor says, and manifests and configs hash to their digests. Layer digests are verified while
 //! the layers stream (see `upload`), so a large layer is read once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -688,20 +688,6 @@ fn hash_range(path: &Path, offset: u64, len: u64) -> anyhow::Result<String> {
         bail!("{} ends inside a layer", path.display());
     }
     Ok(format!("sha256:{}", hex(&hasher.finalize())))
-}
-
-/// Blob digests by manifest, for tests and `-o json`.
-pub fn layer_digests(image: &Image) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
-    for m in &image.manifests {
-        if let Ok(doc) = serde_json::from_slice::<ManifestDoc>(&m.bytes) {
-            out.insert(
-                m.digest.clone(),
-                doc.layers.iter().map(|l| l.digest().to_string()).collect(),
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]
