@@ -68,6 +68,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
                     no_kubeconfig: true,
                     kubeconfig: None,
                     host_key_timeout: args.host_key_timeout,
+                    bootstrap: args.bootstrap,
                 },
                 "kforge apply",
             )
@@ -79,9 +80,13 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Get(GetCommand::Cluster { name }) => get_cluster(g, &name).await,
         Command::Get(GetCommand::Nodegroups { cluster }) => get_nodegroups(g, &cluster).await,
         Command::Get(GetCommand::Hosts(spec)) => get_hosts(g, &spec.file).await,
+        Command::Get(GetCommand::Assets { version, mirror }) => get_assets(g, &version, mirror.as_deref()),
         Command::Scale(ScaleCommand::Nodegroup(args)) => scale_nodegroup(g, args).await,
         Command::Upgrade(UpgradeCommand::Cluster(args)) => upgrade_cluster(g, args).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
+        Command::Validate(ValidateCommand::Cluster { name, ssh_timeout }) => {
+            validate_cluster(g, &name, ssh_timeout).await
+        }
         Command::Kubeconfig { name, kubeconfig } => write_kubeconfig(g, &name, kubeconfig).await,
         Command::Token { cluster } => {
             // A protocol document for kubectl, so always JSON whatever -o says.
@@ -453,14 +458,27 @@ async fn get_hosts(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
 async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow::Result<Finished> {
     let started = Instant::now();
     let cluster = load(g, &args.spec.file)?;
-    if cluster.provider == spec::Provider::Hosts && args.phase.is_empty() {
-        // No cloud at all: check the machines' list, hand it on, and say where this version stops.
+    if cluster.provider == spec::Provider::Hosts {
+        // No cloud at all: check the machines' list and bootstrap them.
+        providers::selected_phases(cluster.provider, &args.phase)?;
         let list = providers::hosts::from_spec(&cluster, &args.spec.file.display().to_string())?;
         let reporter = progress::console(g.quiet);
         report_hosts(reporter.as_ref(), &list);
-        print(g.output, &list, || hosts_table(&list))?;
-        note_unbuilt(reporter.as_ref(), &cluster, &[]);
-        return Ok(Finished::Ok);
+        let store = state_store(g, cluster.region()).await?;
+        let name = cluster.name.clone();
+        return locked(g, started, &store, &name, command, async {
+            let report = crate::selfbuilt::bootstrap(
+                &store,
+                &cluster,
+                &list,
+                bootstrap_options(&args.bootstrap),
+                reporter.as_ref(),
+            )
+            .await?;
+            print(g.output, &report, || bootstrap_table(&report))?;
+            Ok(Finished::Ok)
+        })
+        .await;
     }
     let p = prepare(g, cluster, &args.phase).await?;
     let store = state_store(g, p.cluster.region()).await?;
@@ -500,11 +518,23 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         if !report.errors.is_empty() {
             return Err(failures(&report.errors).into());
         }
-        if cluster.provider == spec::Provider::Ec2 && phases.contains(&Phase::Cluster) {
+        if cluster.provider == spec::Provider::Ec2
+            && (phases.contains(&Phase::Cluster) || phases.contains(&Phase::Bootstrap))
+        {
             let hosts =
                 providers::hosts::discover_ec2(&ctx.aws, &cluster, args.host_key_timeout, true, reporter.as_ref())
                     .await?;
             report_hosts(reporter.as_ref(), &hosts);
+            if phases.contains(&Phase::Bootstrap) {
+                crate::selfbuilt::bootstrap(
+                    &store,
+                    &cluster,
+                    &hosts,
+                    bootstrap_options(&args.bootstrap),
+                    reporter.as_ref(),
+                )
+                .await?;
+            }
         }
         if cluster.provider == spec::Provider::Eks && phases.contains(&Phase::Cluster) && !args.no_kubeconfig {
             let path = args.kubeconfig.clone().unwrap_or_else(crate::kubeconfig::default_path);
@@ -525,6 +555,96 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         Ok(Finished::Ok)
     })
     .await
+}
+
+fn bootstrap_options(a: &crate::cli::BootstrapArgs) -> crate::bootstrap::run::Options {
+    crate::bootstrap::run::Options {
+        concurrency: a.concurrency as usize,
+        connect_timeout: a.ssh_timeout,
+        health_timeout: a.health_timeout,
+    }
+}
+
+fn bootstrap_table(report: &crate::bootstrap::run::Report) -> String {
+    table(
+        &["HOST", "STEP", "RESULT", "UPLOADED"],
+        report
+            .steps
+            .iter()
+            .map(|s| {
+                vec![
+                    s.host.clone(),
+                    s.step.clone(),
+                    if s.changed { "changed" } else { "ok" }.to_string(),
+                    s.uploaded.len().to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `kforge get assets --version V`: what a mirror must hold.
+fn get_assets(g: &GlobalArgs, version: &str, mirror: Option<&str>) -> anyhow::Result<Finished> {
+    let list = crate::bootstrap::assets::listing(version, mirror, &Default::default())?;
+    print(g.output, &list, || {
+        table(
+            &["NAME", "VERSION", "URL", "DIGEST"],
+            list.iter()
+                .map(|a| vec![a.name.clone(), a.version.clone(), a.url.clone(), a.digest()])
+                .collect(),
+        )
+    })?;
+    Ok(Finished::Ok)
+}
+
+/// `kforge validate cluster NAME` for self-built clusters: exit 1 unless every check passes.
+async fn validate_cluster(g: &GlobalArgs, name: &str, ssh_timeout: Duration) -> anyhow::Result<Finished> {
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let record = store.get(name).await?.with_context(|| {
+        format!(
+            "cluster {name} is not in the state store {}
+  hint: check the name and --state",
+            store.location()
+        )
+    })?;
+    if record.provider == spec::Provider::Eks {
+        anyhow::bail!(
+            "cluster {name} is an EKS cluster: AWS runs its control plane
+  hint: `kforge get nodegroups --cluster {name}` shows its nodes"
+        );
+    }
+    let list = crate::selfbuilt::recorded_hosts(&record)?;
+    let checks = crate::selfbuilt::validate(list, ssh_timeout).await;
+    print(g.output, &checks, || {
+        table(
+            &["HOST", "CHECK", "OK", "DETAIL"],
+            checks
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.host.clone(),
+                        c.check.clone(),
+                        if c.ok { "yes" } else { "NO" }.into(),
+                        c.detail.clone(),
+                    ]
+                })
+                .collect(),
+        )
+    })?;
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.host, c.check))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "cluster {name}: {} of {} checks failed ({})\n  hint: the DETAIL column says what each host answered",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(Finished::Ok)
 }
 
 /// Records the applied spec and outputs, keeping what earlier runs recorded of other phases.
@@ -689,6 +809,29 @@ async fn existing_cluster_ctx(g: &GlobalArgs, name: &str) -> anyhow::Result<Ctx>
 
 /// Merges an EKS cluster's endpoint, CA and a `kforge token` exec entry into a kubeconfig.
 async fn write_kubeconfig(g: &GlobalArgs, name: &str, file: Option<std::path::PathBuf>) -> anyhow::Result<Finished> {
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    if let Some(record) = store.get(name).await?
+        && record.provider != spec::Provider::Eks
+    {
+        let text = crate::selfbuilt::admin_kubeconfig(&store, &record).await?;
+        let path = file.unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(format!(".kube/kforge-{name}.yaml"))
+        });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::fsutil::write_private(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        let result = serde_json::json!({"context": format!("kubernetes-admin@{name}"), "kubeconfig": path.display().to_string()});
+        print(g.output, &result, || {
+            format!(
+                "admin kubeconfig of {name} written to {} (0600); use it with: export KUBECONFIG={}\n",
+                path.display(),
+                path.display()
+            )
+        })?;
+        return Ok(Finished::Ok);
+    }
     let ctx = existing_cluster_ctx(g, name).await?;
     let path = file.unwrap_or_else(crate::kubeconfig::default_path);
     let context = merge_kubeconfig(g, &ctx.aws, name, &path).await?;

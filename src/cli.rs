@@ -98,9 +98,10 @@ pub enum Command {
     Push(PushCommand),
     /// Deploy an ECS (Fargate) service from a `kind: EcsService` spec and wait until it is stable
     Deploy(DeployArgs),
-    /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context
+    /// Add an EKS cluster to a kubeconfig (other entries kept) and make it the current context; for a self-built
+    /// cluster, write an admin kubeconfig (client certificate) of its own [default: ~/.kube/kforge-NAME.yaml]
     Kubeconfig {
-        /// EKS cluster name
+        /// Cluster name
         name: String,
         /// File to merge into [default: first of $KUBECONFIG, else ~/.kube/config]
         #[arg(long, value_name = "FILE")]
@@ -174,6 +175,22 @@ pub struct CreateClusterArgs {
     /// How long to wait for new EC2 machines to print their SSH host keys to the console (provider ec2)
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub host_key_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+}
+
+/// How the bootstrap phase of self-built clusters works on its hosts.
+#[derive(Debug, Clone, Args)]
+pub struct BootstrapArgs {
+    /// Hosts bootstrapped at once
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// How long to keep trying to reach each host's sshd
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ssh_timeout: std::time::Duration,
+    /// How long etcd and each API server get to report healthy
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub health_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +215,8 @@ pub struct ApplyArgs {
     /// How long to wait for new EC2 machines to print their SSH host keys to the console (provider ec2)
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     pub host_key_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +281,15 @@ pub enum GetCommand {
         #[arg(long)]
         cluster: Option<String>,
     },
+    /// List the files a self-built cluster installs (URL, digest, where a mirror serves it), for air-gapped mirrors
+    Assets {
+        /// Kubernetes minor version
+        #[arg(long, value_name = "VERSION")]
+        version: String,
+        /// Also print each file's URL on this mirror (spec.assets.mirror)
+        #[arg(long, value_name = "URL")]
+        mirror: Option<String>,
+    },
     /// List an EKS cluster's managed nodegroups with their status and sizes
     Nodegroups {
         /// Cluster name
@@ -319,6 +347,14 @@ pub struct UpgradeClusterArgs {
 pub enum ValidateCommand {
     /// Parse, default and check a spec; nothing is called
     Spec(SpecFile),
+    /// Check a self-built cluster host by host: etcd health, API server /readyz, kubelets, node readiness
+    Cluster {
+        /// Cluster name
+        name: String,
+        /// How long to keep trying to reach each host
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        ssh_timeout: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

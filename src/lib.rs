@@ -17,5 +17,6 @@ pub mod model;
 pub mod progress;
 pub mod providers;
 pub mod registry;
+pub mod selfbuilt;
 pub mod spec;
 pub mod state;

@@ -55,6 +55,22 @@ pub struct Cluster {
     /// Provider ec2 only.
     pub image: Option<MachineImage>,
     pub tags: BTreeMap<String, String>,
+    /// Self-built clusters' downloads.
+    pub assets: Assets,
+}
+
+/// Where a self-built cluster's hosts get their files (see `bootstrap::assets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assets {
+    pub mirror: Option<String>,
+    pub files: BTreeMap<String, AssetOverride>,
+}
+
+/// Another source for one asset: URL (with `{arch}`) and/or digest (`sha256:HEX` / `sha512:HEX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetOverride {
+    pub url: Option<String>,
+    pub digest: Option<String>,
 }
 
 /// The machine image of provider ec2's instances.
@@ -536,6 +552,8 @@ impl Cluster {
         let eks = eks(&mut c, body.eks.as_ref(), provider, network.as_ref());
 
         let image = image(&mut c, body.image.as_deref(), provider);
+
+        let assets = assets(&mut c, body.assets.as_ref(), provider, &kubernetes_version);
         if provider == Provider::Ec2
             && ssh.public_key.is_none()
             && body.ssh.as_ref().is_none_or(|s| s.public_key_file.is_none())
@@ -587,6 +605,7 @@ impl Cluster {
             eks,
             image,
             tags,
+            assets,
         })
     }
 
@@ -759,8 +778,117 @@ impl Cluster {
                 }),
                 image: self.image.as_ref().map(MachineImage::as_spec),
                 tags: Some(self.tags.clone()),
+                assets: (self.assets != Assets::default()).then(|| spec::AssetsSpec {
+                    mirror: self.assets.mirror.clone(),
+                    files: Some(
+                        self.assets
+                            .files
+                            .iter()
+                            .map(|(k, o)| {
+                                let digest = |algo: &str| {
+                                    o.digest
+                                        .as_deref()
+                                        .and_then(|d| d.strip_prefix(algo))
+                                        .map(str::to_string)
+                                };
+                                (
+                                    k.clone(),
+                                    spec::AssetFileSpec {
+                                        url: o.url.clone(),
+                                        sha256: digest("sha256:"),
+                                        sha512: digest("sha512:"),
+                                    },
+                                )
+                            })
+                            .collect(),
+                    ),
+                }),
             },
         }
+    }
+}
+
+/// `spec.assets`: a mirror URL and per-asset sources, checked against the manifest of the cluster's version.
+fn assets(c: &mut Checker, spec: Option<&spec::AssetsSpec>, provider: Provider, version: &str) -> Assets {
+    let Some(spec) = spec else {
+        return Assets::default();
+    };
+    if provider == Provider::Eks {
+        c.err(
+            "spec.assets",
+            "provider eks installs nothing on hosts (EKS brings its own binaries)",
+            "remove spec.assets",
+        );
+        return Assets::default();
+    }
+    let http = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+    if let Some(m) = &spec.mirror
+        && !http(m)
+    {
+        c.err(
+            "spec.assets.mirror",
+            format!("`{m}` is not an http(s) URL"),
+            "give the mirror's base URL, e.g. https://mirror.internal/kforge",
+        );
+    }
+    let known: Option<Vec<String>> = crate::bootstrap::assets::manifest(version)
+        .ok()
+        .map(|m| m.assets.into_iter().map(|a| a.name).collect());
+    let mut files = BTreeMap::new();
+    for (name, f) in spec.files.iter().flatten() {
+        let path = format!("spec.assets.files.{name}");
+        if let Some(known) = &known
+            && !known.contains(name)
+        {
+            c.err(
+                &path,
+                format!("`{name}` is not an asset of Kubernetes {version}"),
+                format!("use one of {}", known.join(", ")),
+            );
+        }
+        let mut digest = None;
+        for (algo, value, len) in [("sha256", &f.sha256, 64), ("sha512", &f.sha512, 128)] {
+            if let Some(v) = value {
+                if v.len() != len || !v.chars().all(|ch| ch.is_ascii_hexdigit()) {
+                    c.err(
+                        format!("{path}.{algo}"),
+                        format!("not a {algo} ({len} hex digits)"),
+                        "copy the digest the file's publisher lists",
+                    );
+                }
+                digest = Some(format!("{algo}:{}", v.to_ascii_lowercase()));
+            }
+        }
+        if f.sha256.is_some() && f.sha512.is_some() {
+            c.err(&path, "both sha256 and sha512 given", "give one digest");
+        }
+        if let Some(u) = &f.url {
+            if !http(u) {
+                c.err(
+                    format!("{path}.url"),
+                    format!("`{u}` is not an http(s) URL"),
+                    "give the file's download URL",
+                );
+            }
+            if digest.is_none() {
+                c.err(
+                    &path,
+                    "a URL without a digest",
+                    "add sha256 (or sha512) of the file: kforge installs nothing it cannot verify",
+                );
+            }
+        }
+        files.insert(
+            name.clone(),
+            AssetOverride {
+                url: f.url.clone(),
+                digest,
+            },
+        );
+    }
+    Assets {
+        mirror: spec.mirror.as_ref().map(|m| m.trim_end_matches('/').to_string()),
+        files,
     }
 }
 

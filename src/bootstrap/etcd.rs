@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::pki::{ETCD_CA, Member, Pki};
-use super::ssh::{Connection, SshError};
+use super::ssh::{Connection, FileSpec, SshError};
 
 const UNIT: &str = include_str!("../../templates/etcd.service");
 const UNIT_PATH: &str = "/etc/systemd/system/kforge-etcd.service";
@@ -66,16 +66,20 @@ pub fn ensure_member(
         ("healthcheck-client.crt", health.cert_pem.as_str(), 0o644),
         ("healthcheck-client.key", health.key_pem.as_str(), 0o600),
     ];
-    for (name, pem, mode) in files {
-        let path = format!("{PKI_DIR}/{name}");
-        if conn.upload(&format!("{step}: {path}"), pem.as_bytes(), &path, mode)? {
-            report.uploaded.push(path);
-        }
-    }
-    let unit = render_unit(cluster, member, members, binary);
-    if conn.upload(&format!("{step}: {UNIT_PATH}"), unit.as_bytes(), UNIT_PATH, 0o644)? {
-        report.uploaded.push(UNIT_PATH.into());
-    }
+    let mut batch: Vec<FileSpec> = files
+        .iter()
+        .map(|(name, pem, mode)| FileSpec {
+            path: format!("{PKI_DIR}/{name}"),
+            bytes: pem.as_bytes().to_vec(),
+            mode: *mode,
+        })
+        .collect();
+    batch.push(FileSpec {
+        path: UNIT_PATH.into(),
+        bytes: render_unit(cluster, member, members, binary).into_bytes(),
+        mode: 0o644,
+    });
+    report.uploaded = conn.sync_files(&format!("{step}: files"), &batch)?;
     report.disabled_distro_unit = conn.run_guarded(
         &format!("{step}: disable the distribution's etcd"),
         &format!(

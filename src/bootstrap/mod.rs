@@ -3,6 +3,9 @@
 //! Kubernetes units and addons follow; until they exist the bootstrap phase is refused before any cloud call (see
 //! `providers::unbuilt_phases`).
 
+pub mod assets;
 pub mod etcd;
 pub mod pki;
+pub mod run;
 pub mod ssh;
+pub mod units;

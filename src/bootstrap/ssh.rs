@@ -40,6 +40,106 @@ pub struct Output {
 pub struct Connection {
     pub host: String,
     session: Session,
+    /// Commands go through `sudo -n` (the login user is not root, as on cloud images).
+    sudo: bool,
+    /// The bastion's session and the thread relaying this connection through it, when there is one.
+    _tunnel: Option<Tunnel>,
+}
+
+/// A local socket relayed over a `direct-tcpip` channel of the jump host's session (ssh2 has no ProxyJump).
+struct Tunnel {
+    _jump: Box<Connection>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Opens a channel from `jump` to `host` and relays it to a fresh local port; returns the local address.
+fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::SocketAddr, Tunnel), SshError> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let step = format!("tunnel via {}", jump.host);
+    let channel = jump
+        .session
+        .channel_direct_tcpip(&host.address, host.port, None)
+        .map_err(|e| {
+            err(
+                host,
+                &step,
+                format!("the jump host cannot reach {}:{}: {e}", host.address, host.port),
+                "sshd may still be starting (kforge retries), or the security group blocks SSH from the bastion",
+                true,
+            )
+        })?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| err(host, &step, e.to_string(), "kforge needs a local port", false))?;
+    let local = listener.local_addr().expect("bound");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let session = jump.session.clone();
+    std::thread::spawn(move || {
+        let Ok((mut sock, _)) = listener.accept() else { return };
+        let mut channel = channel;
+        session.set_blocking(false);
+        let _ = sock.set_nonblocking(true);
+        let mut buf = vec![0u8; 32 * 1024];
+        // Polling both ends: a blocking read on either would hold libssh2's session lock.
+        while !stopped.load(Ordering::SeqCst) {
+            let mut idle = true;
+            match sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    idle = false;
+                    let mut off = 0;
+                    while off < n {
+                        match channel.write(&buf[off..n]) {
+                            Ok(w) => off += w,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                std::thread::sleep(Duration::from_millis(1))
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            match channel.read(&mut buf) {
+                Ok(0) if channel.eof() => break,
+                Ok(0) => {}
+                Ok(n) => {
+                    idle = false;
+                    let mut off = 0;
+                    while off < n {
+                        match sock.write(&buf[off..n]) {
+                            Ok(w) => off += w,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                std::thread::sleep(Duration::from_millis(1))
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+            if idle {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let _ = channel.close();
+    });
+    Ok((
+        local,
+        Tunnel {
+            _jump: Box::new(jump),
+            stop,
+        },
+    ))
 }
 
 fn err(host: &BootstrapHost, step: &str, message: impl Into<String>, hint: &str, transient: bool) -> SshError {
@@ -152,9 +252,37 @@ fn verify_host_key(host: &BootstrapHost, session: &Session) -> Result<(), SshErr
     }
 }
 
-/// One attempt: TCP, handshake, host key, login.
+/// One attempt: TCP (directly, or through the jump host), handshake, host key, login.
 fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, SshError> {
-    let addr = (host.address.as_str(), host.port)
+    let (addr, tunnel) = match &host.jump {
+        Some(jump) => {
+            let via = connect_once(jump, timeout)?;
+            let (local, tunnel) = tunnel_through(via, host)?;
+            (local, Some(tunnel))
+        }
+        None => (direct_address(host)?, None),
+    };
+    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+        err(
+            host,
+            "connect",
+            format!("{addr}: {e}"),
+            "is sshd running and port open to kforge (security group, firewall)?",
+            true,
+        )
+    })?;
+    // A host that vanishes mid-command (stopped, partitioned) sends no RST: keepalives notice it in ~20 s.
+    let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(5))
+            .with_interval(Duration::from_secs(5))
+            .with_retries(3),
+    );
+    login(host, tcp, timeout, tunnel)
+}
+
+fn direct_address(host: &BootstrapHost) -> Result<std::net::SocketAddr, SshError> {
+    (host.address.as_str(), host.port)
         .to_socket_addrs()
         .map_err(|e| {
             err(
@@ -174,16 +302,15 @@ fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, S
                 "check the host's address",
                 false,
             )
-        })?;
-    let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
-        err(
-            host,
-            "connect",
-            format!("{addr}: {e}"),
-            "is sshd running and port open to kforge (security group, firewall)?",
-            true,
-        )
-    })?;
+        })
+}
+
+fn login(
+    host: &BootstrapHost,
+    tcp: TcpStream,
+    timeout: Duration,
+    tunnel: Option<Tunnel>,
+) -> Result<Connection, SshError> {
     let mut session =
         Session::new().map_err(|e| err(host, "connect", e.to_string(), "libssh2 could not start", false))?;
     session.set_timeout(timeout.as_millis() as u32);
@@ -220,6 +347,8 @@ fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, S
     Ok(Connection {
         host: host.name.clone(),
         session,
+        sudo: host.user != "root",
+        _tunnel: tunnel,
     })
 }
 
@@ -272,7 +401,12 @@ impl Connection {
             )
         };
         let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
-        channel.exec(command).map_err(|e| broken(&e))?;
+        let command = if self.sudo {
+            format!("sudo -n sh -c {}", shell_quote(command))
+        } else {
+            command.to_string()
+        };
+        channel.exec(&command).map_err(|e| broken(&e))?;
         let mut stdout = String::new();
         channel.read_to_string(&mut stdout).map_err(|e| broken(&e))?;
         let mut stderr = String::new();
@@ -314,21 +448,56 @@ impl Connection {
     /// sha256 on the host); written to a temporary name and renamed, so a broken upload never leaves half a file.
     /// Returns whether it uploaded.
     pub fn upload(&self, step: &str, bytes: &[u8], path: &str, mode: i32) -> Result<bool, SshError> {
-        let want = format!("{:x}", Sha256::digest(bytes));
-        let check = format!("sha256sum {} 2>/dev/null", shell_quote(path));
-        let have = self.run(step, &check)?;
-        if have.status == 0 && have.stdout.split_whitespace().next() == Some(want.as_str()) {
-            let mode_now = self.run(step, &format!("stat -c %a {}", shell_quote(path)))?;
-            if mode_now.stdout.trim() == format!("{mode:o}") {
-                return Ok(false);
-            }
+        Ok(!self
+            .sync_files(
+                step,
+                &[FileSpec {
+                    path: path.into(),
+                    bytes: bytes.to_vec(),
+                    mode,
+                }],
+            )?
+            .is_empty())
+    }
+
+    /// Puts every file whose bytes or mode differ on the host, in three round trips whatever their number: one
+    /// command reads every file's sha256 and mode, one SFTP session stages the changed ones (as the login user,
+    /// in a private directory), one command installs each under a temporary name and renames it into place.
+    /// Returns the paths it wrote.
+    pub fn sync_files(&self, step: &str, files: &[FileSpec]) -> Result<Vec<String>, SshError> {
+        if files.is_empty() {
+            return Ok(Vec::new());
         }
-        let dir = Path::new(path)
-            .parent()
-            .map(|p| p.to_string_lossy().to_string())
-            .unwrap_or_else(|| "/".into());
-        self.run_ok(step, &format!("mkdir -p {}", shell_quote(&dir)))?;
-        let tmp = format!("{path}.kforge-upload");
+        let probe: Vec<String> = files
+            .iter()
+            .map(|f| {
+                let p = shell_quote(&f.path);
+                format!("echo \"$(sha256sum {p} 2>/dev/null | cut -c1-64) $(stat -c %a {p} 2>/dev/null)\"")
+            })
+            .collect();
+        let have = self.run_ok(step, &probe.join("\n"))?;
+        let lines: Vec<&str> = have.stdout.lines().collect();
+        let changed: Vec<&FileSpec> = files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                let want = format!("{:x} {:o}", Sha256::digest(&f.bytes), f.mode);
+                lines.get(*i).map(|l| l.trim()) != Some(want.as_str())
+            })
+            .map(|(_, f)| f)
+            .collect();
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The staging directory belongs to the login user (SFTP writes as that user), and nobody else can read it.
+        let staging = format!("/var/tmp/kforge-staging-{}", std::process::id());
+        self.run_ok(
+            step,
+            &format!(
+                "rm -rf {d} && mkdir -m 0700 {d} && chown \"${{SUDO_USER:-$(id -un)}}\" {d}",
+                d = staging
+            ),
+        )?;
         let sftp = self.session.sftp().map_err(|e| {
             self.fail(
                 step,
@@ -336,40 +505,49 @@ impl Connection {
                 "enable the sftp subsystem in sshd_config",
             )
         })?;
-        {
+        let mut install = Vec::new();
+        for (i, f) in changed.iter().enumerate() {
+            let staged = format!("{staging}/{i}");
             let mut file = sftp
                 .open_mode(
-                    Path::new(&tmp),
+                    Path::new(&staged),
                     ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE,
-                    mode,
+                    0o600,
                     ssh2::OpenType::File,
                 )
                 .map_err(|e| {
                     self.fail(
                         step,
-                        format!("cannot write {tmp}: {e}"),
-                        "check the user may write there (sudo is not used for uploads)",
+                        format!("cannot write {staged}: {e}"),
+                        "check free space in /var/tmp",
                     )
                 })?;
-            file.write_all(bytes).map_err(|e| {
+            file.write_all(&f.bytes).map_err(|e| {
                 self.fail(
                     step,
-                    format!("upload of {path} broke off: {e}"),
+                    format!("upload of {} broke off: {e}", f.path),
                     "re-run; the upload starts over",
                 )
             })?;
+            let dst = shell_quote(&f.path);
+            install.push(format!(
+                "mkdir -p \"$(dirname {dst})\" && install -o root -g root -m {mode:o} {staged} {dst}.kforge-new && mv -f {dst}.kforge-new {dst}",
+                mode = f.mode
+            ));
         }
-        // The mode again: the umask applies at creation.
-        self.run_ok(
-            step,
-            &format!(
-                "chmod {mode:o} {tmp} && mv -f {tmp} {dst}",
-                tmp = shell_quote(&tmp),
-                dst = shell_quote(path)
-            ),
-        )?;
-        Ok(true)
+        drop(sftp);
+        install.push(format!("rm -rf {staging}"));
+        self.run_ok(step, &format!("set -e\n{}", install.join("\n")))?;
+        Ok(changed.iter().map(|f| f.path.clone()).collect())
     }
+}
+
+/// A file to put on a host.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    pub path: String,
+    pub bytes: Vec<u8>,
+    pub mode: i32,
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn implemented(provider: Provider, phase: Phase) -> bool {
         (
             Provider::Eks | Provider::Ec2,
             Phase::Network | Phase::Security | Phase::Cluster
-        )
+        ) | (Provider::Ec2 | Provider::Hosts, Phase::Bootstrap)
     )
 }
 
@@ -145,24 +145,18 @@ mod tests {
             selected_phases(Provider::Eks, &[Phase::Security, Phase::Network]).unwrap(),
             [Phase::Network, Phase::Security]
         );
-        // A full run goes as far as this version can, and says where it stopped.
-        assert_eq!(
-            selected_phases(Provider::Ec2, &[]).unwrap(),
-            [Phase::Network, Phase::Security, Phase::Cluster]
-        );
-        assert_eq!(unbuilt_phases(Provider::Ec2), [Phase::Bootstrap]);
-        let e = selected_phases(Provider::Ec2, &[Phase::Bootstrap])
+        // Self-built clusters have every phase.
+        assert_eq!(selected_phases(Provider::Ec2, &[]).unwrap(), Phase::ALL);
+        assert!(unbuilt_phases(Provider::Ec2).is_empty());
+        let e = selected_phases(Provider::Eks, &[Phase::Bootstrap])
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("bootstrap phase is not available") && e.contains("(--phase network,security,cluster)"),
-            "{e}"
-        );
+        assert!(e.contains("provider eks has no bootstrap phase"), "{e}");
         let e = selected_phases(Provider::Hosts, &[Phase::Network])
             .unwrap_err()
             .to_string();
         assert!(e.contains("has no network phase"), "{e}");
-        assert!(selected_phases(Provider::Hosts, &[]).unwrap().is_empty());
+        assert_eq!(selected_phases(Provider::Hosts, &[]).unwrap(), [Phase::Bootstrap]);
         let e = selected_phases(Provider::Hosts, &[Phase::Bootstrap])
             .unwrap_err()
             .to_string();

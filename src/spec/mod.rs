@@ -94,6 +94,37 @@ pub struct ClusterBody {
     /// Extra tags put on every AWS resource kforge creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<BTreeMap<String, String>>,
+    /// Where self-built clusters' hosts download etcd, containerd and the Kubernetes binaries (provider ec2 and
+    /// hosts). Default: the upstream URLs of kforge's manifest, each checked against its pinned digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assets: Option<AssetsSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AssetsSpec {
+    /// Base URL of a mirror (air-gapped installs): a file of upstream `https://HOST/PATH` is fetched from
+    /// `MIRROR/HOST/PATH`. `kforge get assets --version V` lists what to put there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+    /// Per asset (by its name in the manifest: etcd, containerd, runc, cni-plugins, kubernetes-server,
+    /// kubernetes-node): another URL and the digest of the file found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, AssetFileSpec>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AssetFileSpec {
+    /// Download URL; `{arch}` becomes amd64 or arm64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Hex sha256 of the file (required when url is given, unless sha512 is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Hex sha512 of the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]

@@ -102,6 +102,14 @@ pub enum StateError {
     },
 }
 
+/// A cluster's PKI directory, open for `bootstrap::pki::Pki::ensure`.
+pub struct PkiDir {
+    pub path: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    /// What an S3 store held when opened (to write back only what changed).
+    loaded: BTreeMap<String, Vec<u8>>,
+}
+
 /// Where state lives.
 #[derive(Clone)]
 pub enum StateStore {
@@ -195,7 +203,109 @@ impl StateStore {
         self.write(&self.key(&record.name, "cluster.json"), &bytes).await
     }
 
+    /// The cluster's PKI as a local directory (0700, files 0600): in place for a local store; for S3, a private
+    /// temporary copy that [`StateStore::save_pki`] writes back (server-side encrypted).
+    pub async fn open_pki(&self, cluster: &str) -> anyhow::Result<PkiDir> {
+        match self {
+            StateStore::Local { root } => {
+                let path = root.join(self.key(cluster, "pki"));
+                make_private_dirs(root, &path)?;
+                Ok(PkiDir {
+                    path,
+                    _temp: None,
+                    loaded: BTreeMap::new(),
+                })
+            }
+            StateStore::S3 { aws, bucket, .. } => {
+                let temp = tempfile::Builder::new().prefix("kforge-pki-").tempdir()?;
+                let path = temp.path().join("pki");
+                crate::fsutil::create_private_dir(&path)?;
+                let prefix = format!("{}/", self.key(cluster, "pki"));
+                let mut loaded = BTreeMap::new();
+                let mut pages = aws
+                    .s3()
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(format!("s3://{bucket}/{prefix}"), "ListObjectsV2"))?;
+                    for o in page.contents() {
+                        let Some(key) = o.key() else { continue };
+                        let name = key.trim_start_matches(&prefix);
+                        if name.is_empty() || name.contains('/') {
+                            continue;
+                        }
+                        if let Some(bytes) = self.read(key).await? {
+                            crate::fsutil::write_private(&path.join(name), &bytes)?;
+                            loaded.insert(name.to_string(), bytes);
+                        }
+                    }
+                }
+                Ok(PkiDir {
+                    path,
+                    _temp: Some(temp),
+                    loaded,
+                })
+            }
+        }
+    }
+
+    /// Writes back what changed in an S3 store's PKI copy (a local store's PKI is already in place).
+    pub async fn save_pki(&self, cluster: &str, dir: &PkiDir) -> anyhow::Result<()> {
+        let StateStore::S3 { aws, bucket, .. } = self else {
+            return Ok(());
+        };
+        for entry in std::fs::read_dir(&dir.path)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let bytes = std::fs::read(entry.path())?;
+            if dir.loaded.get(&name) == Some(&bytes) {
+                continue;
+            }
+            let key = format!("{}/{name}", self.key(cluster, "pki"));
+            aws.s3()
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map_err(aws_err(format!("s3://{bucket}/{key}"), "PutObject"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the cluster's PKI (on cluster delete: nothing can use it any more).
+    async fn remove_pki(&self, cluster: &str) -> anyhow::Result<()> {
+        match self {
+            StateStore::Local { root } => {
+                let path = root.join(self.key(cluster, "pki"));
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(self
+                        .store_error(
+                            format!("cannot remove {}: {e}", path.display()),
+                            "check the permissions",
+                        )
+                        .into()),
+                }
+            }
+            StateStore::S3 { .. } => {
+                let dir = self.open_pki(cluster).await?;
+                for name in dir.loaded.keys() {
+                    self.delete(&format!("{}/{name}", self.key(cluster, "pki"))).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub async fn remove(&self, cluster: &str) -> anyhow::Result<()> {
+        self.remove_pki(cluster).await?;
         self.delete(&self.key(cluster, "cluster.json")).await?;
         if let StateStore::Local { root } = self {
             // Leaves the directory if something else (a lock, PKI of later phases) is still there.

@@ -1,111 +1,529 @@
-//! The bootstrap's pieces on real machines (systemd + sshd containers, see `support::hosts`): kforge's PKI and SSH
-//! layer bring up a 3-member etcd cluster over TLS; only kforge's client certificate gets in; a second run changes
-//! nothing; keys are private on the hosts; the unit passes `systemd-analyze verify`.
+//! `kforge create cluster` of a `provider: hosts` cluster on real machines (systemd + sshd containers, see
+//! `support::hosts`): 3 masters and 2 workers, an asset mirror served by the test holding Debian's etcd,
+//! containerd, runc and CNI plugins repackaged as the upstream files (their digests pinned in the spec) and no
+//! Kubernetes binaries (none are obtainable here). The bootstrap brings up etcd over TLS and containerd, then stops
+//! at the Kubernetes binaries naming the missing file and its mirror URL; a second run changes nothing; a host with
+//! another key is refused; a master killed mid-run is named and a re-run converges.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use kforge::bootstrap::pki::{Member, Pki, PkiRequest};
-use kforge::bootstrap::{etcd, ssh};
-use kforge::providers::hosts::{BootstrapHost, ExpectedHostKey};
-use kforge::spec::HostRole;
+use kforge::bootstrap::units::{self, ClusterFacts};
 
-use crate::support::hosts::Hosts;
+use crate::support::hosts::{Hosts, rootfs};
+use crate::support::registry::sha256;
+use crate::support::{Outcome, write_spec};
+
+const NAMES: [&str; 5] = ["master-1", "master-2", "master-3", "worker-1", "worker-2"];
+
+/// `python3 -m http.server` over a directory, on every address (the hosts reach it through their gateway).
+struct Mirror {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl Mirror {
+    fn start() -> Mirror {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "0.0.0.0",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Mirror { dir, port, child }
+    }
+
+    /// Puts a tar.gz of `files` (name in the archive, file on disk) at `upstream`'s path; returns its sha256.
+    fn put_archive(&self, upstream: &str, files: &[(&str, PathBuf)]) -> String {
+        let stage = tempfile::tempdir().unwrap();
+        for (name, from) in files {
+            let to = stage.path().join(name);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(from, &to).unwrap();
+        }
+        let dest = self.path_of(upstream);
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let status = Command::new("tar")
+            .arg("-czf")
+            .arg(&dest)
+            .arg("-C")
+            .arg(stage.path())
+            .args(&names)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        sha256(&std::fs::read(&dest).unwrap())
+            .trim_start_matches("sha256:")
+            .to_string()
+    }
+
+    fn put_file(&self, upstream: &str, from: &Path) -> String {
+        let dest = self.path_of(upstream);
+        std::fs::copy(from, &dest).unwrap();
+        sha256(&std::fs::read(&dest).unwrap())
+            .trim_start_matches("sha256:")
+            .to_string()
+    }
+
+    fn path_of(&self, upstream: &str) -> PathBuf {
+        let p = self.dir.path().join(upstream.split_once("://").unwrap().1);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        p
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The mirror with Debian's binaries where the 1.34 manifest's files would be; returns the spec's `assets:`.
+fn fill_mirror(m: &Mirror) -> String {
+    let root = rootfs();
+    let bin = |p: &str| root.join(p);
+    let gh = "https://github.com";
+    let etcd = m.put_archive(
+        &format!("{gh}/etcd-io/etcd/releases/download/v3.5.12/etcd-v3.5.12-linux-amd64.tar.gz"),
+        &[
+            ("etcd-v3.5.12-linux-amd64/etcd", bin("usr/bin/etcd")),
+            ("etcd-v3.5.12-linux-amd64/etcdctl", bin("usr/bin/etcdctl")),
+        ],
+    );
+    let containerd = m.put_archive(
+        &format!("{gh}/containerd/containerd/releases/download/v1.7.22/containerd-1.7.22-linux-amd64.tar.gz"),
+        &[
+            ("bin/containerd", bin("usr/bin/containerd")),
+            ("bin/containerd-shim-runc-v2", bin("usr/bin/containerd-shim-runc-v2")),
+            ("bin/ctr", bin("usr/bin/ctr")),
+        ],
+    );
+    let runc = m.put_file(
+        &format!("{gh}/opencontainers/runc/releases/download/v1.1.13/runc.amd64"),
+        &bin("usr/sbin/runc"),
+    );
+    let plugins: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("usr/lib/cni"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().to_string(), e.path())
+        })
+        .collect();
+    let refs: Vec<(&str, PathBuf)> = plugins.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    let cni = m.put_archive(
+        &format!("{gh}/containernetworking/plugins/releases/download/v1.4.0/cni-plugins-linux-amd64-v1.4.0.tgz"),
+        &refs,
+    );
+    format!(
+        "  assets:\n    mirror: http://{{GATEWAY}}:{port}\n    files:\n      etcd: {{sha256: {etcd}}}\n      containerd: {{sha256: {containerd}}}\n      runc: {{sha256: {runc}}}\n      cni-plugins: {{sha256: {cni}}}\n",
+        port = m.port
+    )
+}
+
+struct Lab {
+    hosts: Hosts,
+    _mirror: Mirror,
+    home: tempfile::TempDir,
+    spec: PathBuf,
+    spec_text: String,
+}
+
+impl Lab {
+    fn state(&self) -> PathBuf {
+        self.home.path().join("state")
+    }
+
+    fn kforge(&self, args: &[&str]) -> Outcome {
+        let out = Command::new(env!("CARGO_BIN_EXE_kforge"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("KFORGE_STATE", self.state())
+            .args(args)
+            .output()
+            .unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn create(&self, extra: &[&str]) -> Outcome {
+        let mut args = vec![
+            "create",
+            "cluster",
+            "-f",
+            self.spec.to_str().unwrap(),
+            "--ssh-timeout",
+            "60s",
+        ];
+        args.extend(extra);
+        self.kforge(&args)
+    }
+
+    /// etcd's own answer about every member, asked on master-1 with kforge's client certificate.
+    fn etcd_health(&self) -> (i32, String) {
+        self.hosts.exec(
+            "master-1",
+            "ETCDCTL_API=3 /opt/kforge/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kforge/pki/etcd/ca.crt \
+             --cert=/etc/kforge/pki/etcd/healthcheck-client.crt --key=/etc/kforge/pki/etcd/healthcheck-client.key \
+             endpoint health --cluster",
+        )
+    }
+}
+
+fn lab() -> Lab {
+    let hosts = Hosts::start(&NAMES);
+    let mirror = Mirror::start();
+    let assets = fill_mirror(&mirror).replace("{GATEWAY}", &hosts.gateway);
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("id_ed25519");
+    std::fs::copy(&hosts.client_key, &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host_key = hosts.host_pub.trim();
+    let mut text = String::from(
+        "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  provider: hosts\n  kubernetesVersion: \"1.34\"\n  hosts:\n",
+    );
+    for (name, address) in NAMES.iter().zip(&hosts.addresses) {
+        let role = if name.starts_with("master") { "master" } else { "worker" };
+        text += &format!(
+            "    - {{name: {name}, address: {address}, role: {role}, user: root, identityFile: id_ed25519, hostKey: \"{host_key}\"}}\n"
+        );
+    }
+    text += &assets;
+    let spec = write_spec(home.path(), "lab.yaml", &text);
+    Lab {
+        hosts,
+        _mirror: mirror,
+        home,
+        spec,
+        spec_text: text,
+    }
+}
+
+/// Checks that the run stopped exactly at the Kubernetes binaries, naming both missing files and their mirror URLs.
+fn assert_stopped_at_kubernetes_binaries(lab: &Lab, o: &Outcome) {
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("bootstrap stopped at stage kubernetes binaries"),
+        "{}",
+        o.stderr
+    );
+    let mirror = format!("http://{}:{}", lab.hosts.gateway, lab._mirror.port);
+    for (asset, file) in [
+        ("kubernetes-server", "kubernetes-server-linux-amd64.tar.gz"),
+        ("kubernetes-node", "kubernetes-node-linux-amd64.tar.gz"),
+    ] {
+        let url = format!("{mirror}/dl.k8s.io/v1.34.3/{file}");
+        assert!(
+            o.stderr
+                .contains(&format!("asset {asset} v1.34.3 is missing: {url} answered HTTP 404")),
+            "{asset}:\n{}",
+            o.stderr
+        );
+    }
+    assert!(
+        o.stderr
+            .contains("master-1, master-2, master-3: asset kubernetes-server"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("worker-1, worker-2: asset kubernetes-node"),
+        "{}",
+        o.stderr
+    );
+}
 
 #[test]
-fn etcd_cluster_over_tls_with_kforge_pki_on_three_masters() {
-    let hosts = Hosts::start(&["m1", "m2", "m3"]);
-    let members: Vec<Member> = hosts
-        .names
+fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubernetes_binaries() {
+    let lab = lab();
+
+    // First run: everything up to the Kubernetes binaries.
+    let first = lab.create(&["--concurrency", "5"]);
+    assert_stopped_at_kubernetes_binaries(&lab, &first);
+    let (status, health) = lab.etcd_health();
+    assert_eq!(status, 0, "{health}");
+    for a in &lab.hosts.addresses[..3] {
+        assert!(health.contains(&format!("https://{a}:2379 is healthy")), "{health}");
+    }
+    // Without kforge's client certificate, or over plain HTTP, etcd does not answer.
+    let other = &lab.hosts.addresses[1];
+    let (no_cert, out) = lab.hosts.exec(
+        "master-1",
+        &format!("ETCDCTL_API=3 /opt/kforge/bin/etcdctl --command-timeout=3s --endpoints=https://{other}:2379 --cacert=/etc/kforge/pki/etcd/ca.crt endpoint health"),
+    );
+    assert_ne!(no_cert, 0, "{out}");
+    let (plain, out) = lab.hosts.exec(
+        "master-1",
+        &format!(
+            "ETCDCTL_API=3 /opt/kforge/bin/etcdctl --command-timeout=3s --endpoints=http://{other}:2379 endpoint health"
+        ),
+    );
+    assert_ne!(plain, 0, "{out}");
+    for name in NAMES {
+        // containerd (the mirror's, under kforge's unit) runs everywhere; CNI plugins only where pods run.
+        let (s, out) = lab.hosts.exec(
+            name,
+            "systemctl is-active kforge-containerd && /opt/kforge/bin/ctr --address /run/kforge-containerd/containerd.sock version",
+        );
+        assert_eq!(s, 0, "{name}: {out}");
+        let (s, _) = lab.hosts.exec(name, "test -x /opt/cni/bin/bridge");
+        assert_eq!(s == 0, name.starts_with("worker"), "{name}: CNI plugins");
+        // Nothing of the missing assets is half-written: no binary, no stamp, no partial download, no unit.
+        let (s, out) = lab.hosts.exec(
+            name,
+            "ls /opt/kforge/bin/kube* /var/lib/kforge/assets/kubernetes-* /var/cache/kforge/assets/*.partial \
+             /etc/systemd/system/kforge-kube* 2>/dev/null",
+        );
+        assert!(s != 0 && out.trim().is_empty(), "{name}: {out}");
+        // Private keys are 0600 on the hosts.
+        let (_, modes) = lab
+            .hosts
+            .exec(name, "stat -c '%n %a' /etc/kforge/pki/etcd/*.key 2>/dev/null");
+        for line in modes.lines() {
+            assert!(line.ends_with(" 600"), "{name}: {line}");
+        }
+        // Every unit kforge installed passes systemd-analyze verify.
+        let (s, out) = lab.hosts.exec(
+            name,
+            "for u in /etc/systemd/system/kforge-*.service; do systemd-analyze verify \"$u\" || exit 1; done",
+        );
+        assert_eq!(s, 0, "{name}: {out}");
+    }
+
+    // The PKI in the state store: private, verified against its CAs, every SAN on the apiserver certificate.
+    let pki = lab.state().join("clusters/lab/pki");
+    assert_eq!(std::fs::metadata(&pki).unwrap().permissions().mode() & 0o777, 0o700);
+    for e in std::fs::read_dir(&pki).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".key") {
+            assert_eq!(e.metadata().unwrap().permissions().mode() & 0o777, 0o600, "{name}");
+        }
+    }
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(&pki).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    for (ca, leaf) in [
+        ("ca.crt", "apiserver.crt"),
+        ("ca.crt", "admin.crt"),
+        ("ca.crt", "kubelet-worker-1.crt"),
+        ("etcd-ca.crt", "etcd-server-master-2.crt"),
+        ("etcd-ca.crt", "apiserver-etcd-client.crt"),
+        ("front-proxy-ca.crt", "front-proxy-client.crt"),
+    ] {
+        let (ok, out) = openssl(&["verify", "-CAfile", ca, leaf]);
+        assert!(ok, "{leaf}: {out}");
+    }
+    let (_, text) = openssl(&["x509", "-in", "apiserver.crt", "-noout", "-ext", "subjectAltName"]);
+    for san in [
+        "DNS:kubernetes",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "IP Address:10.96.0.1",
+    ] {
+        assert!(text.contains(san), "{san}: {text}");
+    }
+    for a in &lab.hosts.addresses[..3] {
+        assert!(text.contains(&format!("IP Address:{a}")), "{a}: {text}");
+    }
+
+    // The Kubernetes units kforge would install pass systemd-analyze verify too (with stand-ins for the binaries
+    // this machine cannot get, on a scratch directory of worker-2).
+    let members: Vec<Member> = NAMES[..3]
         .iter()
-        .zip(&hosts.addresses)
+        .zip(&lab.hosts.addresses)
         .map(|(n, a)| Member {
-            name: n.clone(),
+            name: n.to_string(),
             address: a.parse().unwrap(),
         })
         .collect();
-    let state = tempfile::tempdir().unwrap();
     let request = PkiRequest {
         cluster: "lab".into(),
         masters: members.clone(),
-        nodes: hosts.names.clone(),
+        nodes: vec!["worker-1".into(), "worker-2".into()],
         api_endpoint: None,
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
     };
-    let (pki, _) = Pki::ensure(&state.path().join("pki"), &request).unwrap();
-    let connections: Vec<ssh::Connection> = members
-        .iter()
-        .map(|m| {
-            let host = BootstrapHost {
-                name: m.name.clone(),
-                role: HostRole::Master,
-                address: m.address.to_string(),
-                port: 22,
-                user: "root".into(),
-                identity_file: Some(hosts.client_key.clone()),
-                host_key: ExpectedHostKey::PublicKey {
-                    key: hosts.host_pub.clone(),
-                },
-                jump: None,
-                instance_id: None,
-                zone: None,
-                group: None,
-                labels: Default::default(),
-                taints: Vec::new(),
-            };
-            // New containers: sshd comes up within seconds; connect retries until then.
-            ssh::connect(&host, Duration::from_secs(60)).unwrap()
-        })
-        .collect();
-
-    for (conn, m) in connections.iter().zip(&members) {
-        let report = etcd::ensure_member(conn, &pki, "lab", m, &members, "/usr/bin/etcd").unwrap();
-        assert!(report.restarted && report.uploaded.len() == 8, "{report:?}");
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("pki");
+    std::fs::create_dir(&copy).unwrap();
+    for e in std::fs::read_dir(&pki).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
     }
-    let health = etcd::wait_healthy(&connections[0], 3, Duration::from_secs(90)).unwrap();
-    for a in &hosts.addresses {
-        assert!(health.contains(&format!("https://{a}:2379 is healthy")), "{health}");
+    let (pki_obj, report) = Pki::ensure(&copy, &request).unwrap();
+    assert!(
+        report.created.is_empty() && report.reissued.is_empty(),
+        "the recorded PKI is complete: {report:?}"
+    );
+    let facts = ClusterFacts {
+        cluster: "lab".into(),
+        masters: members.clone(),
+        api_url: format!("https://{}:6443", lab.hosts.addresses[0]),
+        service_cidr: "10.96.0.0/12".into(),
+        pod_cidr: "10.244.0.0/16".into(),
+        cluster_domain: "cluster.local".into(),
+        cluster_dns: "10.96.0.10".into(),
+    };
+    let mut rendered = units::control_plane_files(&facts, &pki_obj, &members[0]);
+    rendered.extend(units::node_files(
+        &facts,
+        &pki_obj,
+        "worker-2",
+        &lab.hosts.addresses[4],
+        &BTreeMap::new(),
+        &[],
+    ));
+    let unit_files: Vec<_> = rendered.iter().filter(|f| f.path.ends_with(".service")).collect();
+    assert_eq!(unit_files.len(), 5);
+    let mut script = String::from("set -e\nmkdir -p /tmp/units /tmp/stand-in\n");
+    for f in &unit_files {
+        let base = Path::new(&f.path).file_name().unwrap().to_string_lossy().to_string();
+        let body = String::from_utf8(f.bytes.clone())
+            .unwrap()
+            .replace("/opt/kforge/bin/", "/tmp/stand-in/");
+        script += &format!("cat > /tmp/units/{base} <<'UNIT'\n{body}UNIT\n");
     }
+    script += "for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do printf '#!/bin/sh\\n' > /tmp/stand-in/$b; chmod 755 /tmp/stand-in/$b; done\n";
+    script +=
+        "for u in /tmp/units/*.service; do systemd-analyze verify \"$u\"; done\nrm -rf /tmp/units /tmp/stand-in\n";
+    let (s, out) = lab.hosts.exec("worker-2", &script);
+    assert_eq!(s, 0, "{out}");
 
-    let m1 = &connections[0];
-    let other = &hosts.addresses[1];
-    // Without a client certificate, or over plain HTTP, etcd does not answer.
-    let no_cert = m1
-        .run(
-            "probe",
-            &format!(
-                "ETCDCTL_API=3 etcdctl --command-timeout=3s --endpoints=https://{other}:2379 --cacert={}/ca.crt endpoint health",
-                etcd::PKI_DIR
-            ),
-        )
-        .unwrap();
-    assert_ne!(no_cert.status, 0, "{}{}", no_cert.stdout, no_cert.stderr);
-    let plain = m1
-        .run(
-            "probe",
-            &format!("ETCDCTL_API=3 etcdctl --command-timeout=3s --endpoints=http://{other}:2379 endpoint health"),
-        )
-        .unwrap();
-    assert_ne!(plain.status, 0, "{}{}", plain.stdout, plain.stderr);
+    // Second run: the same stop, and not one change or upload before it.
+    let second = lab.create(&[]);
+    assert_stopped_at_kubernetes_binaries(&lab, &second);
+    assert!(
+        second
+            .stderr
+            .contains("bootstrap: 0 changes, 0 files uploaded before it stopped"),
+        "{}",
+        second.stderr
+    );
 
-    let modes = m1
-        .run_ok("modes", &format!("stat -c '%n %a' {}/*.key", etcd::PKI_DIR))
-        .unwrap();
-    for line in modes.stdout.lines() {
-        assert!(line.ends_with(" 600"), "{line}");
+    // kubeconfig and validate read the recorded hosts and the PKI.
+    let k = lab.kforge(&["kubeconfig", "lab"]);
+    assert_eq!(k.code, 0, "{}", k.stderr);
+    let kc = lab.home.path().join(".kube/kforge-lab.yaml");
+    assert_eq!(std::fs::metadata(&kc).unwrap().permissions().mode() & 0o777, 0o600);
+    let kc_text = std::fs::read_to_string(&kc).unwrap();
+    assert!(
+        kc_text.contains(&format!("server: https://{}:6443", lab.hosts.addresses[0])),
+        "{kc_text}"
+    );
+    assert!(kc_text.contains("client-certificate-data:") && kc_text.contains("user: kubernetes-admin"));
+    let v = lab.kforge(&["validate", "cluster", "lab", "-o", "json"]);
+    assert_eq!(v.code, 1, "the API server cannot run here: {}", v.stderr);
+    let checks: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    let ok = |host: &str, check: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["host"] == host && c["check"] == check)
+            .unwrap_or_else(|| panic!("{host} {check}: {checks}"))["ok"]
+            .as_bool()
+            .unwrap()
+    };
+    for m in &NAMES[..3] {
+        assert!(ok(m, "etcd health"), "{checks}");
+        assert!(!ok(m, "apiserver readyz"), "{checks}");
     }
-    let verify = m1
-        .run(
-            "verify",
-            "systemd-analyze verify /etc/systemd/system/kforge-etcd.service",
-        )
-        .unwrap();
-    assert_eq!(verify.status, 0, "{}{}", verify.stdout, verify.stderr);
+    assert!(v.stderr.contains("checks failed"), "{}", v.stderr);
 
-    // A second run: nothing uploaded, nothing restarted, still healthy.
-    for (conn, m) in connections.iter().zip(&members) {
-        let report = etcd::ensure_member(conn, &pki, "lab", m, &members, "/usr/bin/etcd").unwrap();
-        assert!(!report.changed(), "{}: {report:?}", m.name);
-    }
-    etcd::wait_healthy(&connections[2], 3, Duration::from_secs(30)).unwrap();
+    // A host whose key is not the one the spec pins is refused, by name.
+    let other_key = lab.home.path().join("other");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let wrong = lab.spec_text.replacen(lab.hosts.host_pub.trim(), other_pub.trim(), 2);
+    let wrong_spec = write_spec(lab.home.path(), "wrong.yaml", &wrong);
+    let o = lab.kforge(&[
+        "create",
+        "cluster",
+        "-f",
+        wrong_spec.to_str().unwrap(),
+        "--ssh-timeout",
+        "20s",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("master-1, master-2: host key check: the host presented key SHA256:")
+            && o.stderr.contains("refusing to connect"),
+        "{}",
+        o.stderr
+    );
+
+    // A master killed mid-run: the error names it and the step; once it is back, a re-run converges.
+    let child = Command::new(env!("CARGO_BIN_EXE_kforge"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", lab.home.path())
+        .env("KFORGE_STATE", lab.state())
+        .args([
+            "create",
+            "cluster",
+            "-f",
+            lab.spec.to_str().unwrap(),
+            "--ssh-timeout",
+            "10s",
+            "--health-timeout",
+            "20s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let kill = lab.hosts.dockerd.docker(&["kill", "master-3"]);
+    assert!(kill.status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bootstrap stopped at stage"), "{stderr}");
+    let named = stderr
+        .lines()
+        .any(|l| l.trim_start().starts_with("- ") && l.contains("master-3") && l.matches(": ").count() >= 2);
+    assert!(named, "the failure names master-3 and its step:\n{stderr}");
+    let start = lab.hosts.dockerd.docker(&["start", "master-3"]);
+    assert!(start.status.success());
+    let again = lab.create(&[]);
+    assert_stopped_at_kubernetes_binaries(&lab, &again);
+    let (status, health) = lab.etcd_health();
+    assert_eq!(status, 0, "{health}");
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
 }

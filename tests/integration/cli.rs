@@ -118,19 +118,23 @@ fn dry_run_prints_the_defaulted_spec_which_validates_again() {
 }
 
 #[test]
-fn unbuilt_phases_stop_before_any_cloud_call() {
+fn a_phase_the_provider_lacks_is_refused_before_any_cloud_call() {
     let env = TestEnv::new();
     let o = env.run(&[
         "create",
         "cluster",
         "-f",
-        s(&example("selfbuilt-ha.yaml")),
+        s(&example("eks-minimal.yaml")),
         "--phase",
         "bootstrap",
     ]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("bootstrap phase is not available"), "{}", o.stderr);
-    assert!(o.stderr.contains("--phase network,security,cluster"), "{}", o.stderr);
+    assert!(o.stderr.contains("provider eks has no bootstrap phase"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("its phases are network, security, cluster"),
+        "{}",
+        o.stderr
+    );
     assert!(
         env.proxy.calls().is_empty(),
         "refused before touching AWS: {:?}",

@@ -10,8 +10,7 @@ use sha2::Digest as _;
 
 use super::registry::Dockerd;
 
-const PACKAGES: &str =
-    "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,etcd-server,etcd-client,containerd";
+const PACKAGES: &str = "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,curl,etcd-server,etcd-client,containerd,runc,containernetworking-plugins";
 
 fn cache_dir() -> PathBuf {
     let base = std::env::var_os("KFORGE_CACHE")
@@ -23,7 +22,7 @@ fn cache_dir() -> PathBuf {
 }
 
 /// The cached root file system, made on first use (about two minutes).
-fn rootfs() -> PathBuf {
+pub fn rootfs() -> PathBuf {
     let dir = cache_dir();
     let rootfs = dir.join("rootfs");
     if rootfs.join("usr/bin/etcd").exists() {
@@ -53,6 +52,8 @@ pub struct Hosts {
     pub addresses: Vec<String>,
     pub client_key: PathBuf,
     pub host_pub: String,
+    /// This machine's address on the hosts' network (where the hosts reach servers the test starts).
+    pub gateway: String,
     network: String,
     _keys: tempfile::TempDir,
 }
@@ -152,9 +153,25 @@ impl Hosts {
             addresses,
             client_key: keys.path().join("client"),
             host_pub: std::fs::read_to_string(keys.path().join("host.pub")).unwrap(),
+            gateway: format!("172.31.{net}.1"),
             network,
             _keys: keys,
         }
+    }
+}
+
+impl Hosts {
+    /// Runs `sh -c command` on host `name` (through docker, not kforge's SSH); returns (status, stdout+stderr).
+    pub fn exec(&self, name: &str, command: &str) -> (i32, String) {
+        let out = self.dockerd.docker(&["exec", name, "sh", "-c", command]);
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 }
 

@@ -1,0 +1,541 @@
+//! The bootstrap of a self-built cluster, host by host and stage by stage: connect (keys verified), the etcd
+//! members on the masters and their health, the container runtime everywhere, the Kubernetes binaries, the control
+//! plane one master at a time, then kubelet and kube-proxy on the workers. Hosts of a stage run in parallel
+//! (bounded by `--concurrency`, each on a blocking thread since libssh2 blocks); a stage starts only when the
+//! previous one succeeded on every host it concerns, so a failure never leaves a later stage half-done. Every
+//! step is guarded, so a re-run after any failure continues where it stopped and changes nothing that is right.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::assets::{self, Manifest, Stage};
+use super::etcd;
+use super::pki::{Member, Pki};
+use super::ssh::{self, Connection, SshError};
+use super::units::{self, ClusterFacts};
+use crate::model::Assets;
+use crate::progress::{Event, Reporter};
+use crate::providers::hosts::BootstrapHost;
+use crate::spec::HostRole;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Hosts worked on at once.
+    pub concurrency: usize,
+    /// How long to keep trying to reach a host's sshd (new machines take a while).
+    pub connect_timeout: Duration,
+    /// How long the etcd members and the API server get to report healthy.
+    pub health_timeout: Duration,
+}
+
+/// One step on one host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepResult {
+    pub host: String,
+    pub step: String,
+    pub changed: bool,
+    pub uploaded: Vec<String>,
+}
+
+/// Everything a run did (also on failure: what finished before).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub steps: Vec<StepResult>,
+    pub seconds: f64,
+}
+
+impl Report {
+    pub fn changes(&self) -> usize {
+        self.steps.iter().filter(|s| s.changed).count()
+    }
+
+    pub fn uploads(&self) -> usize {
+        self.steps.iter().map(|s| s.uploaded.len()).sum()
+    }
+}
+
+/// The stage that failed and why, host by host (hosts failing the same way are listed together).
+#[derive(Debug, thiserror::Error)]
+#[error("bootstrap stopped at stage {stage}:\n{}", grouped(.failures))]
+pub struct BootstrapFailed {
+    pub stage: String,
+    pub failures: Vec<SshError>,
+    pub report: Report,
+}
+
+fn grouped(failures: &[SshError]) -> String {
+    let mut by_cause: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for f in failures {
+        by_cause
+            .entry((f.step.clone(), f.message.clone(), f.hint.clone()))
+            .or_default()
+            .push(f.host.clone());
+    }
+    by_cause
+        .into_iter()
+        .map(|((step, message, hint), hosts)| format!("  - {}: {step}: {message}\n    hint: {hint}", hosts.join(", ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A host with its connection while the bootstrap works on it.
+struct HostWork {
+    host: BootstrapHost,
+    conn: Option<Connection>,
+    arch: String,
+    results: Vec<StepResult>,
+}
+
+impl HostWork {
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("connected in the first stage")
+    }
+
+    fn record(&mut self, step: &str, changed: bool, uploaded: Vec<String>) {
+        self.results.push(StepResult {
+            host: self.host.name.clone(),
+            step: step.into(),
+            changed,
+            uploaded,
+        });
+    }
+
+    fn is_master(&self) -> bool {
+        self.host.role == HostRole::Master
+    }
+}
+
+/// What every stage reads.
+struct Shared {
+    facts: ClusterFacts,
+    pki: Pki,
+    manifest: Manifest,
+    assets: Assets,
+    version: String,
+    opts: Options,
+}
+
+/// The masters as etcd and the certificates name them (addresses resolved once).
+pub fn members(hosts: &[BootstrapHost]) -> Result<Vec<Member>, String> {
+    use std::net::ToSocketAddrs as _;
+    hosts
+        .iter()
+        .filter(|h| h.role == HostRole::Master)
+        .map(|h| {
+            let address = h
+                .address
+                .parse()
+                .ok()
+                .or_else(|| (h.address.as_str(), 0).to_socket_addrs().ok()?.next().map(|a| a.ip()))
+                .ok_or_else(|| format!("{}: cannot resolve {}", h.name, h.address))?;
+            Ok(Member {
+                name: h.name.clone(),
+                address,
+            })
+        })
+        .collect()
+}
+
+/// Runs `work` on every selected host, at most `concurrency` at once; returns the failures.
+async fn stage<F>(
+    hosts: &mut Vec<HostWork>,
+    concurrency: usize,
+    select: impl Fn(&HostWork) -> bool,
+    work: F,
+) -> Vec<SshError>
+where
+    F: Fn(&mut HostWork) -> Result<(), SshError> + Send + Sync + 'static,
+{
+    let work = Arc::new(work);
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut handles = Vec::new();
+    let mut kept = Vec::new();
+    for (i, h) in std::mem::take(hosts).into_iter().enumerate() {
+        if !select(&h) {
+            kept.push((i, h));
+            continue;
+        }
+        let sem = Arc::clone(&sem);
+        let work = Arc::clone(&work);
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("never closed");
+            tokio::task::spawn_blocking(move || {
+                let mut h = h;
+                let r = work(&mut h);
+                (i, h, r)
+            })
+            .await
+            .expect("bootstrap steps do not panic")
+        }));
+    }
+    let mut failures = Vec::new();
+    for handle in handles {
+        let (i, h, r) = handle.await.expect("bootstrap steps do not panic");
+        if let Err(e) = r {
+            failures.push(e);
+        }
+        kept.push((i, h));
+    }
+    kept.sort_by_key(|(i, _)| *i);
+    *hosts = kept.into_iter().map(|(_, h)| h).collect();
+    failures
+}
+
+/// Installs the assets of `stage_of` that the host's role needs.
+fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<(), SshError> {
+    let role = h.host.role;
+    for asset in shared
+        .manifest
+        .assets
+        .iter()
+        .filter(|a| a.stage == stage_of && a.for_role(role))
+    {
+        let step = format!("asset {}", asset.name);
+        let resolved = asset
+            .resolve(
+                &h.arch,
+                shared.assets.mirror.as_deref(),
+                &shared.assets.files,
+                &shared.version,
+            )
+            .map_err(|e| SshError {
+                host: h.host.name.clone(),
+                step: step.clone(),
+                message: e.to_string(),
+                hint: "pin the asset in spec.assets.files".into(),
+                transient: false,
+            })?;
+        let out = h.conn().run(&step, &resolved.install_script())?;
+        if out.status != 0 {
+            let (message, hint) = resolved.failure(out.status, &out.stderr);
+            return Err(SshError {
+                host: h.host.name.clone(),
+                step,
+                message,
+                hint,
+                transient: false,
+            });
+        }
+        let changed = out.stdout.contains("installed");
+        h.record(&step, changed, Vec::new());
+    }
+    Ok(())
+}
+
+/// (Re)starts `units` when `changed`, else starts those not running; enables them all.
+fn ensure_running(h: &mut HostWork, step: &str, units: &[String], changed: bool) -> Result<bool, SshError> {
+    let list = units.join(" ");
+    if changed {
+        h.conn().run_ok(
+            step,
+            &format!("systemctl daemon-reload && systemctl enable --quiet {list} && systemctl restart {list}"),
+        )?;
+        return Ok(true);
+    }
+    let checks: Vec<String> = units
+        .iter()
+        .map(|u| format!("systemctl is-active --quiet {u}"))
+        .collect();
+    h.conn().run_guarded(
+        step,
+        &checks.join(" && "),
+        &format!("systemctl enable --quiet {list} && systemctl start {list}"),
+    )
+}
+
+/// Disables a unit the distribution started that would fight over the same ports (guarded).
+fn disable_distro_unit(h: &HostWork, step: &str, unit: &str) -> Result<bool, SshError> {
+    h.conn().run_guarded(
+        step,
+        &format!("! systemctl is-enabled --quiet {unit} 2>/dev/null && ! systemctl is-active --quiet {unit}"),
+        &format!("systemctl disable --now {unit}"),
+    )
+}
+
+fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
+    let conn = ssh::connect(&h.host, opts.connect_timeout)?;
+    let out = conn.run_ok(
+        "inspect",
+        "uname -m; command -v systemctl >/dev/null || echo no-systemd",
+    )?;
+    if out.stdout.contains("no-systemd") {
+        return Err(SshError {
+            host: h.host.name.clone(),
+            step: "inspect".into(),
+            message: "systemd is not the init system".into(),
+            hint: "kforge runs every component as a systemd unit; use a systemd-based image".into(),
+            transient: false,
+        });
+    }
+    let machine = out.stdout.lines().next().unwrap_or_default().trim().to_string();
+    h.arch = assets::arch_of(&machine)
+        .ok_or_else(|| SshError {
+            host: h.host.name.clone(),
+            step: "inspect".into(),
+            message: format!("architecture {machine} is not supported"),
+            hint: "kforge installs amd64 and arm64 binaries".into(),
+            transient: false,
+        })?
+        .to_string();
+    h.conn = Some(conn);
+    Ok(())
+}
+
+/// Runs the whole bootstrap. `reporter` gets a line per finished stage.
+pub async fn run(
+    hosts: &[BootstrapHost],
+    facts: ClusterFacts,
+    pki: Pki,
+    version: &str,
+    asset_settings: Assets,
+    opts: Options,
+    reporter: &dyn Reporter,
+) -> Result<Report, BootstrapFailed> {
+    let started = Instant::now();
+    let fail = |stage: &str, failures: Vec<SshError>, hosts: &[HostWork]| BootstrapFailed {
+        stage: stage.into(),
+        failures,
+        report: Report {
+            steps: hosts.iter().flat_map(|h| h.results.clone()).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    };
+    let manifest = assets::manifest(version).map_err(|e| BootstrapFailed {
+        stage: "assets".into(),
+        failures: vec![SshError {
+            host: facts.cluster.clone(),
+            step: "asset manifest".into(),
+            message: e.to_string(),
+            hint: format!("kforge has manifests for {}", assets::known_versions().join(", ")),
+            transient: false,
+        }],
+        report: Report::default(),
+    })?;
+    let shared = Arc::new(Shared {
+        facts,
+        pki,
+        manifest,
+        assets: asset_settings,
+        version: version.into(),
+        opts: opts.clone(),
+    });
+    let mut work: Vec<HostWork> = hosts
+        .iter()
+        .map(|h| HostWork {
+            host: h.clone(),
+            conn: None,
+            arch: String::new(),
+            results: Vec::new(),
+        })
+        .collect();
+    let n = opts.concurrency;
+    let done = |what: &str| {
+        reporter.event(Event::Note(format!(
+            "bootstrap: {what} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        )));
+    };
+
+    // 1. Connect to every host (host keys checked) and learn its architecture.
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, n, |_| true, move |h| connect_step(h, &s.opts)).await;
+    if !failed.is_empty() {
+        return Err(fail("connect", failed, &work));
+    }
+    done(&format!("{} hosts reached, keys verified", work.len()));
+
+    // 2. etcd on the masters, then its health through kforge's client certificate.
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, n, HostWork::is_master, move |h| {
+        install_assets(h, &s, Stage::Etcd)?;
+        let me = s
+            .facts
+            .masters
+            .iter()
+            .find(|m| m.name == h.host.name)
+            .expect("every master is a member")
+            .clone();
+        let r = etcd::ensure_member(
+            h.conn(),
+            &s.pki,
+            &s.facts.cluster,
+            &me,
+            &s.facts.masters,
+            "/opt/kforge/bin/etcd",
+        )?;
+        let changed = r.changed();
+        h.record("etcd member", changed, r.uploaded);
+        Ok(())
+    })
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("etcd", failed, &work));
+    }
+    let s = Arc::clone(&shared);
+    let first_master = work.iter().find(|h| h.is_master()).map(|h| h.host.name.clone());
+    let failed = stage(
+        &mut work,
+        1,
+        move |h| Some(&h.host.name) == first_master.as_ref(),
+        move |h| {
+            etcd::wait_healthy(h.conn(), s.facts.masters.len(), s.opts.health_timeout)
+                .map_err(|mut e| {
+                    e.step = "etcd health".into();
+                    e
+                })
+                .map(|_| ())
+        },
+    )
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("etcd health", failed, &work));
+    }
+    done(&format!(
+        "etcd: {} members healthy over TLS",
+        shared.facts.masters.len()
+    ));
+
+    // 3. The container runtime on every host.
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, n, |_| true, move |h| {
+        install_assets(h, &s, Stage::Runtime)?;
+        let files = units::runtime_files(&s.facts);
+        let uploaded = h.conn().sync_files("containerd: files", &files)?;
+        let distro = disable_distro_unit(h, "containerd: disable the distribution's containerd", "containerd.service")?;
+        let restarted = ensure_running(
+            h,
+            "containerd: start",
+            &["kforge-containerd".to_string()],
+            !uploaded.is_empty(),
+        )?;
+        h.conn().run_ok(
+            "containerd: check",
+            &format!(
+                "for i in $(seq 1 30); do /opt/kforge/bin/ctr --address {} version >/dev/null 2>&1 && exit 0; sleep 1; done; \
+                 systemctl status --no-pager kforge-containerd | tail -5; exit 1",
+                units::CONTAINERD_SOCKET
+            ),
+        )?;
+        h.record("containerd", !uploaded.is_empty() || distro || restarted, uploaded);
+        Ok(())
+    })
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("container runtime", failed, &work));
+    }
+    done("containerd running on every host");
+
+    // 4. The Kubernetes binaries.
+    let s = Arc::clone(&shared);
+    let failed = stage(
+        &mut work,
+        n,
+        |_| true,
+        move |h| install_assets(h, &s, Stage::Kubernetes),
+    )
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("kubernetes binaries", failed, &work));
+    }
+    done("Kubernetes binaries installed");
+
+    // 5. The control plane, one master at a time: a changed master is restarted and must answer /readyz before
+    //    the next one is touched, so the API stays up through a configuration change.
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, 1, HostWork::is_master, move |h| {
+        let me = s
+            .facts
+            .masters
+            .iter()
+            .find(|m| m.name == h.host.name)
+            .expect("every master is a member")
+            .clone();
+        let files = units::control_plane_files(&s.facts, &s.pki, &me);
+        let uploaded = h.conn().sync_files("control plane: files", &files)?;
+        let restarted = ensure_running(
+            h,
+            "control plane: start",
+            &units::units_in(&files),
+            !uploaded.is_empty(),
+        )?;
+        wait_ready(h, s.opts.health_timeout)?;
+        h.record("control plane", !uploaded.is_empty() || restarted, uploaded);
+        Ok(())
+    })
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("control plane", failed, &work));
+    }
+    done("control plane ready on every master");
+
+    // 6. kubelet and kube-proxy on the workers.
+    let s = Arc::clone(&shared);
+    let failed = stage(
+        &mut work,
+        n,
+        |h| !h.is_master(),
+        move |h| {
+            let files = units::node_files(
+                &s.facts,
+                &s.pki,
+                &h.host.name,
+                &h.host.address,
+                &h.host.labels,
+                &h.host.taints,
+            );
+            let uploaded = h.conn().sync_files("node: files", &files)?;
+            let restarted = ensure_running(h, "node: start", &units::units_in(&files), !uploaded.is_empty())?;
+            h.record("kubelet and kube-proxy", !uploaded.is_empty() || restarted, uploaded);
+            Ok(())
+        },
+    )
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("nodes", failed, &work));
+    }
+    done("kubelet and kube-proxy running on every worker");
+
+    Ok(Report {
+        steps: work.iter().flat_map(|h| h.results.clone()).collect(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `/readyz` of the local API server, asked with the API server's own kubelet-client certificate (system:masters).
+pub fn readyz_command() -> String {
+    let pki = units::PKI_DIR;
+    format!(
+        "curl -sS --max-time 5 --cacert {pki}/ca.crt --cert {pki}/apiserver-kubelet-client.crt \
+         --key {pki}/apiserver-kubelet-client.key https://127.0.0.1:6443/readyz"
+    )
+}
+
+fn wait_ready(h: &HostWork, deadline: Duration) -> Result<(), SshError> {
+    let until = Instant::now() + deadline;
+    loop {
+        let out = h.conn().run("control plane: readyz", &readyz_command())?;
+        if out.status == 0 && out.stdout.trim() == "ok" {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(SshError {
+                host: h.host.name.clone(),
+                step: "control plane: readyz".into(),
+                message: format!(
+                    "the API server did not become ready in {}s: {}{}",
+                    deadline.as_secs(),
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                ),
+                hint: "see `journalctl -u kforge-kube-apiserver` on the host".into(),
+                transient: true,
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
