@@ -68,6 +68,9 @@ ensure_ssh_testbed() {
   command -v openssl >/dev/null || missing+=(openssl)
   # Host containers for the bootstrap tests are Debian root file systems made with debootstrap.
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  # They run in a private dockerd; the test's asset mirror is python3's http.server.
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v python3 >/dev/null || missing+=(python3)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

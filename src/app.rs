@@ -471,7 +471,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                 &store,
                 &cluster,
                 &list,
-                bootstrap_options(&args.bootstrap),
+                bootstrap_options(g, &args.bootstrap),
                 reporter.as_ref(),
             )
             .await?;
@@ -530,7 +530,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                     &store,
                     &cluster,
                     &hosts,
-                    bootstrap_options(&args.bootstrap),
+                    bootstrap_options(g, &args.bootstrap),
                     reporter.as_ref(),
                 )
                 .await?;
@@ -557,9 +557,9 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
     .await
 }
 
-fn bootstrap_options(a: &crate::cli::BootstrapArgs) -> crate::bootstrap::run::Options {
+fn bootstrap_options(g: &GlobalArgs, a: &crate::cli::BootstrapArgs) -> crate::bootstrap::run::Options {
     crate::bootstrap::run::Options {
-        concurrency: a.concurrency as usize,
+        concurrency: g.concurrency as usize,
         connect_timeout: a.ssh_timeout,
         health_timeout: a.health_timeout,
     }

@@ -51,7 +51,7 @@ pub struct GlobalArgs {
     /// No progress output; results and errors only
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// How many cloud operations run at once
+    /// How many cloud operations (and, in the bootstrap, hosts) run at once
     #[arg(long, global = true, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
     /// Give up on the whole run after this long (e.g. 30m, 1h)
@@ -182,9 +182,6 @@ pub struct CreateClusterArgs {
 /// How the bootstrap phase of self-built clusters works on its hosts.
 #[derive(Debug, Clone, Args)]
 pub struct BootstrapArgs {
-    /// Hosts bootstrapped at once
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
     /// How long to keep trying to reach each host's sshd
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub ssh_timeout: std::time::Duration,
@@ -282,6 +279,7 @@ pub enum GetCommand {
         cluster: Option<String>,
     },
     /// List the files a self-built cluster installs (URL, digest, where a mirror serves it), for air-gapped mirrors
+    #[command(disable_version_flag = true)]
     Assets {
         /// Kubernetes minor version
         #[arg(long, value_name = "VERSION")]

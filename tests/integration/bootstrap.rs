@@ -199,7 +199,11 @@ impl Lab {
 }
 
 fn lab() -> Lab {
-    let hosts = Hosts::start(&NAMES);
+    lab_with(&NAMES)
+}
+
+fn lab_with(names: &[&str]) -> Lab {
+    let hosts = Hosts::start(names);
     let mirror = Mirror::start();
     let assets = fill_mirror(&mirror).replace("{GATEWAY}", &hosts.gateway);
     let home = tempfile::tempdir().unwrap();
@@ -210,7 +214,7 @@ fn lab() -> Lab {
     let mut text = String::from(
         "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  provider: hosts\n  kubernetesVersion: \"1.34\"\n  hosts:\n",
     );
-    for (name, address) in NAMES.iter().zip(&hosts.addresses) {
+    for (name, address) in names.iter().zip(&hosts.addresses) {
         let role = if name.starts_with("master") { "master" } else { "worker" };
         text += &format!(
             "    - {{name: {name}, address: {address}, role: {role}, user: root, identityFile: id_ed25519, hostKey: \"{host_key}\"}}\n"
@@ -526,4 +530,38 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
     let (status, health) = lab.etcd_health();
     assert_eq!(status, 0, "{health}");
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+}
+
+/// The figures of `bench/bootstrap-fanout` (ignored here; that script runs it): a fresh bootstrap of 5 hosts
+/// (3 masters, 2 workers) against one of a single master, each until the stop at the Kubernetes binaries, and the
+/// no-change re-runs. Parallel fan-out keeps the ratio near 1 (the target is at most 1.5).
+#[test]
+#[ignore]
+fn bench_bootstrap_fanout() {
+    let time = |names: &[&str]| {
+        let lab = lab_with(names);
+        let started = std::time::Instant::now();
+        let fresh = lab.create(&["--concurrency", "10"]);
+        let fresh_s = started.elapsed().as_secs_f64();
+        assert!(
+            fresh.stderr.contains("bootstrap stopped at stage kubernetes binaries"),
+            "{}",
+            fresh.stderr
+        );
+        let started = std::time::Instant::now();
+        let again = lab.create(&["--concurrency", "10"]);
+        let again_s = started.elapsed().as_secs_f64();
+        assert!(again.stderr.contains("0 changes, 0 files uploaded"), "{}", again.stderr);
+        (fresh_s, again_s)
+    };
+    let (one, one_again) = time(&["master-1"]);
+    let (five, five_again) = time(&NAMES);
+    println!("bootstrap up to the Kubernetes binaries (etcd, containerd, runc, CNI from a local mirror):");
+    println!("  1 host : fresh {one:.2}s, no-change re-run {one_again:.2}s");
+    println!("  5 hosts: fresh {five:.2}s, no-change re-run {five_again:.2}s");
+    println!(
+        "  5 hosts / 1 host: fresh {:.2}, re-run {:.2} (target <= 1.5)",
+        five / one,
+        five_again / one_again
+    );
 }

@@ -250,3 +250,39 @@ fn bad_selfbuilt_input_is_refused_before_any_call() {
     ];
     env.assert_create_refused_before_any_call(cases);
 }
+
+/// `get assets` lists what a mirror must hold, from the pinned manifest; versions without one are refused.
+#[test]
+fn get_assets_lists_every_file_with_its_digest_and_mirror_url() {
+    let env = TestEnv::new();
+    let o = env.ok(&[
+        "get",
+        "assets",
+        "--version",
+        "1.34",
+        "--mirror",
+        "http://mirror.internal/k",
+        "-o",
+        "json",
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 12, "6 assets x amd64/arm64");
+    let server = list
+        .iter()
+        .find(|a| a["name"] == "kubernetes-server" && a["upstream"].as_str().unwrap().contains("amd64"))
+        .unwrap();
+    assert_eq!(
+        server["url"],
+        "http://mirror.internal/k/dl.k8s.io/v1.34.3/kubernetes-server-linux-amd64.tar.gz"
+    );
+    assert_eq!(server["algorithm"], "sha512");
+    let o = env.run(&["get", "assets", "--version", "1.29"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("no asset manifest for Kubernetes 1.29"),
+        "{}",
+        o.stderr
+    );
+    assert!(env.proxy.calls().is_empty());
+}

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod cli;
 mod crash;
+mod e2e_aws;
 mod ecs;
 mod eks;
 mod errors;
