@@ -58,6 +58,20 @@ impl Drop for Tunnel {
     }
 }
 
+/// Writes all of `bytes` to a non-blocking writer, waiting out `WouldBlock`.
+fn write_all_polling(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
+    let mut off = 0;
+    while off < bytes.len() {
+        match w.write(&bytes[off..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Opens a channel from `jump` to `host` and relays it to a fresh local port; returns the local address.
 fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::SocketAddr, Tunnel), SshError> {
     use std::sync::Arc;
@@ -94,15 +108,8 @@ fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::S
                 Ok(0) => break,
                 Ok(n) => {
                     idle = false;
-                    let mut off = 0;
-                    while off < n {
-                        match channel.write(&buf[off..n]) {
-                            Ok(w) => off += w,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                std::thread::sleep(Duration::from_millis(1))
-                            }
-                            Err(_) => return,
-                        }
+                    if write_all_polling(&mut channel, &buf[..n]).is_err() {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -113,15 +120,8 @@ fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::S
                 Ok(0) => {}
                 Ok(n) => {
                     idle = false;
-                    let mut off = 0;
-                    while off < n {
-                        match sock.write(&buf[off..n]) {
-                            Ok(w) => off += w,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                std::thread::sleep(Duration::from_millis(1))
-                            }
-                            Err(_) => return,
-                        }
+                    if write_all_polling(&mut sock, &buf[..n]).is_err() {
+                        return;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -691,6 +691,37 @@ mod tests {
             sha256: vec![fingerprint(&blob)],
         });
         connect(&by_print, Duration::from_secs(5)).unwrap();
+    }
+
+    /// Through a jump host (here the same sshd, which forwards to itself): the inner connection's key is checked,
+    /// commands and a batch upload work over the relayed channel.
+    #[test]
+    fn a_host_behind_a_jump_host_is_reached_through_a_relayed_channel() {
+        let sshd = Sshd::start();
+        let key = ExpectedHostKey::PublicKey {
+            key: sshd.host_pub.clone(),
+        };
+        let mut host = sshd.host(key.clone());
+        let mut bastion = sshd.host(key);
+        bastion.name = "bastion".into();
+        host.jump = Some(Box::new(bastion));
+        let conn = connect(&host, Duration::from_secs(20)).unwrap();
+        let out = conn.run_ok("probe", "echo relayed").unwrap();
+        assert_eq!(out.stdout.trim(), "relayed");
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<FileSpec> = (0..3)
+            .map(|i| FileSpec {
+                path: dir.path().join(format!("f{i}")).display().to_string(),
+                bytes: vec![b'x'; 100_000 + i],
+                mode: 0o640,
+            })
+            .collect();
+        assert_eq!(conn.sync_files("files", &files).unwrap().len(), 3);
+        assert!(
+            conn.sync_files("files", &files).unwrap().is_empty(),
+            "unchanged files are not sent again"
+        );
+        assert_eq!(std::fs::read(dir.path().join("f2")).unwrap().len(), 100_002);
     }
 
     #[test]
