@@ -50,6 +50,9 @@ pub struct Asset {
 pub struct Manifest {
     pub kubernetes_version: String,
     pub release: String,
+    /// Container images of the core addons by name (`flannel`, `flannel-cni-plugin`, `coredns`).
+    #[serde(default)]
+    pub images: BTreeMap<String, String>,
     pub assets: Vec<Asset>,
 }
 

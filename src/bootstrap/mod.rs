@@ -1,8 +1,8 @@
-//! kforge's own control-plane bootstrap of self-built clusters (issue 5), built piece by piece: so far the PKI
-//! (`pki`), the SSH layer (`ssh`) and the etcd step (`etcd`). Fan-out over many hosts, asset manifests, the
-//! Kubernetes units and addons follow; until they exist the bootstrap phase is refused before any cloud call (see
-//! `providers::unbuilt_phases`).
+//! kforge's own control-plane bootstrap of self-built clusters: the PKI (`pki`), the SSH layer (`ssh`), the pinned
+//! downloads (`assets`), etcd (`etcd`), the systemd units and files (`units`), the core addons applied through the
+//! API (`addons`), and the staged run over every host (`run`).
 
+pub mod addons;
 pub mod assets;
 pub mod etcd;
 pub mod pki;

@@ -1,6 +1,6 @@
 //! The bootstrap of a self-built cluster, host by host and stage by stage: connect (keys verified), the etcd
 //! members on the masters and their health, the container runtime everywhere, the Kubernetes binaries, the control
-//! plane one master at a time, then kubelet and kube-proxy on the workers. Hosts of a stage run in parallel
+//! plane one master at a time, kubelet and kube-proxy on the workers, then the core addons through the API. Hosts of a stage run in parallel
 //! (bounded by `--concurrency`, each on a blocking thread since libssh2 blocks); a stage starts only when the
 //! previous one succeeded on every host it concerns, so a failure never leaves a later stage half-done. Every
 //! step is guarded, so a re-run after any failure continues where it stopped and changes nothing that is right.
@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::addons;
 use super::assets::{self, Manifest, Stage};
 use super::etcd;
-use super::pki::{Member, Pki};
+use super::pki::{CLUSTER_CA, Member, Pki};
 use super::ssh::{self, Connection, SshError};
 use super::units::{self, ClusterFacts};
 use crate::model::Assets;
@@ -500,10 +501,49 @@ pub async fn run(
     }
     done("kubelet and kube-proxy running on every worker");
 
+    // 7. The core addons (flannel, CoreDNS) through the API, as the cluster's admin.
+    let api = shared.facts.api_url.clone();
+    let applied = apply_addons(&shared)
+        .await
+        .map_err(|e| fail("addons", vec![e], &work))?;
+    done("addons applied: flannel, CoreDNS");
+
+    let mut steps: Vec<StepResult> = work.iter().flat_map(|h| h.results.clone()).collect();
+    for addon in ["flannel", "coredns"] {
+        steps.push(StepResult {
+            host: api.clone(),
+            step: format!("addon {addon}"),
+            changed: applied.iter().any(|a| a.addon == addon && a.changed),
+            uploaded: Vec::new(),
+        });
+    }
     Ok(Report {
-        steps: work.iter().flat_map(|h| h.results.clone()).collect(),
+        steps,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError> {
+    let api = &shared.facts.api_url;
+    let local = |step: &str, message: String| SshError {
+        host: api.clone(),
+        step: step.into(),
+        message,
+        hint: "the state store's PKI or kforge's addon templates are broken: report it with this message".into(),
+        transient: false,
+    };
+    let objects = addons::objects(&shared.facts, &shared.manifest.images).map_err(|m| local("addons: render", m))?;
+    let ca = shared.pki.certs.get(CLUSTER_CA);
+    let admin = shared.pki.certs.get("admin");
+    let (Some(ca), Some(admin)) = (ca, admin) else {
+        return Err(local(
+            "addons: credentials",
+            "the PKI has no cluster CA or admin certificate".into(),
+        ));
+    };
+    let client = addons::ApiClient::new(api, &ca.cert_pem, &admin.cert_pem, &admin.key_pem)
+        .map_err(|e| local("addons: credentials", format!("{e:#}")))?;
+    addons::apply(&client, api, &objects, shared.opts.health_timeout).await
 }
 
 /// `/readyz` of the local API server, asked with the API server's own kubelet-client certificate (system:masters).

@@ -1,6 +1,7 @@
 //! kforge's integration tests: the real binary against the testbed (moto behind a recording, fault-injecting
 //! proxy). One test binary, so the AWS SDK is linked once.
 
+mod bench_ansible;
 mod bootstrap;
 mod cli;
 mod crash;

@@ -1,7 +1,7 @@
 //! Real machines for the bootstrap tests: Debian bookworm root file systems (systemd, sshd, etcd-server,
-//! containerd) made with debootstrap once and cached by their recipe, imported into a private dockerd and run as
-//! systemd containers on a network of their own, each with its own address. A fresh client key and host key are
-//! put in for every run.
+//! containerd, python3 for the Ansible benchmark's modules) made with debootstrap once and cached by their recipe,
+//! imported into a private dockerd and run as systemd containers on a network of their own, each with its own
+//! address. A fresh client key and host key are put in for every run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +10,7 @@ use sha2::Digest as _;
 
 use super::registry::Dockerd;
 
-const PACKAGES: &str = "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,curl,etcd-server,etcd-client,containerd,runc,containernetworking-plugins";
+const PACKAGES: &str = "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,curl,etcd-server,etcd-client,containerd,runc,containernetworking-plugins,python3";
 
 fn cache_dir() -> PathBuf {
     let base = std::env::var_os("KFORGE_CACHE")

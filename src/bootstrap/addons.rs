@@ -1,0 +1,647 @@
+//! The core addons of a self-built cluster, flannel (pod network) and CoreDNS, applied through the API server
+//! with server-side apply once the control plane is ready. kforge speaks to the API itself (TLS pinned to the
+//! cluster CA, the admin client certificate), so the machine running kforge needs no kubectl. Server-side apply
+//! is idempotent by design; an object counts as changed only when its resourceVersion moved, so a re-run
+//! reports zero changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde::Deserialize;
+
+use super::ssh::SshError;
+use super::units::{self, ClusterFacts};
+
+pub const FLANNEL: &str = include_str!("../../templates/addons/flannel.yaml");
+pub const COREDNS: &str = include_str!("../../templates/addons/coredns.yaml");
+/// The field manager kforge applies as (what `kubectl get -o yaml --show-managed-fields` names).
+pub const FIELD_MANAGER: &str = "kforge";
+
+/// One API object of an addon, with the URL path it lives at.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub addon: &'static str,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub path: String,
+    pub body: serde_json::Value,
+}
+
+impl Object {
+    /// `Kind namespace/name` (or `Kind name` for cluster-scoped objects), as errors name it.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// The REST resource of the kinds the addons use, and whether it lives in a namespace.
+fn resource_of(kind: &str) -> Option<(&'static str, bool)> {
+    Some(match kind {
+        "Namespace" => ("namespaces", false),
+        "ServiceAccount" => ("serviceaccounts", true),
+        "ConfigMap" => ("configmaps", true),
+        "Service" => ("services", true),
+        "ClusterRole" => ("clusterroles", false),
+        "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "DaemonSet" => ("daemonsets", true),
+        "Deployment" => ("deployments", true),
+        _ => return None,
+    })
+}
+
+fn object_of(addon: &'static str, body: serde_json::Value) -> Result<Object, String> {
+    let field = |path: &[&str]| {
+        let mut v = &body;
+        for p in path {
+            v = v.get(p)?;
+        }
+        v.as_str().map(str::to_string)
+    };
+    let api_version = field(&["apiVersion"]).ok_or_else(|| format!("{addon}: an object has no apiVersion"))?;
+    let kind = field(&["kind"]).ok_or_else(|| format!("{addon}: an object has no kind"))?;
+    let name = field(&["metadata", "name"]).ok_or_else(|| format!("{addon}: a {kind} has no name"))?;
+    let namespace = field(&["metadata", "namespace"]);
+    let (plural, namespaced) =
+        resource_of(&kind).ok_or_else(|| format!("{addon}: kforge does not know the API resource of kind {kind}"))?;
+    if namespaced != namespace.is_some() {
+        return Err(format!(
+            "{addon}: {kind} {name} {} a namespace",
+            if namespaced { "needs" } else { "cannot have" }
+        ));
+    }
+    let prefix = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    let path = match &namespace {
+        Some(ns) => format!("{prefix}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{prefix}/{plural}/{name}"),
+    };
+    Ok(Object {
+        addon,
+        kind,
+        namespace,
+        name,
+        path,
+        body,
+    })
+}
+
+/// The addons' objects for this cluster, in the order they are applied (namespaces before what they hold).
+pub fn objects(facts: &ClusterFacts, images: &BTreeMap<String, String>) -> Result<Vec<Object>, String> {
+    let image = |name: &str| {
+        images
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("the asset manifest names no image for {name}"))
+    };
+    let vars = [
+        ("pod_cidr", facts.pod_cidr.clone()),
+        ("cluster_dns", facts.cluster_dns.clone()),
+        ("cluster_domain", facts.cluster_domain.clone()),
+        ("flannel_image", image("flannel")?),
+        ("flannel_cni_plugin_image", image("flannel-cni-plugin")?),
+        ("coredns_image", image("coredns")?),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut out = Vec::new();
+    for (addon, template) in [("flannel", FLANNEL), ("coredns", COREDNS)] {
+        let text = units::render(template, &vars);
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let body = serde_json::Value::deserialize(doc).map_err(|e| format!("{addon}: {e}"))?;
+            if !body.is_null() {
+                out.push(object_of(addon, body)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An HTTPS client of one cluster's API server: the cluster CA is the only trusted root, and the client
+/// authenticates with a certificate.
+pub struct ApiClient {
+    base: String,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl ApiClient {
+    /// `api_url` is `https://HOST:PORT`.
+    pub fn new(api_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<ApiClient> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| anyhow::anyhow!("the cluster CA is not a PEM certificate: {e:?}"))?;
+            roots.add(cert)?;
+        }
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("the client certificate is not PEM: {e:?}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the client key is not a PEM private key: {e:?}"))?;
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(ApiClient {
+            base: api_url.trim_end_matches('/').to_string(),
+            http: Client::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One request; `Err` is a transport failure (refused, reset, TLS), with its cause chain.
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path_and_query}", self.base))
+            .header("accept", "application/json");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
+            .await
+            .map_err(|_| "no answer in 30s".to_string())?
+            .map_err(|e| error_chain(&e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| error_chain(&e))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// What applying one object did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub addon: &'static str,
+    pub object: String,
+    pub changed: bool,
+}
+
+/// A failed call, before it is attributed to an object.
+struct CallFailure {
+    message: String,
+    hint: String,
+    transient: bool,
+}
+
+fn resource_version(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.pointer("/metadata/resourceVersion")?.as_str().map(str::to_string)
+}
+
+/// The API's answer to a failed call: its `Status` message when it sent one.
+fn api_failure(object: &Object, status: StatusCode, body: &[u8]) -> CallFailure {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().chars().take(300).collect());
+    let hint = match status.as_u16() {
+        401 => "the API server does not accept kforge's admin certificate: the cluster's PKI in the state store \
+                may have been replaced; re-run the bootstrap so every master has the current CA"
+            .to_string(),
+        403 => "kforge's admin certificate (group system:masters) was denied: check the API server's \
+                --authorization-mode"
+            .to_string(),
+        400 | 404 | 409 | 415 | 422 => format!(
+            "the {} addon's manifest (templates/addons/{}.yaml) does not fit this API server",
+            object.addon, object.addon
+        ),
+        _ => "the API server is not ready yet; kforge retried until --health-timeout".to_string(),
+    };
+    CallFailure {
+        message: format!("HTTP {}: {message}", status.as_u16()),
+        hint,
+        // Overloaded or still starting (etcd leader election, post-start hooks).
+        transient: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+    }
+}
+
+/// Server-side apply of one object; `Ok(true)` when it was created or changed.
+async fn apply_one(client: &ApiClient, object: &Object) -> Result<bool, CallFailure> {
+    let transport = |message: String| CallFailure {
+        message,
+        hint: format!(
+            "the API endpoint {} must be reachable from this machine (controlPlane.apiAllowedCidrs) and serve the \
+             cluster CA's certificate",
+            client.base()
+        ),
+        transient: true,
+    };
+    let (status, body) = client
+        .send(Method::GET, &object.path, None, Bytes::new())
+        .await
+        .map_err(transport)?;
+    let before = match status {
+        StatusCode::OK => resource_version(&body),
+        StatusCode::NOT_FOUND => None,
+        other => return Err(api_failure(object, other, &body)),
+    };
+    let patch = serde_json::to_vec(&object.body).expect("a JSON value serializes");
+    let (status, body) = client
+        .send(
+            Method::PATCH,
+            &format!("{}?fieldManager={FIELD_MANAGER}&force=true", object.path),
+            // JSON is YAML: the apply content type takes either.
+            Some("application/apply-patch+yaml"),
+            Bytes::from(patch),
+        )
+        .await
+        .map_err(transport)?;
+    if !status.is_success() {
+        return Err(api_failure(object, status, &body));
+    }
+    let after = resource_version(&body);
+    Ok(before.is_none() || before != after)
+}
+
+/// Applies every object in order, retrying what may pass later (API starting, connection refused) until
+/// `deadline`. `host` names the API endpoint in errors.
+pub async fn apply(
+    client: &ApiClient,
+    host: &str,
+    objects: &[Object],
+    deadline: Duration,
+) -> Result<Vec<Applied>, SshError> {
+    let until = Instant::now() + deadline;
+    let mut applied = Vec::new();
+    for object in objects {
+        let changed = loop {
+            match apply_one(client, object).await {
+                Ok(changed) => break changed,
+                Err(f) if f.transient && Instant::now() < until => {
+                    tracing::debug!(object = %object.describe(), error = %f.message, "retrying an addon object");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(f) => {
+                    return Err(SshError {
+                        host: host.to_string(),
+                        step: format!("addon {}: {}", object.addon, object.describe()),
+                        message: f.message,
+                        hint: f.hint,
+                        transient: f.transient,
+                    });
+                }
+            }
+        };
+        applied.push(Applied {
+            addon: object.addon,
+            object: object.describe(),
+            changed,
+        });
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against an in-process HTTPS server that plays the API server's part kforge relies on (no kube-apiserver
+    //! binary is obtainable on the test machines): mutual TLS with the cluster's own PKI, server-side apply's
+    //! content type and field manager, resourceVersion bumped only by a real change, namespaces that must exist.
+
+    use super::*;
+    use crate::bootstrap::pki::{CLUSTER_CA, Member, Pki, PkiRequest};
+    use hyper::Response;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct FakeApi {
+        /// Path → (resourceVersion, the applied body).
+        objects: HashMap<String, (u64, serde_json::Value)>,
+        revision: u64,
+        /// "METHOD path?query content-type", in order.
+        requests: Vec<String>,
+        /// Path → statuses to answer its next PATCHes with, before applying.
+        failures: HashMap<String, VecDeque<u16>>,
+    }
+
+    fn status(code: u16, message: &str) -> Response<Full<Bytes>> {
+        let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code});
+        Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    }
+
+    fn with_version(body: &serde_json::Value, rv: u64) -> Response<Full<Bytes>> {
+        let mut body = body.clone();
+        body["metadata"]["resourceVersion"] = serde_json::Value::String(rv.to_string());
+        Response::new(Full::new(Bytes::from(body.to_string())))
+    }
+
+    /// The namespace a namespaced path names, if any.
+    fn namespace_of(path: &str) -> Option<&str> {
+        let rest = path.split("/namespaces/").nth(1)?;
+        let (ns, tail) = rest.split_once('/')?;
+        (!tail.is_empty()).then_some(ns)
+    }
+
+    async fn handle(api: Arc<Mutex<FakeApi>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let mut api = api.lock().unwrap();
+        api.requests.push(format!("{method} {path}?{query} {content_type}"));
+        if let Some(ns) = namespace_of(&path)
+            && !["default", "kube-system"].contains(&ns)
+            && !api.objects.contains_key(&format!("/api/v1/namespaces/{ns}"))
+        {
+            return status(404, &format!("namespaces \"{ns}\" not found"));
+        }
+        match method {
+            Method::GET => match api.objects.get(&path) {
+                Some((rv, body)) => with_version(body, *rv),
+                None => status(404, "not found"),
+            },
+            Method::PATCH => {
+                if let Some(code) = api.failures.get_mut(&path).and_then(|q| q.pop_front()) {
+                    return status(code, "the fake API was told to fail this call");
+                }
+                if content_type != "application/apply-patch+yaml" {
+                    return status(415, "unsupported media type");
+                }
+                if query != "fieldManager=kforge&force=true" {
+                    return status(400, "server-side apply needs a field manager");
+                }
+                let applied: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let unchanged = api.objects.get(&path).is_some_and(|(_, b)| *b == applied);
+                if !unchanged {
+                    api.revision += 1;
+                    let rv = api.revision;
+                    api.objects.insert(path.clone(), (rv, applied));
+                }
+                let (rv, body) = &api.objects[&path];
+                with_version(body, *rv)
+            }
+            _ => status(405, "method not allowed"),
+        }
+    }
+
+    fn pki(dir: &std::path::Path) -> Pki {
+        let request = PkiRequest {
+            cluster: "lab".into(),
+            masters: vec![Member {
+                name: "m1".into(),
+                address: "127.0.0.1".parse().unwrap(),
+            }],
+            nodes: vec!["m1".into(), "w1".into()],
+            api_endpoint: None,
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            cluster_domain: "cluster.local".into(),
+        };
+        Pki::ensure(dir, &request).unwrap().0
+    }
+
+    /// Serves the fake API over TLS with the apiserver certificate of `pki`, requiring a client certificate of
+    /// its cluster CA. Returns the `https://127.0.0.1:PORT` URL.
+    async fn serve(pki: &Pki, api: Arc<Mutex<FakeApi>>) -> String {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pki.certs[CLUSTER_CA].cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .unwrap();
+        let serving = &pki.certs["apiserver"];
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(serving.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(api, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        format!("https://127.0.0.1:{port}")
+    }
+
+    fn facts(pod_cidr: &str) -> ClusterFacts {
+        ClusterFacts {
+            cluster: "lab".into(),
+            masters: Vec::new(),
+            api_url: String::new(),
+            service_cidr: "10.96.0.0/12".into(),
+            pod_cidr: pod_cidr.into(),
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: "10.96.0.10".into(),
+        }
+    }
+
+    fn images() -> BTreeMap<String, String> {
+        crate::bootstrap::assets::manifest("1.34").unwrap().images
+    }
+
+    fn admin_client(url: &str, pki: &Pki) -> ApiClient {
+        let admin = &pki.certs["admin"];
+        ApiClient::new(url, &pki.certs[CLUSTER_CA].cert_pem, &admin.cert_pem, &admin.key_pem).unwrap()
+    }
+
+    #[test]
+    fn every_addon_object_has_a_path_and_namespaces_come_before_what_they_hold() {
+        let objects = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let describe: Vec<String> = objects.iter().map(Object::describe).collect();
+        let at = |d: &str| {
+            describe
+                .iter()
+                .position(|x| x == d)
+                .unwrap_or_else(|| panic!("{d} in {describe:?}"))
+        };
+        assert!(at("Namespace kube-flannel") < at("DaemonSet kube-flannel/kube-flannel"));
+        assert!(at("Namespace kube-flannel") < at("ServiceAccount kube-flannel/flannel"));
+        let path = |d: &str| objects[at(d)].path.clone();
+        assert_eq!(
+            path("DaemonSet kube-flannel/kube-flannel"),
+            "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel"
+        );
+        assert_eq!(
+            path("ClusterRole kforge:flannel"),
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles/kforge:flannel"
+        );
+        assert_eq!(
+            path("Service kube-system/kube-dns"),
+            "/api/v1/namespaces/kube-system/services/kube-dns"
+        );
+        let dns = &objects[at("Service kube-system/kube-dns")].body;
+        assert_eq!(dns["spec"]["clusterIP"], "10.96.0.10");
+        let cfg = &objects[at("ConfigMap kube-flannel/kube-flannel-cfg")].body;
+        let net: serde_json::Value = serde_json::from_str(cfg["data"]["net-conf.json"].as_str().unwrap()).unwrap();
+        assert_eq!(net["Network"], "10.244.0.0/16");
+        let corefile = objects[at("ConfigMap kube-system/coredns")].body["data"]["Corefile"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(corefile.contains("kubernetes cluster.local in-addr.arpa"), "{corefile}");
+        let ds = &objects[at("DaemonSet kube-flannel/kube-flannel")].body;
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["containers"][0]["image"],
+            images()["flannel"].as_str()
+        );
+        let missing = super::objects(&facts("10.244.0.0/16"), &BTreeMap::new()).unwrap_err();
+        assert!(missing.contains("no image for flannel"), "{missing}");
+    }
+
+    #[tokio::test]
+    async fn addons_are_applied_over_mutual_tls_and_a_rerun_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let api = Arc::new(Mutex::new(FakeApi::default()));
+        let url = serve(&pki, api.clone()).await;
+        let client = admin_client(&url, &pki);
+        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+
+        let first = apply(&client, &url, &wanted, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first.len(), wanted.len());
+        assert!(first.iter().all(|a| a.changed), "{first:?}");
+        {
+            let api = api.lock().unwrap();
+            assert_eq!(api.objects.len(), wanted.len());
+            let patches: Vec<&String> = api.requests.iter().filter(|r| r.starts_with("PATCH")).collect();
+            assert_eq!(patches.len(), wanted.len());
+            assert!(
+                patches
+                    .iter()
+                    .all(|r| r.ends_with("?fieldManager=kforge&force=true application/apply-patch+yaml"))
+            );
+        }
+
+        let second = apply(&client, &url, &wanted, Duration::from_secs(5)).await.unwrap();
+        assert!(second.iter().all(|a| !a.changed), "{second:?}");
+
+        // A new pod network touches flannel's configuration and nothing else.
+        let moved = objects(&facts("10.200.0.0/16"), &images()).unwrap();
+        let third = apply(&client, &url, &moved, Duration::from_secs(5)).await.unwrap();
+        let changed: Vec<&str> = third.iter().filter(|a| a.changed).map(|a| a.object.as_str()).collect();
+        assert_eq!(changed, ["ConfigMap kube-flannel/kube-flannel-cfg"]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_api_is_retried_and_a_rejected_object_is_named_with_the_apis_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let api = Arc::new(Mutex::new(FakeApi::default()));
+        let url = serve(&pki, api.clone()).await;
+        let client = admin_client(&url, &pki);
+        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        {
+            let mut api = api.lock().unwrap();
+            let ds = "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel".to_string();
+            api.failures.insert(ds, VecDeque::from([503, 503]));
+            let dep = "/apis/apps/v1/namespaces/kube-system/deployments/coredns".to_string();
+            api.failures.insert(dep, VecDeque::from([422]));
+        }
+        let err = apply(&client, &url, &wanted, Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert_eq!(err.host, url);
+        assert_eq!(err.step, "addon coredns: Deployment kube-system/coredns");
+        assert!(
+            err.message.contains("HTTP 422") && err.message.contains("told to fail"),
+            "{}",
+            err.message
+        );
+        assert!(err.hint.contains("templates/addons/coredns.yaml"), "{}", err.hint);
+        let api = api.lock().unwrap();
+        assert!(
+            api.objects
+                .contains_key("/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel")
+        );
+        // 422 is not retried: one PATCH of the Deployment.
+        let dep_patches = api
+            .requests
+            .iter()
+            .filter(|r| r.starts_with("PATCH /apis/apps/v1/namespaces/kube-system/deployments/coredns"))
+            .count();
+        assert_eq!(dep_patches, 1);
+    }
+
+    #[tokio::test]
+    async fn an_api_server_outside_the_cluster_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = pki(&dir.path().join("real"));
+        let other = pki(&dir.path().join("other"));
+        let api = Arc::new(Mutex::new(FakeApi::default()));
+        let url = serve(&other, api.clone()).await;
+        let client = admin_client(&url, &real);
+        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let err = apply(&client, &url, &wanted, Duration::ZERO).await.unwrap_err();
+        assert!(err.message.to_lowercase().contains("certificate"), "{}", err.message);
+        assert!(err.hint.contains("cluster CA"), "{}", err.hint);
+        assert!(api.lock().unwrap().requests.is_empty(), "nothing reached the impostor");
+    }
+}
