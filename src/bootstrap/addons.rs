@@ -507,6 +507,31 @@ mod tests {
         crate::bootstrap::assets::manifest("1.34").unwrap().images
     }
 
+    /// A fake API with a fresh PKI, kforge's admin client of it, and the addons' objects.
+    struct Lab {
+        api: Arc<Mutex<FakeApi>>,
+        url: String,
+        client: ApiClient,
+        wanted: Vec<Object>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Lab {
+        async fn start() -> Lab {
+            let dir = tempfile::tempdir().unwrap();
+            let pki = pki(dir.path());
+            let api = Arc::new(Mutex::new(FakeApi::default()));
+            let url = serve(&pki, api.clone()).await;
+            Lab {
+                client: admin_client(&url, &pki),
+                api,
+                url,
+                wanted: objects(&facts("10.244.0.0/16"), &images()).unwrap(),
+                _dir: dir,
+            }
+        }
+    }
+
     fn admin_client(url: &str, pki: &Pki) -> ApiClient {
         let admin = &pki.certs["admin"];
         ApiClient::new(url, &pki.certs[CLUSTER_CA].cert_pem, &admin.cert_pem, &admin.key_pem).unwrap()
@@ -558,12 +583,13 @@ mod tests {
 
     #[tokio::test]
     async fn addons_are_applied_over_mutual_tls_and_a_rerun_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = pki(dir.path());
-        let api = Arc::new(Mutex::new(FakeApi::default()));
-        let url = serve(&pki, api.clone()).await;
-        let client = admin_client(&url, &pki);
-        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let Lab {
+            api,
+            url,
+            client,
+            wanted,
+            _dir,
+        } = Lab::start().await;
 
         let first = apply(&client, &url, &wanted, Duration::from_secs(5)).await.unwrap();
         assert_eq!(first.len(), wanted.len());
@@ -592,12 +618,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_api_is_retried_and_a_rejected_object_is_named_with_the_apis_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = pki(dir.path());
-        let api = Arc::new(Mutex::new(FakeApi::default()));
-        let url = serve(&pki, api.clone()).await;
-        let client = admin_client(&url, &pki);
-        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let Lab {
+            api,
+            url,
+            client,
+            wanted,
+            _dir,
+        } = Lab::start().await;
         {
             let mut api = api.lock().unwrap();
             let ds = "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel".to_string();
