@@ -23,6 +23,9 @@ fn cache_dir() -> PathBuf {
 
 /// The cached root file system, made on first use (about two minutes).
 pub fn rootfs() -> PathBuf {
+    // One debootstrap at a time: a second lab would otherwise clear the first one's half-made tree.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = cache_dir();
     let rootfs = dir.join("rootfs");
     if rootfs.join("usr/bin/etcd").exists() {
@@ -43,6 +46,25 @@ pub fn rootfs() -> PathBuf {
     );
     std::fs::rename(&tmp, &rootfs).unwrap();
     rootfs
+}
+
+/// A `172.31.N.0/24` no bridge on this machine has and no other lab of this process took: every lab's dockerd
+/// puts its network's gateway on a bridge of this machine, and they all share one routing table.
+fn free_subnet() -> u32 {
+    static TAKEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let in_use = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let first = std::process::id() % 200;
+    let net = (0..200)
+        .map(|i| 16 + (first + i) % 200)
+        .find(|n| !taken.contains(n) && !in_use.contains(&format!(" 172.31.{n}.")))
+        .expect("a free 172.31.N.0/24 subnet");
+    taken.push(net);
+    net
 }
 
 /// Running host containers; removed (with their network) on drop.
@@ -74,6 +96,10 @@ impl Hosts {
         let keys = tempfile::tempdir().unwrap();
         keygen(&keys.path().join("client"), "kforge-test");
         keygen(&keys.path().join("host"), "host");
+        // This lab's keys go into the shared root file system just before it is imported: labs of this process
+        // starting at once take turns, or one would import the other's keys.
+        static IMPORTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let importing = IMPORTING.lock().unwrap_or_else(|e| e.into_inner());
         let ssh = rootfs.join("root/.ssh");
         std::fs::create_dir_all(&ssh).unwrap();
         std::fs::copy(keys.path().join("client.pub"), ssh.join("authorized_keys")).unwrap();
@@ -107,8 +133,8 @@ impl Hosts {
             .output()
             .unwrap();
         assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
-        // A subnet of this run's own: bridges of other daemons share the routing table.
-        let net = 16 + (std::process::id() % 200);
+        drop(importing);
+        let net = free_subnet();
         let network = "kforge-hosts".to_string();
         let out = dockerd.docker(&["network", "create", "--subnet", &format!("172.31.{net}.0/24"), &network]);
         assert!(
