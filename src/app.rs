@@ -583,16 +583,34 @@ fn bootstrap_table(report: &crate::bootstrap::run::Report) -> String {
     )
 }
 
+/// What `kforge get assets` prints: the files a mirror must hold, and the images the addons pull (a registry
+/// mirror must hold those for an air-gapped cluster).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AssetListing {
+    files: Vec<crate::bootstrap::assets::Resolved>,
+    images: std::collections::BTreeMap<String, String>,
+}
+
 /// `kforge get assets --version V`: what a mirror must hold.
 fn get_assets(g: &GlobalArgs, version: &str, mirror: Option<&str>) -> anyhow::Result<Finished> {
-    let list = crate::bootstrap::assets::listing(version, mirror, &Default::default())?;
-    print(g.output, &list, || {
+    let listing = AssetListing {
+        files: crate::bootstrap::assets::listing(version, mirror, &Default::default())?,
+        images: crate::bootstrap::assets::manifest(version)?.images,
+    };
+    print(g.output, &listing, || {
         table(
             &["NAME", "VERSION", "URL", "DIGEST"],
-            list.iter()
+            listing
+                .files
+                .iter()
                 .map(|a| vec![a.name.clone(), a.version.clone(), a.url.clone(), a.digest()])
                 .collect(),
-        )
+        ) + "\n"
+            + &table(
+                &["ADDON IMAGE", "REFERENCE"],
+                listing.images.iter().map(|(n, r)| vec![n.clone(), r.clone()]).collect(),
+            )
     })?;
     Ok(Finished::Ok)
 }

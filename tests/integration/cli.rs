@@ -265,9 +265,12 @@ fn get_assets_lists_every_file_with_its_digest_and_mirror_url() {
         "-o",
         "json",
     ]);
-    let list: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    let list = list.as_array().unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let list = listing["files"].as_array().unwrap();
     assert_eq!(list.len(), 12, "6 assets x amd64/arm64");
+    // The addons' images, for a registry mirror.
+    assert_eq!(listing["images"]["coredns"], "registry.k8s.io/coredns/coredns:v1.12.1");
+    assert_eq!(listing["images"].as_object().unwrap().len(), 3);
     let server = list
         .iter()
         .find(|a| a["name"] == "kubernetes-server" && a["upstream"].as_str().unwrap().contains("amd64"))
@@ -277,6 +280,11 @@ fn get_assets_lists_every_file_with_its_digest_and_mirror_url() {
         "http://mirror.internal/k/dl.k8s.io/v1.34.3/kubernetes-server-linux-amd64.tar.gz"
     );
     assert_eq!(server["algorithm"], "sha512");
+    let table = env.ok(&["get", "assets", "--version", "1.34"]).stdout;
+    assert!(
+        table.contains("flannel-cni-plugin  ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1"),
+        "{table}"
+    );
     let o = env.run(&["get", "assets", "--version", "1.29"]);
     assert_eq!(o.code, 1);
     assert!(
