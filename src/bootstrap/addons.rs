@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::ssh::SshError;
 use super::units::{self, ClusterFacts};
+use crate::registry::client::chain;
 
 pub const FLANNEL: &str = include_str!("../../templates/addons/flannel.yaml");
 pub const COREDNS: &str = include_str!("../../templates/addons/coredns.yaml");
@@ -192,27 +193,11 @@ impl ApiClient {
         let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
             .await
             .map_err(|_| "no answer in 30s".to_string())?
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| chain(&e))?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| error_chain(&e))?
-            .to_bytes();
+        let bytes = response.into_body().collect().await.map_err(|e| chain(&e))?.to_bytes();
         Ok((status, bytes))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// What applying one object did.
@@ -583,15 +568,10 @@ mod tests {
 
     #[tokio::test]
     async fn addons_are_applied_over_mutual_tls_and_a_rerun_changes_nothing() {
-        let Lab {
-            api,
-            url,
-            client,
-            wanted,
-            _dir,
-        } = Lab::start().await;
+        let lab = Lab::start().await;
+        let (api, url, client, wanted) = (&lab.api, &lab.url, &lab.client, &lab.wanted);
 
-        let first = apply(&client, &url, &wanted, Duration::from_secs(5)).await.unwrap();
+        let first = apply(client, url, wanted, Duration::from_secs(5)).await.unwrap();
         assert_eq!(first.len(), wanted.len());
         assert!(first.iter().all(|a| a.changed), "{first:?}");
         {
@@ -606,25 +586,20 @@ mod tests {
             );
         }
 
-        let second = apply(&client, &url, &wanted, Duration::from_secs(5)).await.unwrap();
+        let second = apply(client, url, wanted, Duration::from_secs(5)).await.unwrap();
         assert!(second.iter().all(|a| !a.changed), "{second:?}");
 
         // A new pod network touches flannel's configuration and nothing else.
         let moved = objects(&facts("10.200.0.0/16"), &images()).unwrap();
-        let third = apply(&client, &url, &moved, Duration::from_secs(5)).await.unwrap();
+        let third = apply(client, url, &moved, Duration::from_secs(5)).await.unwrap();
         let changed: Vec<&str> = third.iter().filter(|a| a.changed).map(|a| a.object.as_str()).collect();
         assert_eq!(changed, ["ConfigMap kube-flannel/kube-flannel-cfg"]);
     }
 
     #[tokio::test]
     async fn a_busy_api_is_retried_and_a_rejected_object_is_named_with_the_apis_reason() {
-        let Lab {
-            api,
-            url,
-            client,
-            wanted,
-            _dir,
-        } = Lab::start().await;
+        let lab = Lab::start().await;
+        let (api, url, client, wanted) = (&lab.api, &lab.url, &lab.client, &lab.wanted);
         {
             let mut api = api.lock().unwrap();
             let ds = "/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel".to_string();
@@ -632,10 +607,8 @@ mod tests {
             let dep = "/apis/apps/v1/namespaces/kube-system/deployments/coredns".to_string();
             api.failures.insert(dep, VecDeque::from([422]));
         }
-        let err = apply(&client, &url, &wanted, Duration::from_secs(30))
-            .await
-            .unwrap_err();
-        assert_eq!(err.host, url);
+        let err = apply(client, url, wanted, Duration::from_secs(30)).await.unwrap_err();
+        assert_eq!(&err.host, url);
         assert_eq!(err.step, "addon coredns: Deployment kube-system/coredns");
         assert!(
             err.message.contains("HTTP 422") && err.message.contains("told to fail"),

@@ -694,7 +694,8 @@ fn error_suffix(body: &[u8]) -> String {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-joined, each text once (hyper and rustls repeat their causes' texts).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {
