@@ -631,8 +631,7 @@ async fn validate_cluster(g: &GlobalArgs, name: &str, ssh_timeout: Duration) -> 
   hint: `kforge get nodegroups --cluster {name}` shows its nodes"
         );
     }
-    let list = crate::selfbuilt::recorded_hosts(&record)?;
-    let checks = crate::selfbuilt::validate(list, ssh_timeout).await;
+    let checks = crate::selfbuilt::validate(&store, &record, ssh_timeout).await?;
     print(g.output, &checks, || {
         table(
             &["HOST", "CHECK", "OK", "DETAIL"],

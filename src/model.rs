@@ -31,7 +31,8 @@ const EKS_ADDONS: &[&str] = &[
 ];
 /// EKS control-plane log types, in the order EKS lists them.
 pub const EKS_LOG_TYPES: &[&str] = &["api", "audit", "authenticator", "controllerManager", "scheduler"];
-const SELF_BUILT_ADDONS: &[&str] = &["flannel", "calico", "coredns", "metrics-server"];
+/// The addons the self-built bootstrap applies itself (templates/addons/; `bootstrap::addons` renders each).
+pub const SELF_BUILT_ADDONS: &[&str] = &["flannel", "coredns"];
 const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1878,10 +1879,26 @@ fn addons(c: &mut Checker, spec: Option<&[AddonSpec]>, provider: Provider) -> Ve
     let mut out = Vec::new();
     for (i, a) in spec.iter().enumerate() {
         if !known.contains(&a.name.as_str()) {
+            let bring_your_own = if provider == Provider::Eks {
+                String::new()
+            } else {
+                "; install other addons through the API after create (`addons: []` leaves the pod network and DNS to you)"
+                    .to_string()
+            };
             c.err(
                 format!("spec.addons[{i}].name"),
                 format!("`{}` is not an addon kforge installs with provider {provider}", a.name),
-                format!("use one of {}", known.join(", ")),
+                format!("use one of {}{bring_your_own}", known.join(", ")),
+            );
+        }
+        if provider != Provider::Eks && a.version.is_some() {
+            c.err(
+                format!("spec.addons[{i}].version"),
+                format!(
+                    "the version of self-built addon `{}` comes from the asset manifest of the Kubernetes version",
+                    a.name
+                ),
+                "remove the version (`kforge get assets --version V` lists the addons' images)",
             );
         }
         if !names.insert(&a.name) {
@@ -2108,5 +2125,27 @@ mod tests {
         let e = check("  provider: eks\n  region: us-east-1\n  network: {topology: public, natGateways: single}\n")
             .unwrap_err();
         assert_eq!(paths(&e), ["spec.network.natGateways"]);
+    }
+
+    #[test]
+    fn self_built_addons_are_the_ones_the_bootstrap_applies() {
+        let ec2 = "  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n";
+        let c = check(ec2).unwrap();
+        let names: Vec<&str> = c.addons.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["flannel", "coredns"]);
+        let none = check(&format!("{ec2}  addons: []\n")).unwrap();
+        assert!(none.addons.is_empty());
+        let e = check(&format!(
+            "{ec2}  addons: [{{name: coredns}}, {{name: calico}}, {{name: metrics-server}}, {{name: flannel, version: v1}}]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            paths(&e),
+            ["spec.addons[1].name", "spec.addons[2].name", "spec.addons[3].version"]
+        );
+        assert!(
+            e.to_string().contains("`calico` is not an addon kforge installs"),
+            "{e}"
+        );
     }
 }

@@ -1,16 +1,16 @@
 //! The commands' side of self-built clusters (provider ec2 and hosts): the bootstrap phase with the PKI kept in the
 //! state store, the hosts and API endpoint recorded for later commands, `kforge kubeconfig` from the admin
-//! certificate, and `kforge validate cluster`, which asks etcd, the API server and the kubelets host by host.
+//! certificate, and `kforge validate cluster` (`bootstrap::health`'s checks of every host and of the API).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
 
+use crate::bootstrap::api::ApiClient;
 use crate::bootstrap::pki::{Pki, PkiRequest};
 use crate::bootstrap::run::{self, Options, Report};
 use crate::bootstrap::units::{self, ClusterFacts};
-use crate::bootstrap::{etcd, ssh};
+use crate::bootstrap::{health, ssh};
 use crate::engine::{Outputs, Phase};
 use crate::model::Cluster;
 use crate::progress::{Event, Reporter};
@@ -87,6 +87,7 @@ pub async fn bootstrap(
         pki,
         &cluster.kubernetes_version,
         cluster.assets.clone(),
+        &cluster.addons.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         opts,
         reporter,
     )
@@ -157,103 +158,78 @@ pub fn recorded_hosts(record: &ClusterRecord) -> anyhow::Result<HostList> {
     Ok(serde_json::from_str(text)?)
 }
 
-/// An admin kubeconfig of a self-built cluster, from the PKI in the state store.
-pub async fn admin_kubeconfig(store: &StateStore, record: &ClusterRecord) -> anyhow::Result<String> {
-    let list = recorded_hosts(record)?;
+/// The cluster admin's credentials from the PKI in the state store: (API URL, CA, certificate, key) PEMs.
+async fn admin_credentials(
+    store: &StateStore,
+    record: &ClusterRecord,
+    list: &HostList,
+) -> anyhow::Result<(String, String, String, String)> {
     let dir = store.open_pki(&record.name).await?;
     let read = |f: &str| {
         std::fs::read_to_string(dir.path.join(f))
             .with_context(|| format!("the state store has no {f} for cluster {}", record.name))
     };
     let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
-    Ok(units::kubeconfig(
-        &record.name,
-        &api_url(&list, &masters),
-        &read("ca.crt")?,
-        "kubernetes-admin",
-        &read("admin.crt")?,
-        &read("admin.key")?,
+    Ok((
+        api_url(list, &masters),
+        read("ca.crt")?,
+        read("admin.crt")?,
+        read("admin.key")?,
     ))
 }
 
-/// One line of `kforge validate cluster`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Check {
-    pub host: String,
-    pub check: String,
-    pub ok: bool,
-    pub detail: String,
+/// An admin kubeconfig of a self-built cluster, from the PKI in the state store.
+pub async fn admin_kubeconfig(store: &StateStore, record: &ClusterRecord) -> anyhow::Result<String> {
+    let list = recorded_hosts(record)?;
+    let (url, ca, cert, key) = admin_credentials(store, record, &list).await?;
+    Ok(units::kubeconfig(
+        &record.name,
+        &url,
+        &ca,
+        "kubernetes-admin",
+        &cert,
+        &key,
+    ))
 }
 
-/// Asks every host: etcd health and the API server's /readyz on masters, kubelet on workers, and the nodes'
-/// Ready condition as the API reports it.
-pub async fn validate(list: HostList, connect_timeout: Duration) -> Vec<Check> {
-    tokio::task::spawn_blocking(move || {
-        let mut checks = Vec::new();
-        let masters = list.hosts.iter().filter(|h| h.role == HostRole::Master).count();
-        let mut asked_nodes = false;
-        for h in &list.hosts {
-            let mut add = |check: &str, ok: bool, detail: String| {
-                checks.push(Check {
-                    host: h.name.clone(),
-                    check: check.into(),
-                    ok,
-                    detail,
-                })
-            };
-            let conn = match ssh::connect(h, connect_timeout) {
-                Ok(c) => c,
-                Err(e) => {
-                    add("ssh", false, format!("{}: {}", e.step, e.message));
-                    continue;
-                }
-            };
-            let mut probe =
-                |check: &str, command: &str, ok: &dyn Fn(&ssh::Output) -> bool| match conn.run(check, command) {
-                    Ok(out) => {
-                        let text = format!("{}{}", out.stdout, out.stderr);
-                        let last = text.trim().lines().last().unwrap_or_default().to_string();
-                        add(check, ok(&out), last);
-                        Some(out)
-                    }
-                    Err(e) => {
-                        add(check, false, e.message);
-                        None
-                    }
-                };
-            if h.role == HostRole::Master {
-                probe("etcd health", &etcd::health_command(), &|o| {
-                    o.status == 0
-                        && o.stdout.matches("is healthy").count() + o.stderr.matches("is healthy").count() >= masters
-                });
-                probe("apiserver readyz", &run::readyz_command(), &|o| {
-                    o.status == 0 && o.stdout.trim() == "ok"
-                });
-                if !asked_nodes {
-                    asked_nodes = true;
-                    if let Some(out) = probe(
-                        "nodes ready",
-                        "/opt/kforge/bin/kubectl --kubeconfig /etc/kforge/admin.kubeconfig get nodes --no-headers",
-                        &|o| {
-                            o.status == 0
-                                && !o.stdout.is_empty()
-                                && o.stdout.lines().all(|l| l.split_whitespace().nth(1) == Some("Ready"))
-                        },
-                    ) {
-                        let _ = out;
-                    }
-                }
-            } else {
-                probe(
-                    "kubelet",
-                    "systemctl is-active kforge-kubelet kforge-kube-proxy kforge-containerd",
-                    &|o| o.status == 0,
-                );
-            }
-        }
-        checks
-    })
-    .await
-    .expect("validation does not panic")
+pub use crate::bootstrap::health::Check;
+
+/// `kforge validate cluster`: every host over SSH (each unit on its own, each component's health endpoint), at
+/// once, and the cluster through its API as the admin (a Ready Node for every host that runs a kubelet, the
+/// system pods, the control plane's leader leases).
+pub async fn validate(
+    store: &StateStore,
+    record: &ClusterRecord,
+    connect_timeout: Duration,
+) -> anyhow::Result<Vec<Check>> {
+    let list = recorded_hosts(record)?;
+    let masters = list.hosts.iter().filter(|h| h.role == HostRole::Master).count();
+    let per_host = list.hosts.iter().cloned().map(|h| {
+        tokio::task::spawn_blocking(move || match ssh::connect(&h, connect_timeout) {
+            Ok(conn) => health::check_host(&conn, &h, masters),
+            Err(e) => vec![Check {
+                host: h.name.clone(),
+                check: "ssh".into(),
+                ok: false,
+                detail: format!("{}: {}", e.step, e.message),
+            }],
+        })
+    });
+    let api = admin_client(store, record, &list).await?;
+    let (hosts, cluster) = tokio::join!(
+        futures::future::join_all(per_host),
+        health::check_cluster(&api, &list.hosts)
+    );
+    let mut checks = Vec::new();
+    for h in hosts {
+        checks.extend(h.context("a host check panicked")?);
+    }
+    checks.extend(cluster);
+    Ok(checks)
+}
+
+/// kforge's admin client of the cluster's API, from the PKI in the state store.
+async fn admin_client(store: &StateStore, record: &ClusterRecord, list: &HostList) -> anyhow::Result<ApiClient> {
+    let (url, ca, cert, key) = admin_credentials(store, record, list).await?;
+    ApiClient::new(&url, &ca, &cert, &key)
 }

@@ -5,24 +5,20 @@
 //! reports zero changes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
+pub use super::api::ApiClient;
 use super::ssh::SshError;
 use super::units::{self, ClusterFacts};
-use crate::registry::client::chain;
 
 pub const FLANNEL: &str = include_str!("../../templates/addons/flannel.yaml");
 pub const COREDNS: &str = include_str!("../../templates/addons/coredns.yaml");
+/// Every addon the bootstrap applies, in order, with its template (`model::SELF_BUILT_ADDONS` names the same).
+pub const TEMPLATES: [(&str, &str); 2] = [("flannel", FLANNEL), ("coredns", COREDNS)];
 /// The field manager kforge applies as (what `kubectl get -o yaml --show-managed-fields` names).
 pub const FIELD_MANAGER: &str = "kforge";
 
@@ -102,7 +98,11 @@ fn object_of(addon: &'static str, body: serde_json::Value) -> Result<Object, Str
 }
 
 /// The addons' objects for this cluster, in the order they are applied (namespaces before what they hold).
-pub fn objects(facts: &ClusterFacts, images: &BTreeMap<String, String>) -> Result<Vec<Object>, String> {
+pub fn objects(
+    facts: &ClusterFacts,
+    images: &BTreeMap<String, String>,
+    names: &[String],
+) -> Result<Vec<Object>, String> {
     let image = |name: &str| {
         images
             .get(name)
@@ -119,7 +119,10 @@ pub fn objects(facts: &ClusterFacts, images: &BTreeMap<String, String>) -> Resul
     ];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut out = Vec::new();
-    for (addon, template) in [("flannel", FLANNEL), ("coredns", COREDNS)] {
+    for (addon, template) in TEMPLATES {
+        if !names.iter().any(|n| n == addon) {
+            continue;
+        }
         let text = units::render(template, &vars);
         for doc in serde_norway::Deserializer::from_str(&text) {
             let body = serde_json::Value::deserialize(doc).map_err(|e| format!("{addon}: {e}"))?;
@@ -129,75 +132,6 @@ pub fn objects(facts: &ClusterFacts, images: &BTreeMap<String, String>) -> Resul
         }
     }
     Ok(out)
-}
-
-/// An HTTPS client of one cluster's API server: the cluster CA is the only trusted root, and the client
-/// authenticates with a certificate.
-pub struct ApiClient {
-    base: String,
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-}
-
-impl ApiClient {
-    /// `api_url` is `https://HOST:PORT`.
-    pub fn new(api_url: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<ApiClient> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let cert = cert.map_err(|e| anyhow::anyhow!("the cluster CA is not a PEM certificate: {e:?}"))?;
-            roots.add(cert)?;
-        }
-        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!("the client certificate is not PEM: {e:?}"))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("the client key is not a PEM private key: {e:?}"))?;
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_client_auth_cert(chain, key)?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(10)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_only()
-            .enable_http1()
-            .wrap_connector(http);
-        Ok(ApiClient {
-            base: api_url.trim_end_matches('/').to_string(),
-            http: Client::builder(TokioExecutor::new()).build(https),
-        })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// One request; `Err` is a transport failure (refused, reset, TLS), with its cause chain.
-    async fn send(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        content_type: Option<&str>,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), String> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path_and_query}", self.base))
-            .header("accept", "application/json");
-        if let Some(ct) = content_type {
-            req = req.header("content-type", ct);
-        }
-        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(30), self.http.request(req))
-            .await
-            .map_err(|_| "no answer in 30s".to_string())?
-            .map_err(|e| chain(&e))?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| chain(&e))?.to_bytes();
-        Ok((status, bytes))
-    }
 }
 
 /// What applying one object did.
@@ -331,11 +265,14 @@ mod tests {
 
     use super::*;
     use crate::bootstrap::pki::{CLUSTER_CA, Member, Pki, PkiRequest};
-    use hyper::Response;
+    use http_body_util::{BodyExt, Full};
     use hyper::body::Incoming;
     use hyper::service::service_fn;
+    use hyper::{Request, Response};
     use hyper_util::rt::TokioIo;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     use std::collections::{HashMap, VecDeque};
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -488,6 +425,23 @@ mod tests {
         }
     }
 
+    fn all() -> Vec<String> {
+        crate::model::SELF_BUILT_ADDONS.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_addon_the_spec_accepts_has_objects_and_only_listed_ones_are_applied() {
+        assert_eq!(
+            TEMPLATES.map(|(n, _)| n).to_vec(),
+            crate::model::SELF_BUILT_ADDONS.to_vec()
+        );
+        for name in crate::model::SELF_BUILT_ADDONS {
+            let only = objects(&facts("10.244.0.0/16"), &images(), &[name.to_string()]).unwrap();
+            assert!(!only.is_empty() && only.iter().all(|o| o.addon == *name), "{name}");
+        }
+        assert!(objects(&facts("10.244.0.0/16"), &images(), &[]).unwrap().is_empty());
+    }
+
     fn images() -> BTreeMap<String, String> {
         crate::bootstrap::assets::manifest("1.34").unwrap().images
     }
@@ -511,7 +465,7 @@ mod tests {
                 client: admin_client(&url, &pki),
                 api,
                 url,
-                wanted: objects(&facts("10.244.0.0/16"), &images()).unwrap(),
+                wanted: objects(&facts("10.244.0.0/16"), &images(), &all()).unwrap(),
                 _dir: dir,
             }
         }
@@ -524,7 +478,7 @@ mod tests {
 
     #[test]
     fn every_addon_object_has_a_path_and_namespaces_come_before_what_they_hold() {
-        let objects = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let objects = objects(&facts("10.244.0.0/16"), &images(), &all()).unwrap();
         let describe: Vec<String> = objects.iter().map(Object::describe).collect();
         let at = |d: &str| {
             describe
@@ -562,7 +516,7 @@ mod tests {
             ds["spec"]["template"]["spec"]["containers"][0]["image"],
             images()["flannel"].as_str()
         );
-        let missing = super::objects(&facts("10.244.0.0/16"), &BTreeMap::new()).unwrap_err();
+        let missing = super::objects(&facts("10.244.0.0/16"), &BTreeMap::new(), &all()).unwrap_err();
         assert!(missing.contains("no image for flannel"), "{missing}");
     }
 
@@ -590,7 +544,7 @@ mod tests {
         assert!(second.iter().all(|a| !a.changed), "{second:?}");
 
         // A new pod network touches flannel's configuration and nothing else.
-        let moved = objects(&facts("10.200.0.0/16"), &images()).unwrap();
+        let moved = objects(&facts("10.200.0.0/16"), &images(), &all()).unwrap();
         let third = apply(client, url, &moved, Duration::from_secs(5)).await.unwrap();
         let changed: Vec<&str> = third.iter().filter(|a| a.changed).map(|a| a.object.as_str()).collect();
         assert_eq!(changed, ["ConfigMap kube-flannel/kube-flannel-cfg"]);
@@ -638,7 +592,7 @@ mod tests {
         let api = Arc::new(Mutex::new(FakeApi::default()));
         let url = serve(&other, api.clone()).await;
         let client = admin_client(&url, &real);
-        let wanted = objects(&facts("10.244.0.0/16"), &images()).unwrap();
+        let wanted = objects(&facts("10.244.0.0/16"), &images(), &all()).unwrap();
         let err = apply(&client, &url, &wanted, Duration::ZERO).await.unwrap_err();
         assert!(err.message.to_lowercase().contains("certificate"), "{}", err.message);
         assert!(err.hint.contains("cluster CA"), "{}", err.hint);

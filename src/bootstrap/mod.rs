@@ -1,11 +1,15 @@
-//! kforge's own control-plane bootstrap of self-built clusters: the PKI (`pki`), the SSH layer (`ssh`), the pinned
-//! downloads (`assets`), etcd (`etcd`), the systemd units and files (`units`), the core addons applied through the
-//! API (`addons`), and the staged run over every host (`run`).
+//! kforge's own control-plane bootstrap of self-built clusters: the PKI (`pki`), the SSH layer (`ssh`), the hosts'
+//! preflight checks (`preflight`), the pinned downloads (`assets`), etcd (`etcd`), the systemd units and files
+//! (`units`), the API client (`api`) and the core addons applied through it (`addons`), the health checks
+//! (`health`), and the staged run over every host (`run`).
 
 pub mod addons;
+pub mod api;
 pub mod assets;
 pub mod etcd;
+pub mod health;
 pub mod pki;
+pub mod preflight;
 pub mod run;
 pub mod ssh;
 pub mod units;

@@ -1,6 +1,8 @@
-//! The bootstrap of a self-built cluster, host by host and stage by stage: connect (keys verified), the etcd
+//! The bootstrap of a self-built cluster, host by host and stage by stage: connect (keys verified), the preflight
+//! checks of every host (nothing is installed anywhere unless all pass) and the kernel settings pods need, the etcd
 //! members on the masters and their health, the container runtime everywhere, the Kubernetes binaries, the control
-//! plane one master at a time, kubelet and kube-proxy on the workers, then the core addons through the API. Hosts of a stage run in parallel
+//! plane one master at a time, kubelet and kube-proxy on the workers (each waited for until healthy and
+//! registered as a Node), then the addons of `spec.addons` through the API. Hosts of a stage run in parallel
 //! (bounded by `--concurrency`, each on a blocking thread since libssh2 blocks); a stage starts only when the
 //! previous one succeeded on every host it concerns, so a failure never leaves a later stage half-done. Every
 //! step is guarded, so a re-run after any failure continues where it stopped and changes nothing that is right.
@@ -12,9 +14,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::addons;
+use super::api::ApiClient;
 use super::assets::{self, Manifest, Stage};
 use super::etcd;
-use super::pki::{CLUSTER_CA, Member, Pki};
+use super::health;
+use super::pki::{Member, Pki};
+use super::preflight::{self, ClockSample};
 use super::ssh::{self, Connection, SshError};
 use super::units::{self, ClusterFacts};
 use crate::model::Assets;
@@ -90,6 +95,9 @@ struct HostWork {
     conn: Option<Connection>,
     arch: String,
     results: Vec<StepResult>,
+    /// What the preflight found worth saying but not worth stopping for.
+    warnings: Vec<String>,
+    clock: Option<ClockSample>,
 }
 
 impl HostWork {
@@ -119,6 +127,12 @@ struct Shared {
     assets: Assets,
     version: String,
     opts: Options,
+    /// The addons to apply (`spec.addons`).
+    addons: Vec<String>,
+    /// The cluster's API as its admin.
+    api: ApiClient,
+    /// The runtime the blocking stages call the API through.
+    rt: tokio::runtime::Handle,
 }
 
 /// The masters as etcd and the certificates name them (addresses resolved once).
@@ -228,25 +242,29 @@ fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<
     Ok(())
 }
 
-/// (Re)starts `units` when `changed`, else starts those not running; enables them all.
-fn ensure_running(h: &mut HostWork, step: &str, units: &[String], changed: bool) -> Result<bool, SshError> {
+/// Enables `units`, restarts those in `restart` (after a daemon-reload, since unit files may have changed) and
+/// starts any that is not running. Returns whether anything was (re)started.
+fn ensure_running(h: &mut HostWork, step: &str, units: &[String], restart: &[String]) -> Result<bool, SshError> {
     let list = units.join(" ");
-    if changed {
+    if !restart.is_empty() {
         h.conn().run_ok(
             step,
-            &format!("systemctl daemon-reload && systemctl enable --quiet {list} && systemctl restart {list}"),
+            &format!(
+                "systemctl daemon-reload && systemctl enable --quiet {list} && systemctl restart {}",
+                restart.join(" ")
+            ),
         )?;
-        return Ok(true);
     }
     let checks: Vec<String> = units
         .iter()
         .map(|u| format!("systemctl is-active --quiet {u}"))
         .collect();
-    h.conn().run_guarded(
+    let started = h.conn().run_guarded(
         step,
         &checks.join(" && "),
         &format!("systemctl enable --quiet {list} && systemctl start {list}"),
-    )
+    )?;
+    Ok(started || !restart.is_empty())
 }
 
 /// Disables a unit the distribution started that would fight over the same ports (guarded).
@@ -287,13 +305,66 @@ fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
     Ok(())
 }
 
+/// The read-only checks of one host; `Err` names everything that stops it.
+fn preflight_step(h: &mut HostWork, version: &str) -> Result<(), SshError> {
+    let out = h.conn().run_ok("preflight", &preflight::probe_script())?;
+    let facts = preflight::parse_probe(&out.stdout);
+    let (problems, warnings) = preflight::judge(&facts, h.host.role, version);
+    h.warnings = warnings;
+    h.clock = Some(preflight::sample_clock(h.conn())?);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(SshError {
+        host: h.host.name.clone(),
+        step: "preflight".into(),
+        message: problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        hint: problems.iter().map(|p| p.hint.as_str()).collect::<Vec<_>>().join("; "),
+        transient: false,
+    })
+}
+
+/// The kernel settings pods need, made persistent and applied (guarded: nothing runs when they are in force).
+fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
+    let step = "host settings";
+    let uploaded = h.conn().sync_files(step, &preflight::settings_files())?;
+    let in_force = h.conn().run(step, &preflight::settings_in_force_command())?.status == 0;
+    let applied = if in_force && uploaded.is_empty() {
+        false
+    } else {
+        let out = h.conn().run(step, &preflight::apply_settings_command())?;
+        if out.status != 0 {
+            return Err(SshError {
+                host: h.host.name.clone(),
+                step: step.into(),
+                message: format!(
+                    "net.ipv4.ip_forward and net.bridge.bridge-nf-call-iptables could not be set to 1: {}",
+                    out.stderr.trim().lines().last().unwrap_or("the values did not change")
+                ),
+                hint: "set them on the host (on a container host, /proc/sys may be read-only: set them where it                        is not), then re-run"
+                    .into(),
+                transient: false,
+            });
+        }
+        true
+    };
+    h.record(step, applied || !uploaded.is_empty(), uploaded);
+    Ok(())
+}
+
 /// Runs the whole bootstrap. `reporter` gets a line per finished stage.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     hosts: &[BootstrapHost],
     facts: ClusterFacts,
     pki: Pki,
     version: &str,
     asset_settings: Assets,
+    addon_names: &[String],
     opts: Options,
     reporter: &dyn Reporter,
 ) -> Result<Report, BootstrapFailed> {
@@ -317,6 +388,17 @@ pub async fn run(
         }],
         report: Report::default(),
     })?;
+    let api = ApiClient::admin(&facts.api_url, &pki).map_err(|e| BootstrapFailed {
+        stage: "credentials".into(),
+        failures: vec![SshError {
+            host: facts.api_url.clone(),
+            step: "admin client".into(),
+            message: format!("{e:#}"),
+            hint: "the state store's PKI is broken: report it with this message".into(),
+            transient: false,
+        }],
+        report: Report::default(),
+    })?;
     let shared = Arc::new(Shared {
         facts,
         pki,
@@ -324,6 +406,9 @@ pub async fn run(
         assets: asset_settings,
         version: version.into(),
         opts: opts.clone(),
+        addons: addon_names.to_vec(),
+        api,
+        rt: tokio::runtime::Handle::current(),
     });
     let mut work: Vec<HostWork> = hosts
         .iter()
@@ -332,6 +417,8 @@ pub async fn run(
             conn: None,
             arch: String::new(),
             results: Vec::new(),
+            warnings: Vec::new(),
+            clock: None,
         })
         .collect();
     let n = opts.concurrency;
@@ -349,6 +436,48 @@ pub async fn run(
         return Err(fail("connect", failed, &work));
     }
     done(&format!("{} hosts reached, keys verified", work.len()));
+
+    // Preflight: read-only checks of every host and of their clocks against each other; nothing is installed
+    // anywhere unless every host passes.
+    let version_of = shared.version.clone();
+    let failed = stage(&mut work, n, |_| true, move |h| preflight_step(h, &version_of)).await;
+    if !failed.is_empty() {
+        return Err(fail("preflight", failed, &work));
+    }
+    let samples: Vec<(String, ClockSample)> = work
+        .iter()
+        .filter_map(|h| Some((h.host.name.clone(), h.clock.clone()?)))
+        .collect();
+    let skewed: Vec<SshError> = preflight::clock_skew(&samples)
+        .into_iter()
+        .map(|(host, p)| SshError {
+            host,
+            step: "preflight: clock".into(),
+            message: p.message,
+            hint: p.hint,
+            transient: false,
+        })
+        .collect();
+    if !skewed.is_empty() {
+        return Err(fail("preflight", skewed, &work));
+    }
+    let mut warned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for h in &work {
+        for w in &h.warnings {
+            warned.entry(w.clone()).or_default().push(h.host.name.clone());
+        }
+    }
+    for (warning, hosts) in warned {
+        reporter.event(Event::Note(format!(
+            "bootstrap: warning: {}: {warning}",
+            hosts.join(", ")
+        )));
+    }
+    let failed = stage(&mut work, n, |h| health::runs_kubelet(h.host.role), host_settings_step).await;
+    if !failed.is_empty() {
+        return Err(fail("host settings", failed, &work));
+    }
+    done("preflight passed on every host");
 
     // 2. etcd on the masters, then its health through kforge's client certificate.
     let s = Arc::clone(&shared);
@@ -408,12 +537,9 @@ pub async fn run(
         let files = units::runtime_files(&s.facts);
         let uploaded = h.conn().sync_files("containerd: files", &files)?;
         let distro = disable_distro_unit(h, "containerd: disable the distribution's containerd", "containerd.service")?;
-        let restarted = ensure_running(
-            h,
-            "containerd: start",
-            &["kforge-containerd".to_string()],
-            !uploaded.is_empty(),
-        )?;
+        let containerd = ["kforge-containerd".to_string()];
+        let restart = if uploaded.is_empty() { &[][..] } else { &containerd[..] };
+        let restarted = ensure_running(h, "containerd: start", &containerd, restart)?;
         h.conn().run_ok(
             "containerd: check",
             &format!(
@@ -462,7 +588,7 @@ pub async fn run(
             h,
             "control plane: start",
             &units::units_in(&files),
-            !uploaded.is_empty(),
+            &units::restarts_for(&files, &uploaded),
         )?;
         wait_ready(h, s.opts.health_timeout)?;
         h.record("control plane", !uploaded.is_empty() || restarted, uploaded);
@@ -490,7 +616,13 @@ pub async fn run(
                 &h.host.taints,
             );
             let uploaded = h.conn().sync_files("node: files", &files)?;
-            let restarted = ensure_running(h, "node: start", &units::units_in(&files), !uploaded.is_empty())?;
+            let restarted = ensure_running(
+                h,
+                "node: start",
+                &units::units_in(&files),
+                &units::restarts_for(&files, &uploaded),
+            )?;
+            health::wait_node(h.conn(), &h.host.name, &s.api, &s.rt, s.opts.health_timeout)?;
             h.record("kubelet and kube-proxy", !uploaded.is_empty() || restarted, uploaded);
             Ok(())
         },
@@ -499,21 +631,25 @@ pub async fn run(
     if !failed.is_empty() {
         return Err(fail("nodes", failed, &work));
     }
-    done("kubelet and kube-proxy running on every worker");
+    done("kubelet and kube-proxy healthy on every worker, each registered as a Node");
 
     // 7. The core addons (flannel, CoreDNS) through the API, as the cluster's admin.
     let api = shared.facts.api_url.clone();
     let applied = apply_addons(&shared)
         .await
         .map_err(|e| fail("addons", vec![e], &work))?;
-    done("addons applied: flannel, CoreDNS");
+    if shared.addons.is_empty() {
+        done("no addons to apply (spec.addons is empty)");
+    } else {
+        done(&format!("addons applied: {}", shared.addons.join(", ")));
+    }
 
     let mut steps: Vec<StepResult> = work.iter().flat_map(|h| h.results.clone()).collect();
-    for addon in ["flannel", "coredns"] {
+    for addon in &shared.addons {
         steps.push(StepResult {
             host: api.clone(),
             step: format!("addon {addon}"),
-            changed: applied.iter().any(|a| a.addon == addon && a.changed),
+            changed: applied.iter().any(|a| a.addon == addon.as_str() && a.changed),
             uploaded: Vec::new(),
         });
     }
@@ -525,40 +661,20 @@ pub async fn run(
 
 async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError> {
     let api = &shared.facts.api_url;
-    let local = |step: &str, message: String| SshError {
+    let objects = addons::objects(&shared.facts, &shared.manifest.images, &shared.addons).map_err(|m| SshError {
         host: api.clone(),
-        step: step.into(),
-        message,
-        hint: "the state store's PKI or kforge's addon templates are broken: report it with this message".into(),
+        step: "addons: render".into(),
+        message: m,
+        hint: "kforge's addon templates are broken: report it with this message".into(),
         transient: false,
-    };
-    let objects = addons::objects(&shared.facts, &shared.manifest.images).map_err(|m| local("addons: render", m))?;
-    let ca = shared.pki.certs.get(CLUSTER_CA);
-    let admin = shared.pki.certs.get("admin");
-    let (Some(ca), Some(admin)) = (ca, admin) else {
-        return Err(local(
-            "addons: credentials",
-            "the PKI has no cluster CA or admin certificate".into(),
-        ));
-    };
-    let client = addons::ApiClient::new(api, &ca.cert_pem, &admin.cert_pem, &admin.key_pem)
-        .map_err(|e| local("addons: credentials", format!("{e:#}")))?;
-    addons::apply(&client, api, &objects, shared.opts.health_timeout).await
-}
-
-/// `/readyz` of the local API server, asked with the API server's own kubelet-client certificate (system:masters).
-pub fn readyz_command() -> String {
-    let pki = units::PKI_DIR;
-    format!(
-        "curl -sS --max-time 5 --cacert {pki}/ca.crt --cert {pki}/apiserver-kubelet-client.crt \
-         --key {pki}/apiserver-kubelet-client.key https://127.0.0.1:6443/readyz"
-    )
+    })?;
+    addons::apply(&shared.api, api, &objects, shared.opts.health_timeout).await
 }
 
 fn wait_ready(h: &HostWork, deadline: Duration) -> Result<(), SshError> {
     let until = Instant::now() + deadline;
     loop {
-        let out = h.conn().run("control plane: readyz", &readyz_command())?;
+        let out = h.conn().run("control plane: readyz", &health::readyz_command())?;
         if out.status == 0 && out.stdout.trim() == "ok" {
             return Ok(());
         }

@@ -186,7 +186,7 @@ pub fn node_files(
     let mut v = common(f, name, address);
     let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     v.push(("labels", labels.join(",")));
-    v.push(("taints", taints.join(",")));
+    v.push(("register_with_taints", register_with_taints(taints)));
     let vv = vars(&v);
     let (ca, _) = cert(pki, CLUSTER_CA);
     let (kc, kk) = cert(pki, &format!("kubelet-{name}"));
@@ -222,6 +222,84 @@ pub fn node_files(
     ]
 }
 
+/// The kubelet configuration's `registerWithTaints` (a flow sequence: JSON is YAML) for taints written as
+/// `key[=value]:Effect` (validated by the model).
+pub fn register_with_taints(taints: &[String]) -> String {
+    let list: Vec<serde_json::Value> = taints
+        .iter()
+        .map(|t| {
+            let (kv, effect) = t.rsplit_once(':').unwrap_or((t.as_str(), "NoSchedule"));
+            let mut taint = serde_json::Map::new();
+            match kv.split_once('=') {
+                Some((k, v)) => {
+                    taint.insert("key".into(), k.into());
+                    taint.insert("value".into(), v.into());
+                }
+                None => {
+                    taint.insert("key".into(), kv.into());
+                }
+            }
+            taint.insert("effect".into(), effect.into());
+            serde_json::Value::Object(taint)
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+/// The units that read `path` (every unit of the host when kforge does not know the file: restarting too much is
+/// safe, too little is not). Used so that a change restarts only what reads the changed file: an edit of the API
+/// server's flags must not restart the controller manager and scheduler and force a leader election.
+fn readers(path: &str) -> Option<&'static [&'static str]> {
+    const APISERVER: &str = "kforge-kube-apiserver";
+    const CONTROLLER_MANAGER: &str = "kforge-kube-controller-manager";
+    const SCHEDULER: &str = "kforge-kube-scheduler";
+    const KUBELET: &str = "kforge-kubelet";
+    const KUBE_PROXY: &str = "kforge-kube-proxy";
+    let file = path.rsplit('/').next().unwrap_or(path);
+    Some(match path {
+        p if p.starts_with(&format!("{PKI_DIR}/")) => match file {
+            // The cluster CA: client CA of the API server and the kubelet, signer of the controller manager.
+            "ca.crt" => &[APISERVER, CONTROLLER_MANAGER, KUBELET],
+            "ca.key" => &[CONTROLLER_MANAGER],
+            "sa.key" => &[APISERVER, CONTROLLER_MANAGER],
+            "sa.pub" => &[APISERVER],
+            "front-proxy-ca.crt" => &[APISERVER, CONTROLLER_MANAGER],
+            _ => &[APISERVER],
+        },
+        "/etc/kforge/controller-manager.kubeconfig" => &[CONTROLLER_MANAGER],
+        "/etc/kforge/scheduler.kubeconfig" => &[SCHEDULER],
+        "/etc/kforge/admin.kubeconfig" => &[],
+        "/etc/kforge/audit-policy.yaml" => &[APISERVER],
+        "/etc/kforge/kubelet.kubeconfig" | "/etc/kforge/kubelet-config.yaml" => &[KUBELET],
+        "/etc/kforge/kube-proxy.kubeconfig" | "/etc/kforge/kube-proxy-config.yaml" => &[KUBE_PROXY],
+        _ => return None,
+    })
+}
+
+/// The units among `files` to restart after `uploaded` changed: a unit file's own unit, and each unit that reads
+/// a changed file.
+pub fn restarts_for(files: &[FileSpec], uploaded: &[String]) -> Vec<String> {
+    let all = units_in(files);
+    let mut out: Vec<String> = Vec::new();
+    for path in uploaded {
+        let wanted: Vec<String> = match path.strip_prefix(&format!("{UNIT_DIR}/")) {
+            Some(unit) => vec![unit.trim_end_matches(".service").to_string()],
+            None => match readers(path) {
+                Some(units) => units.iter().map(|u| u.to_string()).collect(),
+                None => all.clone(),
+            },
+        };
+        for u in wanted {
+            if all.contains(&u) && !out.contains(&u) {
+                out.push(u);
+            }
+        }
+    }
+    // In the order the files list them (the API server before what talks to it).
+    out.sort_by_key(|u| all.iter().position(|a| a == u));
+    out
+}
+
 /// The systemd units among `files` (by unit name).
 pub fn units_in(files: &[FileSpec]) -> Vec<String> {
     files
@@ -229,4 +307,107 @@ pub fn units_in(files: &[FileSpec]) -> Vec<String> {
         .filter_map(|f| f.path.strip_prefix(&format!("{UNIT_DIR}/")))
         .map(|u| u.trim_end_matches(".service").to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &str) -> FileSpec {
+        file(path, Vec::new(), 0o644)
+    }
+
+    fn control_plane() -> Vec<FileSpec> {
+        [
+            "/etc/kforge/pki/ca.crt",
+            "/etc/kforge/pki/ca.key",
+            "/etc/kforge/pki/apiserver.crt",
+            "/etc/kforge/controller-manager.kubeconfig",
+            "/etc/kforge/scheduler.kubeconfig",
+            "/etc/kforge/admin.kubeconfig",
+            "/etc/kforge/audit-policy.yaml",
+            "/etc/systemd/system/kforge-kube-apiserver.service",
+            "/etc/systemd/system/kforge-kube-controller-manager.service",
+            "/etc/systemd/system/kforge-kube-scheduler.service",
+        ]
+        .into_iter()
+        .map(spec)
+        .collect()
+    }
+
+    #[test]
+    fn a_change_restarts_only_the_units_that_read_it() {
+        let files = control_plane();
+        let restarts =
+            |changed: &[&str]| restarts_for(&files, &changed.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            restarts(&["/etc/systemd/system/kforge-kube-apiserver.service"]),
+            ["kforge-kube-apiserver"]
+        );
+        assert_eq!(restarts(&["/etc/kforge/audit-policy.yaml"]), ["kforge-kube-apiserver"]);
+        assert_eq!(
+            restarts(&["/etc/kforge/scheduler.kubeconfig"]),
+            ["kforge-kube-scheduler"]
+        );
+        // The CA is read by the API server and the controller manager (the kubelet is not on this host).
+        assert_eq!(
+            restarts(&["/etc/kforge/pki/ca.crt"]),
+            ["kforge-kube-apiserver", "kforge-kube-controller-manager"]
+        );
+        assert!(restarts(&["/etc/kforge/admin.kubeconfig"]).is_empty());
+        assert!(restarts(&[]).is_empty());
+        // A file kforge does not know restarts everything on the host.
+        assert_eq!(restarts(&["/etc/kforge/something-new"]).len(), 3);
+        let node: Vec<FileSpec> = [
+            "/etc/kforge/pki/ca.crt",
+            "/etc/kforge/kubelet-config.yaml",
+            "/etc/kforge/kube-proxy-config.yaml",
+            "/etc/systemd/system/kforge-kubelet.service",
+            "/etc/systemd/system/kforge-kube-proxy.service",
+        ]
+        .into_iter()
+        .map(spec)
+        .collect();
+        assert_eq!(
+            restarts_for(&node, &["/etc/kforge/kube-proxy-config.yaml".to_string()]),
+            ["kforge-kube-proxy"]
+        );
+        assert_eq!(
+            restarts_for(&node, &["/etc/kforge/pki/ca.crt".to_string()]),
+            ["kforge-kubelet"]
+        );
+    }
+
+    #[test]
+    fn taints_go_into_the_kubelet_configuration() {
+        assert_eq!(register_with_taints(&[]), "[]");
+        let rendered = register_with_taints(&["gpu=true:NoSchedule".into(), "dedicated:NoExecute".into()]);
+        let parsed: serde_json::Value = serde_norway::from_str(&rendered).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!([
+                {"key": "gpu", "value": "true", "effect": "NoSchedule"},
+                {"key": "dedicated", "effect": "NoExecute"}
+            ])
+        );
+        let config = render(
+            KUBELET_CONFIG,
+            &[
+                ("name", "w1"),
+                ("cluster", "c"),
+                ("cluster_domain", "cluster.local"),
+                ("cluster_dns", "10.96.0.10"),
+                ("register_with_taints", &rendered),
+            ],
+        );
+        let doc: serde_json::Value = serde_norway::from_str(&config).unwrap();
+        assert_eq!(doc["registerWithTaints"][0]["key"], "gpu");
+        assert!(!KUBELET_UNIT.contains("register-with-taints"));
+        let proxy: serde_json::Value = serde_norway::from_str(&render(
+            KUBE_PROXY_CONFIG,
+            &[("name", "w1"), ("cluster", "c"), ("pod_cidr", "10.244.0.0/16")],
+        ))
+        .unwrap();
+        assert_eq!(proxy["nodePortAddresses"], serde_json::json!(["primary"]));
+    }
 }

@@ -3,9 +3,8 @@
 //! containerd, runc and CNI plugins repackaged as the upstream files (their digests pinned in the spec) and no
 //! Kubernetes binaries (none are obtainable here). The bootstrap brings up etcd over TLS and containerd, then stops
 //! at the Kubernetes binaries naming the missing file and its mirror URL; a second run changes nothing; a host with
-//! another key is refused; a master killed mid-run is named and a re-run converges. With stand-ins for the
-//! Kubernetes programs in the mirror, the stages after them run too: the control plane rolled one master at a
-//! time, kubelet and kube-proxy, and the addons through the API endpoint.
+//! another key is refused; a master killed mid-run is named and a re-run converges. The stages after the binaries
+//! run on the real Kubernetes binaries in `kubernetes.rs`, on the same lab.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -22,14 +21,14 @@ use crate::support::{Outcome, write_spec};
 const NAMES: [&str; 5] = ["master-1", "master-2", "master-3", "worker-1", "worker-2"];
 
 /// `python3 -m http.server` over a directory, on every address (the hosts reach it through their gateway).
-struct Mirror {
+pub(crate) struct Mirror {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
 }
 
 impl Mirror {
-    fn start() -> Mirror {
+    pub(crate) fn start() -> Mirror {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("0.0.0.0:0")
             .unwrap()
@@ -60,7 +59,7 @@ impl Mirror {
     }
 
     /// Puts a tar.gz of `files` (name in the archive, file on disk) at `upstream`'s path; returns its sha256.
-    fn put_archive(&self, upstream: &str, files: &[(&str, PathBuf)]) -> String {
+    pub(crate) fn put_archive(&self, upstream: &str, files: &[(&str, PathBuf)]) -> String {
         let stage = tempfile::tempdir().unwrap();
         for (name, from) in files {
             let to = stage.path().join(name);
@@ -147,28 +146,32 @@ fn fill_mirror(m: &Mirror) -> String {
     )
 }
 
-struct Lab {
-    hosts: Hosts,
-    _mirror: Mirror,
-    home: tempfile::TempDir,
-    spec: PathBuf,
-    spec_text: String,
+pub(crate) struct Lab {
+    pub(crate) hosts: Hosts,
+    pub(crate) _mirror: Mirror,
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) spec: PathBuf,
+    pub(crate) spec_text: String,
 }
 
 impl Lab {
-    fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.home.path().join("state")
     }
 
-    fn kforge(&self, args: &[&str]) -> Outcome {
-        let out = Command::new(env!("CARGO_BIN_EXE_kforge"))
-            .env_clear()
+    /// kforge with this lab's home and state store.
+    pub(crate) fn kforge_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kforge"));
+        c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
             .env("KFORGE_STATE", self.state())
-            .args(args)
-            .output()
-            .unwrap();
+            .args(args);
+        c
+    }
+
+    pub(crate) fn kforge(&self, args: &[&str]) -> Outcome {
+        let out = self.kforge_command(args).output().unwrap();
         Outcome {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -176,7 +179,7 @@ impl Lab {
         }
     }
 
-    fn create(&self, extra: &[&str]) -> Outcome {
+    pub(crate) fn create(&self, extra: &[&str]) -> Outcome {
         let mut args = vec![
             "create",
             "cluster",
@@ -200,7 +203,7 @@ impl Lab {
     }
 }
 
-fn lab() -> Lab {
+pub(crate) fn lab() -> Lab {
     lab_with(&NAMES)
 }
 
@@ -597,225 +600,4 @@ fn bench_bootstrap_fanout() {
         five_cpu / cores,
         100.0 * five_cpu / cores / five
     );
-}
-
-/// Stand-in for kube-apiserver (no Kubernetes binary is obtainable here): serves what kforge asks of an API
-/// server over TLS with the unit's own certificate flags, client certificates required: `/readyz` (ready one
-/// second after start, like post-start hooks), and GET / server-side-apply PATCH of objects, kept across restarts,
-/// with the resourceVersion moved only by a change. Logs its start and readiness times for the rolling-restart check.
-const STAND_IN_APISERVER: &str = r#"#!/usr/bin/python3
-import json, os, ssl, sys, threading, time
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-
-args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
-started = time.time()
-LOG = "/var/log/stand-in-apiserver.log"
-with open(LOG, "a") as f:
-    f.write(f"start {started:.6f}\n")
-# Objects outlive restarts, as the real one's do in etcd.
-STORE = "/var/lib/stand-in-apiserver.json"
-try:
-    with open(STORE) as f:
-        saved = json.load(f)
-except FileNotFoundError:
-    saved = {"revision": 0, "objects": {}}
-state = {"ready": False, "revision": saved["revision"], "objects": {p: tuple(v) for p, v in saved["objects"].items()}}
-lock = threading.Lock()
-
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *a):
-        pass
-
-    def reply(self, code, body):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def versioned(self, path):
-        rv, body = state["objects"][path]
-        out = dict(body)
-        out["metadata"] = dict(body["metadata"], resourceVersion=str(rv))
-        return out
-
-    def do_GET(self):
-        if self.path == "/readyz":
-            if time.time() - started < 1.0:
-                return self.reply(500, b"[-]poststarthook/start-kube-apiserver-admission-initializer failed")
-            with lock:
-                if not state["ready"]:
-                    state["ready"] = True
-                    with open(LOG, "a") as f:
-                        f.write(f"ready {time.time():.6f}\n")
-            return self.reply(200, b"ok")
-        with lock:
-            if self.path not in state["objects"]:
-                return self.reply(404, {"kind": "Status", "message": "not found", "code": 404})
-            return self.reply(200, self.versioned(self.path))
-
-    def do_PATCH(self):
-        path, _, query = self.path.partition("?")
-        if self.headers.get("Content-Type") != "application/apply-patch+yaml" or "fieldManager=kforge" not in query:
-            return self.reply(415, {"kind": "Status", "message": "not a server-side apply", "code": 415})
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with lock:
-            current = state["objects"].get(path)
-            if current is None or current[1] != body:
-                state["revision"] += 1
-                state["objects"][path] = (state["revision"], body)
-                with open(STORE + ".new", "w") as f:
-                    json.dump({"revision": state["revision"], "objects": state["objects"]}, f)
-                os.replace(STORE + ".new", STORE)
-            return self.reply(200, self.versioned(path))
-
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(args["tls-cert-file"], args["tls-private-key-file"])
-context.load_verify_locations(args["client-ca-file"])
-context.verify_mode = ssl.CERT_REQUIRED
-server = ThreadingHTTPServer(("0.0.0.0", int(args["secure-port"])), Handler)
-server.socket = context.wrap_socket(server.socket, server_side=True)
-server.serve_forever()
-"#;
-
-/// The mirror also holds the Kubernetes tarballs, with stand-ins for their programs; returns the spec's extra
-/// `files:` entries pinning them.
-fn fill_mirror_with_stand_ins(m: &Mirror) -> String {
-    let stage = tempfile::tempdir().unwrap();
-    let write = |name: &str, body: &str| {
-        let p = stage.path().join(name);
-        std::fs::write(&p, body).unwrap();
-        p
-    };
-    let apiserver = write("kube-apiserver", STAND_IN_APISERVER);
-    // The other components only have to stay up under systemd.
-    let idle = write("idle", "#!/bin/sh\nexec sleep infinity\n");
-    let server = m.put_archive(
-        "https://dl.k8s.io/v1.34.3/kubernetes-server-linux-amd64.tar.gz",
-        &[
-            ("kubernetes/server/bin/kube-apiserver", apiserver),
-            ("kubernetes/server/bin/kube-controller-manager", idle.clone()),
-            ("kubernetes/server/bin/kube-scheduler", idle.clone()),
-            ("kubernetes/server/bin/kubectl", idle.clone()),
-        ],
-    );
-    let node = m.put_archive(
-        "https://dl.k8s.io/v1.34.3/kubernetes-node-linux-amd64.tar.gz",
-        &[
-            ("kubernetes/node/bin/kubelet", idle.clone()),
-            ("kubernetes/node/bin/kube-proxy", idle.clone()),
-            ("kubernetes/node/bin/kubectl", idle),
-        ],
-    );
-    format!("      kubernetes-server: {{sha256: {server}}}\n      kubernetes-node: {{sha256: {node}}}\n")
-}
-
-/// (start, ready) times of the stand-in API server's last start on `master`.
-fn last_apiserver_start(lab: &Lab, master: &str) -> (f64, f64) {
-    let (status, log) = lab.hosts.exec(master, "cat /var/log/stand-in-apiserver.log");
-    assert_eq!(status, 0, "{log}");
-    let lines: Vec<(&str, f64)> = log
-        .lines()
-        .map(|l| {
-            let (what, at) = l.split_once(' ').unwrap();
-            (what, at.parse().unwrap())
-        })
-        .collect();
-    let start = lines.iter().rposition(|(w, _)| *w == "start").unwrap();
-    let ready = lines[start..]
-        .iter()
-        .find(|(w, _)| *w == "ready")
-        .unwrap_or_else(|| panic!("{master} never became ready after its last start:\n{log}"));
-    (lines[start].1, ready.1)
-}
-
-/// With stand-ins for the Kubernetes programs (real tarball layout, real digests pinned in the spec), the
-/// bootstrap goes all the way: control plane one master at a time (each answering /readyz before the next),
-/// kubelet and kube-proxy on the workers, then the addons through the API endpoint; a re-run changes nothing;
-/// a control-plane change rolls the masters one after the other.
-#[test]
-fn with_stand_in_kubernetes_binaries_the_bootstrap_completes_rolls_masters_and_applies_addons() {
-    let mut lab = lab();
-    let pins = fill_mirror_with_stand_ins(&lab._mirror);
-    lab.spec_text.push_str(&pins);
-    std::fs::write(&lab.spec, &lab.spec_text).unwrap();
-
-    let first = lab.create(&[]);
-    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
-    for line in [
-        "control plane ready on every master",
-        "kubelet and kube-proxy running on every worker",
-        "addons applied: flannel, CoreDNS",
-    ] {
-        assert!(first.stderr.contains(line), "{line}:\n{}", first.stderr);
-    }
-    for name in &NAMES[..3] {
-        let (s, out) = lab.hosts.exec(
-            name,
-            "systemctl is-active kforge-kube-apiserver kforge-kube-controller-manager kforge-kube-scheduler",
-        );
-        assert_eq!(s, 0, "{name}: {out}");
-    }
-    for name in &NAMES[3..] {
-        let (s, out) = lab
-            .hosts
-            .exec(name, "systemctl is-active kforge-kubelet kforge-kube-proxy");
-        assert_eq!(s, 0, "{name}: {out}");
-    }
-    // The addons reached the API endpoint (master-1 here: no load balancer) with the cluster's settings.
-    let pki = "/etc/kforge/pki";
-    let get = |path: &str| {
-        lab.hosts.exec(
-            "master-1",
-            &format!(
-                "curl -sS --fail --cacert {pki}/ca.crt --cert {pki}/apiserver-kubelet-client.crt \
-                 --key {pki}/apiserver-kubelet-client.key https://127.0.0.1:6443{path}"
-            ),
-        )
-    };
-    let (s, ds) = get("/apis/apps/v1/namespaces/kube-flannel/daemonsets/kube-flannel");
-    assert_eq!(s, 0, "{ds}");
-    assert!(ds.contains("ghcr.io/flannel-io/flannel:v0.27.3"), "{ds}");
-    let (s, dns) = get("/api/v1/namespaces/kube-system/services/kube-dns");
-    assert_eq!(s, 0, "{dns}");
-    assert!(dns.contains("\"clusterIP\": \"10.96.0.10\""), "{dns}");
-
-    let second = lab.create(&[]);
-    assert_eq!(second.code, 0, "{}", second.stderr);
-    assert!(
-        second.stderr.contains(" 0 changes, 0 files uploaded"),
-        "{}",
-        second.stderr
-    );
-
-    // A control-plane change on every master (here: a local edit kforge undoes) restarts them one at a time:
-    // each master starts only after the previous one answered /readyz.
-    for name in &NAMES[..3] {
-        let (s, out) = lab.hosts.exec(
-            name,
-            "echo '# local edit' >> /etc/systemd/system/kforge-kube-apiserver.service",
-        );
-        assert_eq!(s, 0, "{out}");
-    }
-    let third = lab.create(&[]);
-    assert_eq!(third.code, 0, "{}", third.stderr);
-    assert!(
-        third.stderr.contains(" 3 changes, 3 files uploaded"),
-        "{}",
-        third.stderr
-    );
-    // kforge takes the masters in no fixed order: check them in the order they restarted.
-    let mut rolled: Vec<(f64, f64)> = NAMES[..3].iter().map(|n| last_apiserver_start(&lab, n)).collect();
-    rolled.sort_by(|a, b| a.0.total_cmp(&b.0));
-    for pair in rolled.windows(2) {
-        assert!(
-            pair[1].0 >= pair[0].1,
-            "a master restarted before the previous one was ready: {rolled:?}"
-        );
-    }
-    let (_, unit) = lab
-        .hosts
-        .exec("master-2", "cat /etc/systemd/system/kforge-kube-apiserver.service");
-    assert!(!unit.contains("local edit"), "{unit}");
 }

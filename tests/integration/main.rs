@@ -10,6 +10,7 @@ mod ecs;
 mod eks;
 mod errors;
 mod kubeconfig;
+mod kubernetes;
 mod network;
 mod push;
 mod reliability;

@@ -2,6 +2,18 @@
 //! containerd, python3 for the Ansible benchmark's modules) made with debootstrap once and cached by their recipe,
 //! imported into a private dockerd and run as systemd containers on a network of their own, each with its own
 //! address. A fresh client key and host key are put in for every run.
+//!
+//! The containers get what the real kubelet, kube-proxy and pods need of a host (../shared/TESTBED.md, "Real
+//! Kubernetes in the host containers"). These are lab-only: nothing here changes a file kforge renders.
+//! - `docker run` extras: a private cgroup namespace, /dev/kmsg, the capabilities the kubelet and kube-proxy use,
+//!   no seccomp/AppArmor confinement, writable /proc/sys, and a volume for containerd's root (overlay mounts fail
+//!   on the container's own overlay root);
+//! - an entrypoint (`LAB_INIT`) that makes every cgroup v1 hierarchy writable before it starts systemd, so systemd
+//!   runs in legacy mode and the kubelet finds the name=systemd hierarchy;
+//! - systemd drop-ins pointing kforge's containerd and kube-proxy at lab copies of their configurations with two
+//!   settings a machine of its own never needs: `restrict_oom_score_adj` (this machine's root lacks
+//!   CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj) and `conntrack.maxPerCore: 0` (the conntrack sysctls are
+//!   read-only outside the initial network namespace).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,6 +95,14 @@ pub struct Hosts {
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
+/// Makes the cgroup hierarchies writable, then becomes systemd (the containers' entrypoint).
+const LAB_INIT: &str = r#"#!/bin/sh
+mount -o remount,rw /sys/fs/cgroup
+umount /sys/fs/cgroup/unified 2>/dev/null
+awk '$3 == "cgroup" {print $2}' /proc/self/mounts | while read -r m; do mount -o remount,bind,rw "$m"; done
+exec /lib/systemd/systemd
+"#;
+
 fn keygen(path: &Path, comment: &str) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
@@ -120,6 +140,9 @@ impl Hosts {
                 std::fs::remove_file(rootfs.join("etc/ssh").join(name)).unwrap();
             }
         }
+        let init = rootfs.join("usr/local/sbin/kforge-lab-init");
+        std::fs::write(&init, LAB_INIT).unwrap();
+        std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let status = Command::new("chroot")
             .arg(&rootfs)
             .args(["systemctl", "enable", "ssh"])
@@ -169,6 +192,26 @@ impl Hosts {
                 "/sys/fs/cgroup:/sys/fs/cgroup:ro",
                 "-e",
                 "container=docker",
+                "--cgroupns",
+                "private",
+                "--device",
+                "/dev/kmsg",
+                "--cap-add",
+                "SYS_ADMIN",
+                "--cap-add",
+                "NET_ADMIN",
+                "--cap-add",
+                "SYSLOG",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--security-opt",
+                "apparmor=unconfined",
+                "--security-opt",
+                "systempaths=unconfined",
+                "-v",
+                "/var/lib/kforge-containerd",
+                "--entrypoint",
+                "/usr/local/sbin/kforge-lab-init",
                 "kforge-host:test",
             ]);
             assert!(
@@ -178,7 +221,7 @@ impl Hosts {
             );
             addresses.push(ip);
         }
-        Hosts {
+        let hosts = Hosts {
             dockerd,
             names: names.iter().map(|n| n.to_string()).collect(),
             addresses,
@@ -188,14 +231,99 @@ impl Hosts {
             network,
             _keys: keys,
             _turn: turn,
+        };
+        std::fs::write(
+            hosts._keys.path().join("known_hosts"),
+            format!("* {}\n", hosts.host_pub.trim()),
+        )
+        .unwrap();
+        for name in names {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while hosts.exec(name, "true").0 != 0 {
+                assert!(std::time::Instant::now() < until, "{name}: sshd did not answer");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            hosts.lab_drop_ins(name);
         }
+        hosts
+    }
+
+    /// Writes `content` to `path` on host `name` (through docker).
+    pub fn write(&self, name: &str, path: &str, content: &str) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        let (s, out) = self.exec(
+            name,
+            &format!("mkdir -p \"$(dirname {path})\" && echo {b64} | base64 -d > {path}"),
+        );
+        assert_eq!(s, 0, "write {path} on {name}: {out}");
+    }
+
+    /// The lab copies of containerd's and kube-proxy's configurations (kforge's own, plus the one setting each
+    /// that this machine needs) and the drop-ins that point kforge's units at them.
+    fn lab_drop_ins(&self, name: &str) {
+        use kforge::bootstrap::units;
+        let cri = "[plugins.\"io.containerd.grpc.v1.cri\"]\n";
+        let containerd = units::render(units::CONTAINERD_CONFIG, &[("cluster", "lab")]).replacen(
+            cri,
+            &format!("{cri}  restrict_oom_score_adj = true\n"),
+            1,
+        );
+        assert!(containerd.contains("restrict_oom_score_adj"), "{containerd}");
+        self.write(name, "/etc/kforge-lab/containerd.toml", &containerd);
+        self.write(
+            name,
+            "/etc/systemd/system/kforge-containerd.service.d/lab.conf",
+            "[Service]\nExecStart=\nExecStart=/opt/kforge/bin/containerd --config /etc/kforge-lab/containerd.toml\n",
+        );
+        let proxy = units::render(
+            units::KUBE_PROXY_CONFIG,
+            &[("name", name), ("cluster", "lab"), ("pod_cidr", "10.244.0.0/16")],
+        ) + "conntrack:\n  maxPerCore: 0\n";
+        self.write(name, "/etc/kforge-lab/kube-proxy-config.yaml", &proxy);
+        self.write(
+            name,
+            "/etc/systemd/system/kforge-kube-proxy.service.d/lab.conf",
+            &format!(
+                "[Service]\nExecStart=\nExecStart=/opt/kforge/bin/kube-proxy --config=/etc/kforge-lab/kube-proxy-config.yaml \
+                 --hostname-override={name}\n"
+            ),
+        );
     }
 }
 
 impl Hosts {
-    /// Runs `sh -c command` on host `name` (through docker, not kforge's SSH); returns (status, stdout+stderr).
+    /// Runs `command` on host `name` as root through OpenSSH's client (not kforge's SSH); returns (status,
+    /// stdout+stderr). Not `docker exec`: once the kubelet runs, runc can no longer join a lab container's cgroups
+    /// from outside ("openat2 .../cgroup.procs: no such file or directory").
     pub fn exec(&self, name: &str, command: &str) -> (i32, String) {
-        let out = self.dockerd.docker(&["exec", name, "sh", "-c", command]);
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("no host {name}"));
+        let out = Command::new("ssh")
+            .args([
+                "-q",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "ConnectTimeout=10",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self._keys.path().join("known_hosts").display()
+            ))
+            .arg("-i")
+            .arg(&self.client_key)
+            .arg(format!("root@{}", self.addresses[i]))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             format!(

@@ -1,0 +1,626 @@
+//! The health of a self-built cluster as its hosts and its API report it, each signal on its own: every kforge
+//! unit of every host (a unit that is not active is named with the end of its journal), each component's health
+//! endpoint, a Ready Node for every host that runs a kubelet, kube-system's pods, and the leader leases of the
+//! controller manager and the scheduler. `kforge validate cluster` reports them all; the bootstrap's node stage
+//! waits for the kubelet's and kube-proxy's before it calls a host done.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::api::ApiClient;
+use super::etcd;
+use super::ssh::{Connection, Output, SshError};
+use super::units;
+use crate::providers::hosts::BootstrapHost;
+use crate::spec::HostRole;
+
+/// One line of `kforge validate cluster`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub host: String,
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(host: &str, check: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check {
+        Check {
+            host: host.into(),
+            check: check.into(),
+            ok,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub const KUBELET: &str = "kforge-kubelet";
+pub const KUBE_PROXY: &str = "kforge-kube-proxy";
+
+/// The units kforge runs on a host of `role`.
+pub fn units_of(role: HostRole) -> &'static [&'static str] {
+    match role {
+        HostRole::Master => &[
+            "kforge-etcd",
+            "kforge-containerd",
+            "kforge-kube-apiserver",
+            "kforge-kube-controller-manager",
+            "kforge-kube-scheduler",
+        ],
+        HostRole::Worker => &["kforge-containerd", KUBELET, KUBE_PROXY],
+    }
+}
+
+/// Whether hosts of `role` run a kubelet (and so must be Nodes) and kube-proxy.
+pub fn runs_kubelet(role: HostRole) -> bool {
+    role == HostRole::Worker
+}
+
+/// `/readyz` of the local API server, asked with the API server's own kubelet-client certificate (system:masters).
+pub fn readyz_command() -> String {
+    let pki = units::PKI_DIR;
+    format!(
+        "curl -sS --max-time 5 --cacert {pki}/ca.crt --cert {pki}/apiserver-kubelet-client.crt \
+         --key {pki}/apiserver-kubelet-client.key https://127.0.0.1:6443/readyz"
+    )
+}
+
+/// A health endpoint of one component, asked on its host.
+struct Probe {
+    check: &'static str,
+    command: String,
+    /// What a healthy component prints.
+    healthy: fn(&Output, usize) -> bool,
+}
+
+fn says_ok(o: &Output, _: usize) -> bool {
+    o.status == 0 && o.stdout.trim() == "ok"
+}
+
+/// The controller manager and the scheduler serve `/healthz` on their secure ports with a certificate they made
+/// themselves, and allow it without authentication (`--authorization-always-allow-paths`): `-k` sends nothing
+/// secret.
+fn probes(role: HostRole) -> Vec<Probe> {
+    let curl = "curl -sS --max-time 5";
+    match role {
+        HostRole::Master => vec![
+            Probe {
+                check: "etcd health",
+                command: etcd::health_command(),
+                healthy: |o, masters| {
+                    o.status == 0
+                        && o.stdout.matches("is healthy").count() + o.stderr.matches("is healthy").count() >= masters
+                },
+            },
+            Probe {
+                check: "apiserver readyz",
+                command: readyz_command(),
+                healthy: says_ok,
+            },
+            Probe {
+                check: "controller-manager healthz",
+                command: format!("{curl} -k https://127.0.0.1:10257/healthz"),
+                healthy: says_ok,
+            },
+            Probe {
+                check: "scheduler healthz",
+                command: format!("{curl} -k https://127.0.0.1:10259/healthz"),
+                healthy: says_ok,
+            },
+        ],
+        HostRole::Worker => vec![kubelet_probe(), kube_proxy_probe()],
+    }
+}
+
+fn kubelet_probe() -> Probe {
+    Probe {
+        check: "kubelet healthz",
+        command: "curl -sS --max-time 5 http://127.0.0.1:10248/healthz".into(),
+        healthy: says_ok,
+    }
+}
+
+/// kube-proxy's `/healthz` answers 200 once it has programmed the node's rules recently (503 otherwise).
+fn kube_proxy_probe() -> Probe {
+    Probe {
+        check: "kube-proxy healthz",
+        command: "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' http://127.0.0.1:10256/healthz".into(),
+        healthy: |o, _| o.status == 0 && o.stdout.trim() == "200",
+    }
+}
+
+/// What systemd says of one unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    pub unit: String,
+    pub active: String,
+    pub sub: String,
+    /// Automatic restarts since the unit was last started by hand (a crash loop counts up here).
+    pub restarts: u32,
+}
+
+impl UnitState {
+    pub fn is_active(&self) -> bool {
+        self.active == "active"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} ({}), restarted {} times", self.active, self.sub, self.restarts)
+    }
+}
+
+/// Parses `systemctl show -p Id,ActiveState,SubState,NRestarts U...` (blocks separated by blank lines).
+pub fn parse_unit_states(text: &str) -> Vec<UnitState> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut s = UnitState {
+                unit: String::new(),
+                active: String::new(),
+                sub: String::new(),
+                restarts: 0,
+            };
+            for line in block.lines() {
+                match line.split_once('=') {
+                    Some(("Id", v)) => s.unit = v.trim_end_matches(".service").to_string(),
+                    Some(("ActiveState", v)) => s.active = v.to_string(),
+                    Some(("SubState", v)) => s.sub = v.to_string(),
+                    Some(("NRestarts", v)) => s.restarts = v.parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            (!s.unit.is_empty()).then_some(s)
+        })
+        .collect()
+}
+
+/// The state of each of `units` on the host.
+pub fn unit_states(conn: &Connection, step: &str, units: &[&str]) -> Result<Vec<UnitState>, SshError> {
+    let out = conn.run_ok(
+        step,
+        &format!(
+            "systemctl show -p Id,ActiveState,SubState,NRestarts {}",
+            units.join(" ")
+        ),
+    )?;
+    Ok(parse_unit_states(&out.stdout))
+}
+
+/// The last `lines` lines of a unit's journal, joined on one line.
+pub fn journal_tail(conn: &Connection, unit: &str, lines: usize) -> String {
+    match conn.run(
+        "journal",
+        &format!("journalctl -u {unit} -n {lines} --no-pager -o cat 2>&1 | tail -n {lines}"),
+    ) {
+        Ok(out) => {
+            let text: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            if text.is_empty() {
+                "(its journal is empty)".into()
+            } else {
+                text.join(" | ")
+            }
+        }
+        Err(e) => format!("(its journal could not be read: {})", e.message),
+    }
+}
+
+/// Every unit and health endpoint of one host, each a check of its own.
+pub fn check_host(conn: &Connection, host: &BootstrapHost, masters: usize) -> Vec<Check> {
+    let name = host.name.as_str();
+    let mut out = Vec::new();
+    let wanted = units_of(host.role);
+    match unit_states(conn, "units", wanted) {
+        Ok(states) => {
+            for unit in wanted {
+                match states.iter().find(|s| s.unit == *unit) {
+                    Some(s) if s.is_active() => out.push(Check::new(name, format!("unit {unit}"), true, "active")),
+                    Some(s) => out.push(Check::new(
+                        name,
+                        format!("unit {unit}"),
+                        false,
+                        format!("{}; journal: {}", s.describe(), journal_tail(conn, unit, 5)),
+                    )),
+                    None => out.push(Check::new(
+                        name,
+                        format!("unit {unit}"),
+                        false,
+                        "systemd does not know it",
+                    )),
+                }
+            }
+        }
+        Err(e) => out.push(Check::new(name, "units", false, e.message)),
+    }
+    for p in probes(host.role) {
+        match conn.run(p.check, &p.command) {
+            Ok(o) => {
+                let text = format!("{}{}", o.stdout, o.stderr);
+                let last = text.trim().lines().last().unwrap_or_default().trim().to_string();
+                out.push(Check::new(name, p.check, (p.healthy)(&o, masters), last));
+            }
+            Err(e) => out.push(Check::new(name, p.check, false, e.message)),
+        }
+    }
+    out
+}
+
+/// A Node's Ready condition: `(ready, reason: message)`.
+fn node_ready(node: &serde_json::Value) -> (bool, String) {
+    let conditions = node.pointer("/status/conditions").and_then(|c| c.as_array());
+    let ready = conditions.and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+    match ready {
+        Some(c) => (
+            c["status"] == "True",
+            format!(
+                "Ready={}: {} {}",
+                c["status"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+            .trim()
+            .to_string(),
+        ),
+        None => (false, "no Ready condition yet".into()),
+    }
+}
+
+/// Why a pod is not healthy, or `None` when it is (Running with every container ready, or finished).
+pub fn pod_problem(pod: &serde_json::Value) -> Option<String> {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str())
+        .unwrap_or("Unknown");
+    if phase == "Succeeded" {
+        return None;
+    }
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let all_ready = !statuses.is_empty() && statuses.iter().all(|s| s["ready"] == true);
+    if phase == "Running" && all_ready {
+        return None;
+    }
+    // The most telling reason: a container waiting or terminated, else an unmet pod condition.
+    let container = statuses.iter().find_map(|s| {
+        let state = s.get("state")?;
+        let (how, detail) = state
+            .get("waiting")
+            .map(|w| ("waiting", w))
+            .or_else(|| state.get("terminated").map(|t| ("terminated", t)))?;
+        Some(format!(
+            "container {} {how}: {} {}",
+            s["name"].as_str().unwrap_or("?"),
+            detail["reason"].as_str().unwrap_or_default(),
+            detail["message"].as_str().unwrap_or_default()
+        ))
+    });
+    let condition = || {
+        pod.pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .and_then(|cs| cs.iter().find(|c| c["status"] != "True"))
+            .map(|c| {
+                format!(
+                    "{} is {}: {} {}",
+                    c["type"].as_str().unwrap_or("?"),
+                    c["status"].as_str().unwrap_or("?"),
+                    c["reason"].as_str().unwrap_or_default(),
+                    c["message"].as_str().unwrap_or_default()
+                )
+            })
+    };
+    let why = container.or_else(condition).unwrap_or_else(|| "not ready".into());
+    Some(format!("{phase}; {}", why.trim()))
+}
+
+/// The namespaces whose pods make the cluster work: kube-system and the addons' own.
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-flannel"];
+
+/// How long a leader may go without renewing its lease before the check says nobody leads.
+const LEASE_STALE: Duration = Duration::from_secs(60);
+
+fn seconds_since(rfc3339: &str) -> Option<f64> {
+    let at = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(match SystemTime::now().duration_since(at) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    })
+}
+
+/// What the API says: a Ready Node for every host that runs a kubelet, healthy system pods, and a current
+/// leader for the controller manager and the scheduler.
+pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let endpoint = api.base().to_string();
+    let nodes = match api.get_json("/api/v1/nodes").await {
+        Ok((s, v)) if s.is_success() => v["items"].as_array().cloned().unwrap_or_default(),
+        Ok((s, v)) => {
+            out.push(Check::new(
+                &endpoint,
+                "api",
+                false,
+                format!("GET nodes: HTTP {s}: {}", v["message"]),
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.push(Check::new(&endpoint, "api", false, e));
+            return out;
+        }
+    };
+    for h in hosts.iter().filter(|h| runs_kubelet(h.role)) {
+        match nodes
+            .iter()
+            .find(|n| n.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(&h.name))
+        {
+            Some(node) => {
+                let (ready, detail) = node_ready(node);
+                out.push(Check::new(&h.name, "node ready", ready, detail));
+            }
+            None => out.push(Check::new(
+                &h.name,
+                "node registered",
+                false,
+                format!(
+                    "the API has no Node {}: its kubelet has not registered, or the Node was deleted \
+                     (`kforge apply` restarts the kubelet, which registers it again)",
+                    h.name
+                ),
+            )),
+        }
+    }
+    let mut running = 0;
+    for ns in SYSTEM_NAMESPACES {
+        let pods = match api.get_json(&format!("/api/v1/namespaces/{ns}/pods")).await {
+            Ok((s, v)) if s.is_success() => v["items"].as_array().cloned().unwrap_or_default(),
+            Ok((s, v)) => {
+                out.push(Check::new(
+                    &endpoint,
+                    format!("pods of {ns}"),
+                    false,
+                    format!("HTTP {s}: {}", v["message"]),
+                ));
+                continue;
+            }
+            Err(e) => {
+                out.push(Check::new(&endpoint, format!("pods of {ns}"), false, e));
+                continue;
+            }
+        };
+        for pod in &pods {
+            let name = pod.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or("?");
+            let node = pod
+                .pointer("/spec/nodeName")
+                .and_then(|v| v.as_str())
+                .unwrap_or("(unscheduled)");
+            match pod_problem(pod) {
+                Some(problem) => out.push(Check::new(node, format!("pod {ns}/{name}"), false, problem)),
+                None => running += 1,
+            }
+        }
+    }
+    if out.iter().all(|c| !c.check.starts_with("pod")) {
+        out.push(Check::new(&endpoint, "system pods", true, format!("{running} running")));
+    }
+    for (component, lease) in [
+        ("controller-manager", "kube-controller-manager"),
+        ("scheduler", "kube-scheduler"),
+    ] {
+        let check = format!("{component} leader");
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}");
+        match api.get_json(&path).await {
+            Ok((s, v)) if s.is_success() => {
+                let holder = v
+                    .pointer("/spec/holderIdentity")
+                    .and_then(|h| h.as_str())
+                    .unwrap_or_default();
+                let age = v
+                    .pointer("/spec/renewTime")
+                    .and_then(|t| t.as_str())
+                    .and_then(seconds_since);
+                let host = holder.split('_').next().filter(|h| !h.is_empty()).unwrap_or(&endpoint);
+                match age {
+                    Some(age) if !holder.is_empty() && age <= LEASE_STALE.as_secs_f64() => {
+                        out.push(Check::new(host, check, true, format!("lease renewed {age:.0}s ago")))
+                    }
+                    Some(age) => out.push(Check::new(
+                        host,
+                        check,
+                        false,
+                        format!("lease {lease} was last renewed {age:.0}s ago by {holder:?}: no instance leads"),
+                    )),
+                    None => out.push(Check::new(host, check, false, format!("lease {lease} has no holder"))),
+                }
+            }
+            Ok((s, _)) => out.push(Check::new(
+                &endpoint,
+                check,
+                false,
+                format!("lease {lease}: HTTP {s} (no instance has ever led)"),
+            )),
+            Err(e) => out.push(Check::new(&endpoint, check, false, e)),
+        }
+    }
+    out
+}
+
+/// How often the node stage looks again, and how many automatic restarts after kforge started a unit make a
+/// crash loop (kforge's units restart 5 s after a failure).
+const POLL: Duration = Duration::from_secs(2);
+const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// Waits until kubelet and kube-proxy on `host` answer healthy and the host is registered as a Node, within
+/// `deadline`. A unit that keeps crashing fails at once, with the end of its journal. When the kubelet is healthy
+/// but its Node is gone (deleted through the API), the kubelet is restarted once: it registers at start.
+/// `rt` runs the API calls (this runs on a blocking thread of that runtime).
+pub fn wait_node(
+    conn: &Connection,
+    host: &str,
+    api: &ApiClient,
+    rt: &tokio::runtime::Handle,
+    deadline: Duration,
+) -> Result<(), SshError> {
+    let step = "node: health";
+    let until = Instant::now() + deadline;
+    let started = Instant::now();
+    let units = [KUBELET, KUBE_PROXY];
+    let baseline: Vec<UnitState> = unit_states(conn, step, &units)?;
+    let mut restarted_for_registration = false;
+    let fail = |message: String, unit: &str| SshError {
+        host: host.to_string(),
+        step: step.into(),
+        message: format!("{message}; journal of {unit}: {}", journal_tail(conn, unit, 8)),
+        hint: format!(
+            "see `journalctl -u {unit}` on the host; fix the cause and re-run (the node stage waits up to \
+             --health-timeout)"
+        ),
+        transient: false,
+    };
+    loop {
+        let states = unit_states(conn, step, &units)?;
+        for s in &states {
+            let before = baseline.iter().find(|b| b.unit == s.unit).map_or(0, |b| b.restarts);
+            if s.active == "failed" || s.restarts >= before + CRASH_LOOP_RESTARTS {
+                return Err(fail(format!("{} is crash-looping: {}", s.unit, s.describe()), &s.unit));
+            }
+        }
+        let ask = |p: &Probe| conn.run(step, &p.command).map(|o| ((p.healthy)(&o, 0), o));
+        let (kubelet_ok, kubelet_said) = ask(&kubelet_probe())?;
+        let (proxy_ok, proxy_said) = ask(&kube_proxy_probe())?;
+        let registered = kubelet_ok
+            && matches!(
+                rt.block_on(api.get_json(&format!("/api/v1/nodes/{host}"))),
+                Ok((s, _)) if s.is_success()
+            );
+        if kubelet_ok && proxy_ok && registered {
+            return Ok(());
+        }
+        // A kubelet registers its Node when it starts; one that has run healthy for a while without a Node (it
+        // was deleted) needs a restart to register again.
+        if kubelet_ok && !registered && !restarted_for_registration && started.elapsed() > Duration::from_secs(10) {
+            restarted_for_registration = true;
+            conn.run_ok(step, &format!("systemctl restart {KUBELET}"))?;
+        }
+        if Instant::now() > until {
+            let secs = deadline.as_secs();
+            let state = |u: &str| {
+                states
+                    .iter()
+                    .find(|s| s.unit == u)
+                    .map(UnitState::describe)
+                    .unwrap_or_default()
+            };
+            let said = |o: &Output| {
+                let t = format!("{}{}", o.stdout, o.stderr);
+                t.trim().lines().last().unwrap_or("nothing").to_string()
+            };
+            return Err(if !kubelet_ok {
+                fail(
+                    format!(
+                        "the kubelet's healthz did not answer ok in {secs}s (it said: {}; unit {})",
+                        said(&kubelet_said),
+                        state(KUBELET)
+                    ),
+                    KUBELET,
+                )
+            } else if !registered {
+                fail(
+                    format!("the kubelet is healthy but the API has no Node {host} after {secs}s"),
+                    KUBELET,
+                )
+            } else {
+                fail(
+                    format!(
+                        "kube-proxy's healthz did not answer 200 in {secs}s (it said: {}; unit {})",
+                        said(&proxy_said),
+                        state(KUBE_PROXY)
+                    ),
+                    KUBE_PROXY,
+                )
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unit_states_are_read_per_unit() {
+        let text = "Id=kforge-kubelet.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\n\n\
+                    Id=kforge-kube-proxy.service\nActiveState=active\nSubState=running\nNRestarts=0\n";
+        let s = parse_unit_states(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].unit, "kforge-kubelet");
+        assert!(!s[0].is_active());
+        assert_eq!(s[0].restarts, 4);
+        assert!(s[1].is_active());
+    }
+
+    #[test]
+    fn a_pod_is_healthy_only_when_running_with_every_container_ready() {
+        let running = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": true}]}});
+        assert_eq!(pod_problem(&running), None);
+        let done = json!({"status": {"phase": "Succeeded"}});
+        assert_eq!(pod_problem(&done), None);
+        let pulling = json!({"status": {"phase": "Pending", "containerStatuses": [
+            {"name": "coredns", "ready": false, "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}
+        ]}});
+        let p = pod_problem(&pulling).unwrap();
+        assert!(
+            p.starts_with("Pending; container coredns waiting: ImagePullBackOff"),
+            "{p}"
+        );
+        let unready = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": false, "state": {"running": {}}}],
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
+        assert!(pod_problem(&unready).unwrap().contains("Ready is False"));
+        let unscheduled = json!({"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available"}]}});
+        assert!(pod_problem(&unscheduled).unwrap().contains("Unschedulable"));
+    }
+
+    #[test]
+    fn a_node_is_ready_only_with_ready_true() {
+        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
+        assert!(node_ready(&ready).0);
+        let not = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+            "message": "container runtime network not ready"}]}});
+        let (ok, why) = node_ready(&not);
+        assert!(!ok && why.contains("network not ready"), "{why}");
+        assert!(!node_ready(&json!({})).0);
+    }
+
+    #[test]
+    fn every_role_has_its_units_and_probes() {
+        assert!(units_of(HostRole::Worker).contains(&KUBELET));
+        assert!(units_of(HostRole::Master).contains(&"kforge-kube-apiserver"));
+        let master: Vec<&str> = probes(HostRole::Master).iter().map(|p| p.check).collect();
+        assert_eq!(
+            master,
+            [
+                "etcd health",
+                "apiserver readyz",
+                "controller-manager healthz",
+                "scheduler healthz"
+            ]
+        );
+        let ok = Output {
+            status: 0,
+            stdout: "ok\n".into(),
+            stderr: String::new(),
+        };
+        assert!(says_ok(&ok, 0));
+        let refused = Output {
+            status: 7,
+            stdout: String::new(),
+            stderr: "curl: (7) Failed to connect".into(),
+        };
+        assert!(!says_ok(&refused, 0));
+        assert!(seconds_since("2020-01-01T00:00:00.000000Z").unwrap() > 1e8);
+    }
+}
