@@ -205,7 +205,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 fn validate_spec(g: &GlobalArgs, file: &Path) -> anyhow::Result<Finished> {
-    let kind = std::fs::read_to_string(file).ok().and_then(|t| spec::kind_of(&t));
+    let kind = spec::read_text(file).ok().and_then(|t| spec::kind_of(&t));
     if kind.as_deref() == Some("EcsService") {
         let s = crate::ecs::load_service(file, fallback_region(g))?;
         let summary = serde_json::json!({
@@ -338,8 +338,23 @@ async fn plan(g: &GlobalArgs, args: PlanArgs) -> anyhow::Result<Finished> {
     })
 }
 
-/// Runs `work` holding the cluster's lock; the lock is released however `work` ends: done, failed, Ctrl-C, or
-/// the `--timeout` deadline.
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM, which CI runners send when a job is cancelled.
+async fn interrupted() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs `work` holding the cluster's lock; the lock is released however `work` ends: done, failed, Ctrl-C or
+/// SIGTERM (exit 130), or the `--timeout` deadline.
 async fn locked<T>(
     g: &GlobalArgs,
     started: Instant,
@@ -352,7 +367,7 @@ async fn locked<T>(
     let deadline = tokio::time::Instant::from_std(started + g.timeout);
     let result = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::Error::new(Interrupted)),
+        _ = interrupted() => Err(anyhow::Error::new(Interrupted)),
         _ = tokio::time::sleep_until(deadline) => Err(RunTimedOut { limit: g.timeout }.into()),
     };
     let released = lock.release().await;

@@ -83,13 +83,16 @@ fn init_logging(verbose: u8, quiet: bool) {
         (_, 0) => "warn",
         (_, 1) => "kforge=info",
         (_, 2) => "kforge=debug,aws_smithy_runtime=debug",
-        _ => "trace",
+        // The SDK's signer traces canonical requests, session tokens included: never printed.
+        _ => "trace,aws_sigv4=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: CI logs get plain WARN lines.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }

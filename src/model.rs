@@ -1648,7 +1648,11 @@ fn ssh(c: &mut Checker, spec: Option<&SshSpec>, ctx: &Context, provider: Provide
             None
         }
         (Some(k), None) => Some(k.trim().to_string()),
-        (None, Some(f)) => match std::fs::read_to_string(ctx.base_dir.join(f)) {
+        // An OpenSSH public key is one line of well under a kilobyte; 64 KiB bounds what a wrong path (a device,
+        // a disk image) makes kforge read.
+        (None, Some(f)) => match crate::fsutil::read_limited(&ctx.base_dir.join(f), 64 * 1024)
+            .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+        {
             Ok(k) => Some(k.trim().to_string()),
             Err(e) => {
                 c.err(
@@ -2147,5 +2151,12 @@ mod tests {
             e.to_string().contains("`calico` is not an addon kforge installs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_public_key_file_that_is_no_key_is_refused_after_reading_a_little() {
+        let e = check("  provider: ec2\n  region: us-east-1\n  ssh: {publicKeyFile: /dev/zero}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.ssh.publicKeyFile"]);
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
     }
 }

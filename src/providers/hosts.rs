@@ -104,9 +104,13 @@ fn identity_problem(path: &Path) -> Option<(String, String)> {
             ));
         }
     }
-    let head = std::fs::read(path)
-        .ok()
-        .map(|b| String::from_utf8_lossy(&b[..b.len().min(64)]).into_owned());
+    // The first bytes say what the file is; reading no more keeps a wrong path (a device) harmless.
+    let head = std::fs::File::open(path).ok().map(|f| {
+        use std::io::Read as _;
+        let mut b = Vec::new();
+        let _ = f.take(64).read_to_end(&mut b);
+        String::from_utf8_lossy(&b).into_owned()
+    });
     if !head.is_some_and(|h| h.contains("PRIVATE KEY-----")) {
         return Some((
             format!(

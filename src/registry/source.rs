@@ -192,18 +192,18 @@ impl TarStore {
                     );
                 }
                 members.insert(path, (offset, size));
-            } else if kind.is_symlink() || kind.is_hard_link() {
-                if let Some(target) = entry.link_name().with_context(truncated)? {
-                    let target = target.to_string_lossy().to_string();
-                    // Symlinks are relative to their own directory, hard links to the archive root.
-                    let resolved = if kind.is_symlink() && !target.starts_with('/') {
-                        let dir = Path::new(&path).parent().map(|p| p.to_string_lossy().to_string());
-                        normalise(&format!("{}/{target}", dir.unwrap_or_default()))
-                    } else {
-                        normalise(&target)
-                    };
-                    links.push((path, resolved));
-                }
+            } else if (kind.is_symlink() || kind.is_hard_link())
+                && let Some(target) = entry.link_name().with_context(truncated)?
+            {
+                let target = target.to_string_lossy().to_string();
+                // Symlinks are relative to their own directory, hard links to the archive root.
+                let resolved = if kind.is_symlink() && !target.starts_with('/') {
+                    let dir = Path::new(&path).parent().map(|p| p.to_string_lossy().to_string());
+                    normalise(&format!("{}/{target}", dir.unwrap_or_default()))
+                } else {
+                    normalise(&target)
+                };
+                links.push((path, resolved));
             }
         }
         for (path, target) in links {

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub mod ecs;
+#[cfg(test)]
+mod fuzz_tests;
 
 pub const API_VERSION: &str = "kforge.dev/v1alpha1";
 
@@ -435,13 +437,125 @@ pub fn load(path: &Path) -> Result<ClusterSpec, SpecLoadError> {
     load_kind(path, "Cluster", "this command takes a `kind: Cluster` document")
 }
 
+/// The largest spec file kforge reads: the biggest real spec is a few kilobytes.
+pub const MAX_SPEC_BYTES: u64 = 1024 * 1024;
+/// How deeply a spec's YAML may nest (a real spec nests about 6 levels).
+pub const MAX_DEPTH: usize = 64;
+
 /// Reads and parses a document of `kind` (`Cluster`, `EcsService`); `hint` says which command takes it.
 pub fn load_kind<T: DeserializeOwned>(path: &Path, kind: &str, hint: &str) -> Result<T, SpecLoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecLoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_text(path)?;
     parse_kind(&text, &path.display().to_string(), kind, hint)
+}
+
+/// A spec file's text: at most `MAX_SPEC_BYTES`, UTF-8 (an invalid byte is named by line, column and offset).
+pub fn read_text(path: &Path) -> Result<String, SpecLoadError> {
+    let origin = path.display().to_string();
+    let bytes = crate::fsutil::read_limited(path, MAX_SPEC_BYTES).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidData {
+            SpecLoadError::Parse {
+                location: origin.clone(),
+                message: format!("the file is {source}"),
+                hint: "a kforge spec is a few kilobytes of YAML: check the path given to -f".into(),
+            }
+        } else {
+            SpecLoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        SpecLoadError::Parse {
+            location: format!("{origin}:{line}:{}", at - line_start + 1),
+            message: format!(
+                "not UTF-8 text: byte {at} (0x{:02x}) is not part of a UTF-8 character",
+                bytes[at]
+            ),
+            hint: "save the spec as UTF-8".into(),
+        }
+    })
+}
+
+/// Refuses YAML nested deeper than `MAX_DEPTH` before any parser sees it (deeply nested documents make YAML
+/// parsers slow or exhaust their stack). Counts, per line, the open flow collections (`[`, `{`, outside quotes and
+/// comments), the block levels (a stack of indentations, as Python counts its blocks) and the `- ` entries that
+/// open on that line. An over-estimate for odd layouts, which only a spec nested near the limit could meet.
+fn check_depth(text: &str, origin: &str) -> Result<(), SpecLoadError> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow: usize = 0;
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if flow == 0 {
+            while indents.last().is_some_and(|top| *top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        let mut rest = body;
+        let mut dashes = 0;
+        while let Some(r) = rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+            dashes += 1;
+            rest = r.trim_start_matches(' ');
+        }
+        let mut deepest = flow;
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        for ch in rest.chars() {
+            match quote {
+                Some(q) if ch == q => quote = None,
+                Some(_) => {}
+                None => match ch {
+                    '\'' | '"' => quote = Some(ch),
+                    '#' if prev == ' ' => break,
+                    '[' | '{' => {
+                        flow += 1;
+                        deepest = deepest.max(flow);
+                    }
+                    ']' | '}' => flow = flow.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = ch;
+        }
+        let depth = indents.len() + dashes + deepest;
+        if depth > MAX_DEPTH {
+            return Err(SpecLoadError::Parse {
+                location: format!("{origin}:{}:1", n + 1),
+                message: format!("the document nests deeper than {MAX_DEPTH} levels"),
+                hint: "a kforge spec nests a few levels: check that this is the spec you meant".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The line where a second YAML document starts (`---` after content, or the second `---`).
+fn second_document_line(text: &str) -> Option<usize> {
+    let mut content = false;
+    let mut markers = 0;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            markers += 1;
+            if content || markers == 2 {
+                return Some(n + 1);
+            }
+        } else if !t.is_empty() && !t.starts_with('#') {
+            content = true;
+        }
+    }
+    None
 }
 
 /// Parses YAML text; `origin` names the file in error messages.
@@ -451,6 +565,7 @@ pub fn parse(text: &str, origin: &str) -> Result<ClusterSpec, SpecLoadError> {
 
 /// The `kind` of a YAML document, if it has one.
 pub fn kind_of(text: &str) -> Option<String> {
+    check_depth(text, "").ok()?;
     serde_norway::from_str::<DocumentHeader>(text).ok().and_then(|h| h.kind)
 }
 
@@ -460,6 +575,21 @@ pub(crate) fn parse_kind<T: DeserializeOwned>(
     expected: &str,
     hint: &str,
 ) -> Result<T, SpecLoadError> {
+    if text.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecLoadError::Parse {
+            location: origin.to_string(),
+            message: format!("the document is larger than {MAX_SPEC_BYTES} bytes, the most kforge reads of a spec"),
+            hint: "a kforge spec is a few kilobytes of YAML".into(),
+        });
+    }
+    check_depth(text, origin)?;
+    if let Some(line) = second_document_line(text) {
+        return Err(SpecLoadError::Parse {
+            location: format!("{origin}:{line}:1"),
+            message: "a second YAML document starts here: a spec file holds one document".into(),
+            hint: "put each spec in a file of its own".into(),
+        });
+    }
     // Check apiVersion/kind first so a document of another kind gets a clear message instead of
     // a list of unknown fields.
     if let Ok(header) = serde_norway::from_str::<DocumentHeader>(text) {
@@ -493,9 +623,10 @@ struct DocumentHeader {
 }
 
 fn parse_error(e: &serde_norway::Error, origin: &str) -> SpecLoadError {
+    // Without a position from the parser, the error is the document's as a whole: its start.
     let location = match e.location() {
         Some(l) => format!("{origin}:{}:{}", l.line(), l.column()),
-        None => origin.to_string(),
+        None => format!("{origin}:1:1"),
     };
     let mut message = e.to_string();
     // serde_norway appends " at line L column C"; the location is already in front.
@@ -540,6 +671,41 @@ mod tests {
         let spec = parse(MINIMAL, "t.yaml").unwrap();
         assert_eq!(spec.metadata.name, "demo");
         assert_eq!(spec.spec.provider, Provider::Eks);
+    }
+
+    #[test]
+    fn hostile_input_is_bounded_and_positioned() {
+        // A second document is named by the line where it starts.
+        let two = format!("{MINIMAL}---\n{MINIMAL}");
+        let err = parse(&two, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:7:1: a second YAML document starts here"),
+            "{err}"
+        );
+        assert!(
+            parse(&format!("---\n{MINIMAL}"), "t.yaml").is_ok(),
+            "a leading --- is one document"
+        );
+        // Nesting beyond the limit is refused before parsing, at the line that crosses it.
+        let deep = format!("{MINIMAL}  tags: {}1{}\n", "[".repeat(100), "]".repeat(100));
+        let err = parse(&deep, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:7:1: the document nests deeper than 64 levels"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        // Not UTF-8: line, column and byte offset.
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, b"apiVersion: kforge.dev/v1alpha1\nkind: Clu\xffster\n").unwrap();
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.yaml:2:10: not UTF-8 text: byte 41 (0xff)"), "{err}");
+        // Larger than the limit: refused after reading just past it, naming the limit.
+        let big = dir.path().join("big.yaml");
+        std::fs::write(&big, format!("{MINIMAL}#{}\n", "x".repeat(MAX_SPEC_BYTES as usize))).unwrap();
+        let err = load(&big).unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
+        let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
     }
 
     #[test]

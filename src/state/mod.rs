@@ -44,6 +44,13 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// An object as read, with what identifies that version of it.
+struct Versioned {
+    bytes: Vec<u8>,
+    /// S3's ETag (local files are compared by their bytes).
+    etag: Option<String>,
+}
+
 /// Who holds a cluster's lock.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -308,8 +315,11 @@ impl StateStore {
         self.remove_pki(cluster).await?;
         self.delete(&self.key(cluster, "cluster.json")).await?;
         if let StateStore::Local { root } = self {
+            let dir = root.join("clusters").join(cluster);
+            // The takeover guard holds nothing; a lock that is still there is kept.
+            let _ = std::fs::remove_file(dir.join("lock.guard"));
             // Leaves the directory if something else (a lock, PKI of later phases) is still there.
-            let _ = std::fs::remove_dir(root.join("clusters").join(cluster));
+            let _ = std::fs::remove_dir(dir);
         }
         Ok(())
     }
@@ -362,43 +372,57 @@ impl StateStore {
     }
 
     /// Takes the cluster's lock, or says who holds it. A lock left by a dead process of this machine is taken
-    /// over; `force` breaks any lock.
+    /// over; `force` breaks any lock. Taking over is itself atomic: the lock is replaced only if it is still the
+    /// one that was judged stale (S3: a write conditional on its ETag; local: compared and replaced under an
+    /// exclusive flock of a guard file), so of several runs racing for one stale lock exactly one proceeds and the
+    /// others find the winner holding it.
     pub async fn lock(&self, cluster: &str, command: &str, force: bool) -> anyhow::Result<StateLock> {
         let key = self.key(cluster, "lock");
         let mine = LockInfo::mine(command);
         let body = serde_json::to_vec_pretty(&mine)?;
-        for _ in 0..2 {
+        let taken = |store: &StateStore| StateLock {
+            store: store.clone(),
+            key: key.clone(),
+            id: mine.id.clone(),
+            released: false,
+        };
+        for _ in 0..5 {
             if self.create_exclusive(&key, &body).await? {
-                return Ok(StateLock {
-                    store: self.clone(),
-                    key,
-                    id: mine.id,
-                    released: false,
-                });
+                return Ok(taken(self));
             }
-            let holder: Option<LockInfo> = self.read(&key).await?.and_then(|b| serde_json::from_slice(&b).ok());
-            match holder {
+            // Gone between the two calls: the next exclusive create decides.
+            let Some(current) = self.read_versioned(&key).await? else {
+                continue;
+            };
+            let holder: Option<LockInfo> = serde_json::from_slice(&current.bytes).ok();
+            let why = match &holder {
                 Some(h) if !force && !h.is_stale() => {
                     return Err(StateError::Locked {
                         cluster: cluster.into(),
                         location: self.location(),
-                        holder: Box::new(h),
+                        holder: Box::new(h.clone()),
                     }
                     .into());
                 }
-                Some(h) => {
-                    let why = if force { "--force-unlock" } else { "its process is gone" };
-                    tracing::warn!(
-                        "breaking the lock of cluster {cluster} held by pid {} on {} ({why})",
-                        h.pid,
-                        h.host
-                    );
-                    self.delete(&key).await?;
+                None if !force => {
+                    return Err(self
+                        .store_error(
+                            format!("the lock of cluster {cluster} is unreadable"),
+                            "if no other run is working on this cluster, re-run with --force-unlock",
+                        )
+                        .into());
                 }
-                // Vanished between the two calls, or unreadable: try once more, then delete if forced.
-                None if force => self.delete(&key).await?,
-                None => {}
+                _ if force => "--force-unlock",
+                _ => "its process is gone",
+            };
+            if self.replace_if_unchanged(&key, &current, &body).await? {
+                let was = holder.map_or("an unreadable lock".to_string(), |h| {
+                    format!("the lock of pid {} on {}", h.pid, h.host)
+                });
+                tracing::warn!("took over {was} of cluster {cluster} ({why})");
+                return Ok(taken(self));
             }
+            // Another run changed the lock first: look again.
         }
         Err(self
             .store_error(
@@ -406,6 +430,82 @@ impl StateStore {
                 "another run is racing for it; retry, or use --force-unlock",
             )
             .into())
+    }
+
+    /// `key`'s bytes and, on S3, its ETag.
+    async fn read_versioned(&self, key: &str) -> anyhow::Result<Option<Versioned>> {
+        match self {
+            StateStore::Local { .. } => Ok(self.read(key).await?.map(|bytes| Versioned { bytes, etag: None })),
+            StateStore::S3 { aws, bucket, .. } => match aws.s3().get_object().bucket(bucket).key(key).send().await {
+                Ok(o) => {
+                    let etag = o.e_tag().map(str::to_string);
+                    Ok(Some(Versioned {
+                        bytes: o.body.collect().await?.into_bytes().to_vec(),
+                        etag,
+                    }))
+                }
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+                Err(e) => Err(aws_err(format!("s3://{bucket}/{key}"), "GetObject")(e).into()),
+            },
+        }
+    }
+
+    /// Writes `bytes` at `key` only if it still holds what `seen` read; `false` when it changed or vanished.
+    async fn replace_if_unchanged(&self, key: &str, seen: &Versioned, bytes: &[u8]) -> anyhow::Result<bool> {
+        match self {
+            StateStore::Local { root } => {
+                let path = root.join(key);
+                let guard_path = path.with_extension("guard");
+                let fail = |e: std::io::Error| {
+                    self.store_error(
+                        format!("cannot take over {key}: {e}"),
+                        "check the directory's permissions",
+                    )
+                };
+                let guard = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(&guard_path)
+                    .map_err(fail)?;
+                // Held until `guard` is dropped: racing takeovers compare and replace one after the other.
+                guard.lock().map_err(fail)?;
+                match std::fs::read(&path) {
+                    Ok(now) if now == seen.bytes => {}
+                    Ok(_) => return Ok(false),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(fail(e).into()),
+                }
+                crate::fsutil::write_private(&path, bytes).map_err(fail)?;
+                Ok(true)
+            }
+            StateStore::S3 { aws, bucket, .. } => {
+                let Some(etag) = &seen.etag else {
+                    return Ok(false);
+                };
+                let r = aws
+                    .s3()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .if_match(etag)
+                    .body(ByteStream::from(bytes.to_vec()))
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => Ok(true),
+                    // 412: the lock changed; 404: it is gone (the next exclusive create decides).
+                    Err(e)
+                        if e.raw_response()
+                            .is_some_and(|r| [404, 412].contains(&r.status().as_u16())) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(aws_err(format!("s3://{bucket}/{key}"), "PutObject")(e).into()),
+                }
+            }
+        }
     }
 
     async fn read(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
@@ -689,6 +789,42 @@ mod tests {
             .unwrap();
         let lock = store.lock("a", "kforge apply", false).await.unwrap();
         lock.release().await.unwrap();
+    }
+
+    /// Two runs racing for one stale lock (here: two tasks of this process, each with its own guard descriptor,
+    /// on two runtime threads): exactly one takes it over, the other is told the winner holds it. 20 rounds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_takeovers_of_a_stale_lock_have_exactly_one_winner() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = local(tmp.path());
+        for round in 0..20 {
+            let dead = LockInfo {
+                id: format!("dead-{round}"),
+                host: hostname(),
+                pid: 999_999_999,
+                command: "kforge apply".into(),
+                acquired_at: now(),
+            };
+            let path = tmp.path().join("state").join(store.key("a", "lock"));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            crate::fsutil::write_private(&path, &serde_json::to_vec(&dead).unwrap()).unwrap();
+            let (a, b) = (store.clone(), store.clone());
+            let (one, two) = tokio::join!(
+                tokio::spawn(async move { a.lock("a", "kforge apply", false).await }),
+                tokio::spawn(async move { b.lock("a", "kforge apply", false).await })
+            );
+            let results = [one.unwrap(), two.unwrap()];
+            let winners: Vec<&StateLock> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
+            let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+            match loser.downcast_ref::<StateError>() {
+                Some(StateError::Locked { holder, .. }) => assert_eq!(holder.id, winners[0].id, "round {round}"),
+                _ => panic!("round {round}: {loser}"),
+            }
+            for lock in results.into_iter().flatten() {
+                lock.release().await.unwrap();
+            }
+        }
     }
 
     #[test]

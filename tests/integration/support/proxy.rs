@@ -208,7 +208,7 @@ impl Proxy {
             answered: received,
         };
         if faulted {
-            let reply = fault(is_ec2, self.roll() % 2 == 0);
+            let reply = fault(is_ec2, self.roll().is_multiple_of(2));
             call.answered = Instant::now();
             self.calls.lock().unwrap().push(call);
             return reply;
