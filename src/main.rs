@@ -83,8 +83,9 @@ fn init_logging(verbose: u8, quiet: bool) {
         (_, 0) => "warn",
         (_, 1) => "kforge=info",
         (_, 2) => "kforge=debug,aws_smithy_runtime=debug",
-        // The SDK's signer traces canonical requests, session tokens included: never printed.
-        _ => "trace,aws_sigv4=off",
+        // The SDK's signer traces canonical requests and its orchestrator whole signed requests, session-token
+        // header included: neither is printed at any verbosity.
+        _ => "trace,aws_sigv4=off,aws_smithy_runtime::client::orchestrator=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

@@ -34,6 +34,16 @@ pub const EKS_LOG_TYPES: &[&str] = &["api", "audit", "authenticator", "controlle
 /// The addons the self-built bootstrap applies itself (templates/addons/; `bootstrap::addons` renders each).
 pub const SELF_BUILT_ADDONS: &[&str] = &["flannel", "coredns"];
 const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2"];
+/// AWS's 50 tags per resource, less kforge's own (cluster, resource, managed-by, kubernetes.io/cluster, Name,
+/// and a subnet's role).
+pub const MAX_USER_TAGS: usize = 44;
+/// kforge's bound on a group's sizes (every AWS quota is lower); it also keeps them within the i32 AWS takes.
+pub const MAX_GROUP_SIZE: u32 = 1000;
+
+/// A number the model validated into AWS's range, as the i32 the SDK takes.
+pub fn aws_i32(n: u32) -> i32 {
+    i32::try_from(n).expect("the model bounds every number it hands to AWS")
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
@@ -567,6 +577,16 @@ impl Cluster {
         }
 
         let tags = body.tags.clone().unwrap_or_default();
+        if tags.len() > MAX_USER_TAGS {
+            c.err(
+                "spec.tags",
+                format!(
+                    "{} tags: AWS allows 50 per resource and kforge sets 6 of its own",
+                    tags.len()
+                ),
+                format!("keep at most {MAX_USER_TAGS}"),
+            );
+        }
         for (k, v) in &tags {
             let path = format!("spec.tags.{k}");
             if k.is_empty() || k.len() > 128 || v.len() > 256 {
@@ -1538,6 +1558,18 @@ fn node_groups(
                 "a group needs room for at least one node",
             );
         }
+        for (field, n) in [("minSize", min), ("maxSize", max), ("desiredSize", desired)] {
+            if n > MAX_GROUP_SIZE {
+                c.err(
+                    format!("{path}.{field}"),
+                    format!("{n} nodes is more than a group can hold"),
+                    format!(
+                        "use at most {MAX_GROUP_SIZE} (AWS quotas keep groups far smaller: EKS allows 450 nodes per \
+                         managed nodegroup); split the nodes into several groups"
+                    ),
+                );
+            }
+        }
         let mut labels = BTreeMap::new();
         for (k, v) in g.labels.clone().unwrap_or_default() {
             if !is_label_key(&k) || v.len() > 63 {
@@ -1604,6 +1636,36 @@ fn node_groups(
                 format!("{path}.volume.throughput"),
                 "only gp3 volumes take a throughput",
                 "use gp3 or remove throughput",
+            );
+        }
+        // EBS's documented ranges per volume type.
+        let iops_range = match volume.kind.as_str() {
+            "gp3" => Some((3000, 16000)),
+            "io1" => Some((100, 64000)),
+            "io2" => Some((100, 256000)),
+            _ => None,
+        };
+        match (iops_range, volume.iops) {
+            (Some((lo, hi)), Some(iops)) if !(lo..=hi).contains(&iops) => c.err(
+                format!("{path}.volume.iops"),
+                format!("{iops} IOPS is out of range for {}", volume.kind),
+                format!("use {lo} to {hi}"),
+            ),
+            (Some(_), None) if volume.kind.starts_with("io") => c.err(
+                format!("{path}.volume.iops"),
+                format!("{} volumes need provisioned IOPS", volume.kind),
+                "set iops (100 to 64000 for io1, 100 to 256000 for io2)",
+            ),
+            _ => {}
+        }
+        if let Some(t) = volume.throughput
+            && volume.kind == "gp3"
+            && !(125..=1000).contains(&t)
+        {
+            c.err(
+                format!("{path}.volume.throughput"),
+                format!("{t} MiB/s is out of range for gp3"),
+                "use 125 to 1000",
             );
         }
         let subnets = g.subnets.unwrap_or(match topology {
@@ -2158,5 +2220,30 @@ mod tests {
         let e = check("  provider: ec2\n  region: us-east-1\n  ssh: {publicKeyFile: /dev/zero}\n").unwrap_err();
         assert_eq!(paths(&e), ["spec.ssh.publicKeyFile"]);
         assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+    }
+
+    #[test]
+    fn numbers_are_held_to_what_aws_takes() {
+        let ec2 = "  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n";
+        let group = |fields: &str| {
+            check(&format!(
+                "{ec2}  nodeGroups:\n  - {{name: a, desiredSize: 1, {fields}}}\n"
+            ))
+        };
+        let e = group("maxSize: 4294967295").unwrap_err();
+        assert_eq!(paths(&e), ["spec.nodeGroups[0].maxSize"]);
+        let e = group("volume: {type: gp3, iops: 4294967295, throughput: 2000}").unwrap_err();
+        assert_eq!(
+            paths(&e),
+            ["spec.nodeGroups[0].volume.iops", "spec.nodeGroups[0].volume.throughput"]
+        );
+        let e = group("volume: {type: io2}").unwrap_err();
+        assert_eq!(paths(&e), ["spec.nodeGroups[0].volume.iops"]);
+        assert!(group("volume: {type: io1, iops: 5000}").is_ok());
+        assert!(group("maxSize: 1000, volume: {type: gp3, iops: 16000, throughput: 1000}").is_ok());
+        let tags: String = (0..45).map(|i| format!("t{i}: v, ")).collect();
+        let e = check(&format!("{ec2}  tags: {{{tags}}}\n")).unwrap_err();
+        assert_eq!(paths(&e), ["spec.tags"]);
+        assert_eq!(aws_i32(MAX_GROUP_SIZE), 1000);
     }
 }

@@ -232,9 +232,9 @@ impl Resource for AutoScalingGroupRes {
             let mut create = asg
                 .create_auto_scaling_group()
                 .auto_scaling_group_name(&self.name)
-                .min_size(g.min_size as i32)
-                .max_size(g.max_size as i32)
-                .desired_capacity(g.desired_size as i32)
+                .min_size(crate::model::aws_i32(g.min_size))
+                .max_size(crate::model::aws_i32(g.max_size))
+                .desired_capacity(crate::model::aws_i32(g.desired_size))
                 .vpc_zone_identifier(desired.value("subnets")?)
                 .set_tags(Some(self.asg_tags()));
             create = if self.mixed() {
@@ -262,13 +262,13 @@ impl Resource for AutoScalingGroupRes {
         if sizes.iter().chain(shape.iter()).any(|n| changed(n)) {
             let mut update = asg.update_auto_scaling_group().auto_scaling_group_name(&self.name);
             if changed("minSize") {
-                update = update.min_size(g.min_size as i32);
+                update = update.min_size(crate::model::aws_i32(g.min_size));
             }
             if changed("maxSize") {
-                update = update.max_size(g.max_size as i32);
+                update = update.max_size(crate::model::aws_i32(g.max_size));
             }
             if changed("desiredCapacity") {
-                update = update.desired_capacity(g.desired_size as i32);
+                update = update.desired_capacity(crate::model::aws_i32(g.desired_size));
             }
             if changed("subnets") {
                 update = update.vpc_zone_identifier(desired.value("subnets")?);

@@ -136,11 +136,23 @@ fn rules(cluster: &Cluster) -> Vec<(&'static str, Vec<Rule>)> {
 }
 
 /// What the masters need from AWS: the AWS cloud controller (instances, routes, load balancers for Services of
-/// type LoadBalancer) and the EBS CSI controller (volumes). Reads are unscoped; changes to existing EC2 objects
-/// only touch those tagged as the cluster's.
+/// type LoadBalancer) and the EBS CSI controller (volumes). Reads are unscoped. Everything that changes AWS is
+/// scoped to the cluster, as the AWS cloud provider's and EBS CSI driver's documented policies do: creations must
+/// carry the cluster's tag (`aws:RequestTag`), tags may be written only by those creations (`ec2:CreateAction`) or
+/// onto what already carries it, and changes to existing EC2 objects and load balancers need the tag on them
+/// (`aws:ResourceTag`). So the role cannot mark someone else's resource as the cluster's, then change it.
 pub fn master_policy(cluster: &str) -> serde_json::Value {
-    let owned =
-        serde_json::json!({"StringLike": {format!("aws:ResourceTag/{}", tags::kubernetes_cluster_key(cluster)): "*"}});
+    let key = tags::kubernetes_cluster_key(cluster);
+    let owned = serde_json::json!({"StringLike": {format!("aws:ResourceTag/{key}"): "*"}});
+    let requested = serde_json::json!({"StringLike": {format!("aws:RequestTag/{key}"): "*"}});
+    let creating = serde_json::json!({
+        "StringEquals": {"ec2:CreateAction": ["CreateVolume", "CreateSnapshot", "CreateSecurityGroup"]},
+        "StringLike": {format!("aws:RequestTag/{key}"): "*"}
+    });
+    let lb_creating = serde_json::json!({
+        "StringEquals": {"elasticloadbalancing:CreateAction": ["CreateLoadBalancer", "CreateTargetGroup"]},
+        "StringLike": {format!("aws:RequestTag/{key}"): "*"}
+    });
     serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [
@@ -160,14 +172,22 @@ pub fn master_policy(cluster: &str) -> serde_json::Value {
             {
                 "Sid": "CreateTagged",
                 "Effect": "Allow",
-                "Action": ["ec2:CreateVolume", "ec2:CreateSnapshot", "ec2:CreateSecurityGroup", "ec2:CreateTags"],
-                "Resource": "*"
+                "Action": ["ec2:CreateVolume", "ec2:CreateSnapshot", "ec2:CreateSecurityGroup"],
+                "Resource": "*",
+                "Condition": requested
+            },
+            {
+                "Sid": "TagOnCreate",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": "*",
+                "Condition": creating
             },
             {
                 "Sid": "ChangeOwned",
                 "Effect": "Allow",
                 "Action": [
-                    "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume",
+                    "ec2:CreateTags", "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume",
                     "ec2:DeleteSnapshot", "ec2:ModifyInstanceAttribute",
                     "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
                     "ec2:CreateRoute", "ec2:DeleteRoute"
@@ -176,18 +196,32 @@ pub fn master_policy(cluster: &str) -> serde_json::Value {
                 "Condition": owned
             },
             {
-                "Sid": "ServiceLoadBalancers",
+                "Sid": "CreateServiceLoadBalancers",
+                "Effect": "Allow",
+                "Action": ["elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"],
+                "Resource": "*",
+                "Condition": requested
+            },
+            {
+                "Sid": "TagServiceLoadBalancersOnCreate",
+                "Effect": "Allow",
+                "Action": "elasticloadbalancing:AddTags",
+                "Resource": "*",
+                "Condition": lb_creating
+            },
+            {
+                "Sid": "ChangeServiceLoadBalancers",
                 "Effect": "Allow",
                 "Action": [
-                    "elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateListener",
-                    "elasticloadbalancing:CreateTargetGroup", "elasticloadbalancing:AddTags",
+                    "elasticloadbalancing:AddTags", "elasticloadbalancing:CreateListener",
                     "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteListener",
                     "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:ModifyListener",
                     "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:ModifyTargetGroup",
                     "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
                     "elasticloadbalancing:SetSecurityGroups"
                 ],
-                "Resource": "*"
+                "Resource": "*",
+                "Condition": owned
             },
             {
                 "Sid": "ElbServiceRole",
@@ -633,24 +667,47 @@ mod tests {
     #[test]
     fn master_policy_changes_only_what_the_cluster_owns() {
         let p = master_policy("demo");
+        let key = "kubernetes.io/cluster/demo";
+        let mut tag_grants = 0;
         for s in p["Statement"].as_array().unwrap() {
             let actions: Vec<&str> = match &s["Action"] {
                 serde_json::Value::String(a) => vec![a.as_str()],
                 v => v.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect(),
             };
+            let condition = s["Condition"].to_string();
             for a in &actions {
                 assert!(!a.ends_with(":*") && *a != "*", "no service-wide grant: {a}");
                 let service_action = a.split(':').nth(1).unwrap();
-                let changes_existing_ec2 = a.starts_with("ec2:")
-                    && !service_action.starts_with("Describe")
-                    && !service_action.starts_with("Create");
-                if changes_existing_ec2 && *a != "ec2:CreateRoute" {
+                let reads = service_action.starts_with("Describe") || *a == "kms:DescribeKey";
+                if reads || a.starts_with("autoscaling:") {
+                    continue;
+                }
+                if *a == "iam:CreateServiceLinkedRole" {
+                    assert!(condition.contains("elasticloadbalancing.amazonaws.com"), "{condition}");
+                    continue;
+                }
+                // Every change is scoped to the cluster: on its tagged resources, or a creation carrying its tag.
+                assert!(
+                    condition.contains(&format!("aws:ResourceTag/{key}"))
+                        || condition.contains(&format!("aws:RequestTag/{key}")),
+                    "{a} is not scoped to the cluster: {condition}"
+                );
+                // Tags are written only by a creation that carries the cluster's tag, or onto what already has it:
+                // never onto another cluster's or an untagged resource.
+                if *a == "ec2:CreateTags" || *a == "elasticloadbalancing:AddTags" {
+                    tag_grants += 1;
                     assert!(
-                        s["Condition"].to_string().contains("kubernetes.io/cluster/demo"),
-                        "{a} is scoped to the cluster's resources"
+                        condition.contains(&format!("aws:ResourceTag/{key}")) || condition.contains("CreateAction"),
+                        "{a}: {condition}"
                     );
                 }
             }
         }
+        assert_eq!(
+            tag_grants, 4,
+            "CreateTags and AddTags: on creation and on owned resources"
+        );
+        let other = master_policy("other").to_string();
+        assert!(!other.contains(key), "another cluster's policy names only its own tag");
     }
 }

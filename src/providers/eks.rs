@@ -966,9 +966,9 @@ impl ManagedNodegroup {
             .version(&self.kubernetes_version)
             .scaling_config(
                 NodegroupScalingConfig::builder()
-                    .min_size(g.min_size as i32)
-                    .max_size(g.max_size as i32)
-                    .desired_size(g.desired_size as i32)
+                    .min_size(crate::model::aws_i32(g.min_size))
+                    .max_size(crate::model::aws_i32(g.max_size))
+                    .desired_size(crate::model::aws_i32(g.desired_size))
                     .build(),
             )
             .set_instance_types(Some(g.instance_types.clone()))
@@ -1102,9 +1102,9 @@ impl Resource for ManagedNodegroup {
             if differs("scaling") {
                 call = call.scaling_config(
                     NodegroupScalingConfig::builder()
-                        .min_size(g.min_size as i32)
-                        .max_size(g.max_size as i32)
-                        .desired_size(g.desired_size as i32)
+                        .min_size(crate::model::aws_i32(g.min_size))
+                        .max_size(crate::model::aws_i32(g.max_size))
+                        .desired_size(crate::model::aws_i32(g.desired_size))
                         .build(),
                 );
             }

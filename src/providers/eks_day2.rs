@@ -158,9 +158,18 @@ pub async fn scale_nodegroup(
         s.and_then(|s| s.desired_size()).unwrap_or(0),
         s.and_then(|s| s.max_size()).unwrap_or(0),
     ];
-    let new_min = min.map(|m| m as i32).unwrap_or(from[0]);
-    let new_max = max.map(|m| m as i32).unwrap_or(from[2]);
-    let nodes = nodes as i32;
+    for (flag, n) in [("--nodes", Some(nodes)), ("--min", min), ("--max", max)] {
+        if let Some(n) = n.filter(|n| *n > crate::model::MAX_GROUP_SIZE) {
+            anyhow::bail!(
+                "{flag} {n} is more than a nodegroup can hold\n  hint: use at most {} (EKS allows 450 nodes per \
+                 managed nodegroup)",
+                crate::model::MAX_GROUP_SIZE
+            );
+        }
+    }
+    let new_min = min.map(crate::model::aws_i32).unwrap_or(from[0]);
+    let new_max = max.map(crate::model::aws_i32).unwrap_or(from[2]);
+    let nodes = crate::model::aws_i32(nodes);
     if nodes < new_min {
         anyhow::bail!(
             "--nodes {nodes} is below the nodegroup's minimum of {new_min}\n  hint: pass --min {nodes} as well"

@@ -100,12 +100,12 @@ impl LaunchTemplate {
     fn data(&self, desired: &Desired) -> anyhow::Result<RequestLaunchTemplateData> {
         let v = &self.volume;
         let ebs = LaunchTemplateEbsBlockDeviceRequest::builder()
-            .volume_size(v.size_gib as i32)
+            .volume_size(crate::model::aws_i32(v.size_gib))
             .volume_type(VolumeType::from(v.kind.as_str()))
             .encrypted(v.encrypted)
             .delete_on_termination(true)
-            .set_iops(v.iops.map(|i| i as i32))
-            .set_throughput(v.throughput.map(|t| t as i32))
+            .set_iops(v.iops.map(crate::model::aws_i32))
+            .set_throughput(v.throughput.map(crate::model::aws_i32))
             .build();
         let instance_tags = self.machine.as_ref().map_or(&self.tags, |m| &m.instance_tags);
         let tag_specs = [ResourceType::Instance, ResourceType::Volume]
@@ -285,11 +285,11 @@ impl Resource for LaunchTemplate {
         d.attr(
             "volume",
             render_volume(
-                Some(v.size_gib as i32),
+                Some(crate::model::aws_i32(v.size_gib)),
                 Some(&v.kind),
                 Some(v.encrypted),
-                v.iops.map(|i| i as i32),
-                v.throughput.map(|t| t as i32),
+                v.iops.map(crate::model::aws_i32),
+                v.throughput.map(crate::model::aws_i32),
             ),
             Mutability::InPlace,
         )

@@ -590,6 +590,12 @@ pub(crate) fn parse_kind<T: DeserializeOwned>(
             hint: "put each spec in a file of its own".into(),
         });
     }
+    // A key given twice in one mapping: typed parsing would keep the last one silently (maps such as tags).
+    if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text)
+        && e.to_string().contains("duplicate entry")
+    {
+        return Err(parse_error(&e, origin));
+    }
     // Check apiVersion/kind first so a document of another kind gets a clear message instead of
     // a list of unknown fields.
     if let Ok(header) = serde_norway::from_str::<DocumentHeader>(text) {
@@ -633,7 +639,9 @@ fn parse_error(e: &serde_norway::Error, origin: &str) -> SpecLoadError {
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    let hint = if message.contains("unknown field") {
+    let hint = if message.contains("duplicate entry") || message.contains("duplicate field") {
+        "the key appears twice in one mapping: keep one"
+    } else if message.contains("unknown field") {
         "remove the field or fix its spelling; `kforge schema` lists every field"
     } else if message.contains("missing field") {
         "add the required field; docs/spec.md documents every field"
@@ -685,6 +693,14 @@ mod tests {
         assert!(
             parse(&format!("---\n{MINIMAL}"), "t.yaml").is_ok(),
             "a leading --- is one document"
+        );
+        // A key given twice is refused where it repeats, not resolved silently.
+        let dup = format!("{MINIMAL}  tags: {{team: a, team: b}}\n");
+        let err = parse(&dup, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:7:"), "{err}");
+        assert!(
+            err.contains("duplicate entry with key \"team\"") && err.contains("keep one"),
+            "{err}"
         );
         // Nesting beyond the limit is refused before parsing, at the line that crosses it.
         let deep = format!("{MINIMAL}  tags: {}1{}\n", "[".repeat(100), "]".repeat(100));

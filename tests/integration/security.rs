@@ -225,3 +225,37 @@ fn security_alone_needs_the_network_first_and_delete_needs_no_state() {
     assert!(roles_under("/kforge/eks-minimal/").is_empty());
     assert!(env.tagged("eks-minimal", "us-east-1").values().all(|n| *n == 0));
 }
+
+/// The most verbose log of a create carries no credential: not the session token (the SDK's signer traces
+/// canonical requests, token header included), not the secret key.
+#[test]
+fn the_most_verbose_log_holds_no_credentials() {
+    let env = TestEnv::new();
+    let spec = example("eks-minimal.yaml");
+    let token = "SESSIONTOKENMARKER0123456789";
+    let secret = "SECRETKEYMARKER0123456789";
+    let o = env.run_with_env(
+        &["apply", "-f", s(&spec), "--phase", "network", "-vvv"],
+        &[("AWS_SESSION_TOKEN", token), ("AWS_SECRET_ACCESS_KEY", secret)],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr.chars().rev().take(3000).collect::<String>());
+    let all = format!("{}{}", o.stdout, o.stderr);
+    assert!(
+        all.lines().count() > 100,
+        "-vvv logs the run: {} lines",
+        all.lines().count()
+    );
+    for (what, needle) in [
+        ("the session token", token),
+        ("the secret key", secret),
+        ("the token header", "x-amz-security-token"),
+    ] {
+        let at: Vec<&str> = all.lines().filter(|l| l.contains(needle)).take(3).collect();
+        assert!(
+            at.is_empty(),
+            "{what} is in the -vvv log:\n{}",
+            at.join("\n").chars().take(3000).collect::<String>()
+        );
+    }
+    env.ok(&["delete", "cluster", "eks-minimal", "--yes"]);
+}
