@@ -733,7 +733,18 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
     let region_hint = spec_region.clone().or_else(|| fallback_region(g));
     let store = state_store(g, region_hint.as_deref()).await?;
     let record = store.get(&name).await?;
-    let region = region_hint.or_else(|| record.as_ref().and_then(|r| r.region.clone()));
+    // The spec's or --region, then the region the cluster was recorded in, and only then the environment's
+    // default: a CI job whose AWS_REGION is another region must not look there, find nothing and exit 0.
+    let recorded = record.as_ref().and_then(|r| r.region.clone());
+    let region = spec_region
+        .or_else(|| g.region.clone())
+        .or_else(|| recorded.clone())
+        .or(region_hint);
+    if let (Some(r), Some(at)) = (&recorded, &region)
+        && r != at
+    {
+        tracing::warn!("cluster {name} was recorded in {r}; deleting what is tagged with it in {at} as asked");
+    }
     let reporter = progress::console(g.quiet);
     let opts = exec_options(g, started);
     let cloud = record.as_ref().is_none_or(|r| r.provider != spec::Provider::Hosts);

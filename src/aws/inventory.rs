@@ -87,6 +87,61 @@ macro_rules! paged {
     }};
 }
 
+/// Whether EC2 `tags` carry `key` with `value` (any value when `None`).
+fn has_tag(tags: &[aws_sdk_ec2::types::Tag], key: &str, value: Option<&str>) -> bool {
+    tags.iter()
+        .any(|t| t.key() == Some(key) && value.is_none_or(|v| t.value() == Some(v)))
+}
+
+/// What a listing answered, kept only where the tags say it is the cluster's: kforge never trusts the server to
+/// have applied its `tag:` filter (an endpoint that ignores it, such as moto, would otherwise hand it another
+/// cluster's resources to adopt or delete).
+fn keep_tagged<T>(
+    items: Vec<T>,
+    tags_of: impl Fn(&T) -> &[aws_sdk_ec2::types::Tag],
+    key: &str,
+    value: Option<&str>,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|i| {
+            let kept = has_tag(tags_of(i), key, value);
+            if !kept {
+                tracing::debug!("a listing filtered on tag {key} answered a resource without it; ignored");
+            }
+            kept
+        })
+        .collect()
+}
+
+/// EC2 types that carry tags.
+trait Ec2Tagged {
+    fn ec2_tags(&self) -> &[aws_sdk_ec2::types::Tag];
+}
+
+macro_rules! ec2_tagged {
+    ($($t:ty),*) => {
+        $(impl Ec2Tagged for $t {
+            fn ec2_tags(&self) -> &[aws_sdk_ec2::types::Tag] {
+                self.tags()
+            }
+        })*
+    };
+}
+
+ec2_tagged!(
+    Vpc,
+    Subnet,
+    InternetGateway,
+    NatGateway,
+    Address,
+    RouteTable,
+    SecurityGroup,
+    LaunchTemplate,
+    Instance,
+    KeyPairInfo
+);
+
 impl Inventory {
     pub fn new(cluster: &str) -> Self {
         Inventory {
@@ -128,7 +183,9 @@ impl Inventory {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(aws_err(format!("IAM roles of cluster {}", self.cluster), "ListRoles"))?;
-                    out.extend(page.roles().iter().cloned());
+                    // The path is the cluster's own (`PathPrefix` is the server's to apply, the check is ours).
+                    let path = role_path(&self.cluster);
+                    out.extend(page.roles().iter().filter(|r| r.path() == path).cloned());
                 }
                 Ok::<_, anyhow::Error>(out)
             })
@@ -140,6 +197,11 @@ impl Inventory {
         vec![tags::cluster_filter(&self.cluster)]
     }
 
+    /// The items of a listing filtered on `self.filters()` that really carry the cluster's tag.
+    fn own<T: Ec2Tagged>(&self, items: Vec<T>) -> Vec<T> {
+        keep_tagged(items, T::ec2_tags, tags::CLUSTER, Some(&self.cluster))
+    }
+
     fn what(&self, kind: &str) -> String {
         format!("{kind}s of cluster {}", self.cluster)
     }
@@ -147,14 +209,14 @@ impl Inventory {
     pub async fn vpcs(&self, aws: &Aws) -> anyhow::Result<&[Vpc]> {
         self.vpcs
             .get_or_try_init(|| async {
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_vpcs,
                     self.filters(),
                     vpcs,
                     "DescribeVpcs",
                     self.what("VPC")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
@@ -163,14 +225,14 @@ impl Inventory {
     pub async fn subnets(&self, aws: &Aws) -> anyhow::Result<&[Subnet]> {
         self.subnets
             .get_or_try_init(|| async {
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_subnets,
                     self.filters(),
                     subnets,
                     "DescribeSubnets",
                     self.what("subnet")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
@@ -179,14 +241,14 @@ impl Inventory {
     pub async fn internet_gateways(&self, aws: &Aws) -> anyhow::Result<&[InternetGateway]> {
         self.internet_gateways
             .get_or_try_init(|| async {
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_internet_gateways,
                     self.filters(),
                     internet_gateways,
                     "DescribeInternetGateways",
                     self.what("internet gateway")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
@@ -205,7 +267,7 @@ impl Inventory {
                         .values("deleting")
                         .build(),
                 );
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_nat_gateways,
                     set_filter,
@@ -213,7 +275,7 @@ impl Inventory {
                     nat_gateways,
                     "DescribeNatGateways",
                     self.what("NAT gateway")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
@@ -229,7 +291,7 @@ impl Inventory {
                     .send()
                     .await
                     .map_err(aws_err(self.what("elastic IP"), "DescribeAddresses"))?;
-                Ok::<_, anyhow::Error>(out.addresses().to_vec())
+                Ok::<_, anyhow::Error>(self.own(out.addresses().to_vec()))
             })
             .await
             .map(Vec::as_slice)
@@ -238,14 +300,14 @@ impl Inventory {
     pub async fn route_tables(&self, aws: &Aws) -> anyhow::Result<&[RouteTable]> {
         self.route_tables
             .get_or_try_init(|| async {
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_route_tables,
                     self.filters(),
                     route_tables,
                     "DescribeRouteTables",
                     self.what("route table")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
@@ -262,7 +324,7 @@ impl Inventory {
                         .build(),
                 ];
                 // Two listings (EC2 filters cannot OR two tag keys), asked at once.
-                let (mut groups, owned): (Vec<SecurityGroup>, Vec<SecurityGroup>) = tokio::try_join!(
+                let (groups, owned): (Vec<SecurityGroup>, Vec<SecurityGroup>) = tokio::try_join!(
                     async {
                         Ok::<_, anyhow::Error>(paged!(
                             aws,
@@ -284,7 +346,9 @@ impl Inventory {
                         ))
                     },
                 )?;
-                for g in owned {
+                let mut groups = self.own(groups);
+                let k8s = tags::kubernetes_cluster_key(&self.cluster);
+                for g in keep_tagged(owned, |g| g.tags(), &k8s, Some("owned")) {
                     if !groups.iter().any(|x| x.group_id() == g.group_id()) {
                         groups.push(g);
                     }
@@ -322,7 +386,7 @@ impl Inventory {
                     let page = page.map_err(aws_err(self.what("instance"), "DescribeInstances"))?;
                     out.extend(page.reservations().iter().flat_map(|r| r.instances().iter().cloned()));
                 }
-                Ok::<_, anyhow::Error>(out)
+                Ok::<_, anyhow::Error>(self.own(out))
             })
             .await
             .map(Vec::as_slice)
@@ -338,7 +402,7 @@ impl Inventory {
                     .send()
                     .await
                     .map_err(aws_err(self.what("key pair"), "DescribeKeyPairs"))?;
-                Ok::<_, anyhow::Error>(out.key_pairs().to_vec())
+                Ok::<_, anyhow::Error>(self.own(out.key_pairs().to_vec()))
             })
             .await
             .map(Vec::as_slice)
@@ -361,7 +425,17 @@ impl Inventory {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(aws_err(self.what("Auto Scaling group"), "DescribeAutoScalingGroups"))?;
-                    out.extend(page.auto_scaling_groups().iter().cloned());
+                    // Kept only if tagged so: the filter is the server's to apply, the check is ours.
+                    out.extend(
+                        page.auto_scaling_groups()
+                            .iter()
+                            .filter(|g| {
+                                g.tags()
+                                    .iter()
+                                    .any(|t| t.key() == Some(tags::CLUSTER) && t.value() == Some(self.cluster.as_str()))
+                            })
+                            .cloned(),
+                    );
                 }
                 Ok::<_, anyhow::Error>(out)
             })
@@ -382,7 +456,8 @@ impl Inventory {
                     .send();
                 while let Some(page) = pages.next().await {
                     let page = page.map_err(aws_err(self.what("instance profile"), "ListInstanceProfiles"))?;
-                    out.extend(page.instance_profiles().iter().cloned());
+                    let path = role_path(&self.cluster);
+                    out.extend(page.instance_profiles().iter().filter(|p| p.path() == path).cloned());
                 }
                 Ok::<_, anyhow::Error>(out)
             })
@@ -411,14 +486,14 @@ impl Inventory {
     pub async fn launch_templates(&self, aws: &Aws) -> anyhow::Result<&[LaunchTemplate]> {
         self.launch_templates
             .get_or_try_init(|| async {
-                Ok(paged!(
+                Ok(self.own(paged!(
                     aws,
                     describe_launch_templates,
                     self.filters(),
                     launch_templates,
                     "DescribeLaunchTemplates",
                     self.what("launch template")
-                ))
+                )))
             })
             .await
             .map(Vec::as_slice)
