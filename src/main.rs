@@ -68,9 +68,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             return EXIT_ROLLED_BACK;
         }
     }
-    if e.chain()
-        .any(|c| c.downcast_ref::<TimedOut>().is_some() || c.downcast_ref::<RunTimedOut>().is_some())
-        || e.to_string().contains("gave up after")
+    if e.chain().any(|c| {
+        c.downcast_ref::<TimedOut>().is_some()
+            || c.downcast_ref::<RunTimedOut>().is_some()
+            || c.downcast_ref::<kforge::providers::hosts::HostKeysTimedOut>().is_some()
+    }) || e.to_string().contains("gave up after")
     {
         return EXIT_TIMEOUT;
     }

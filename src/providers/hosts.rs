@@ -379,13 +379,12 @@ pub async fn discover_ec2(
             problems.push(format!("  - {pending} machine(s) are not running yet"));
         }
         if !problems.is_empty() {
-            anyhow::bail!(
-                "cluster {}: {} host(s) cannot be verified after waiting {}:\n{}\n  hint: kforge only connects to hosts whose key it knows; see `aws ec2 get-console-output --latest --instance-id ID` (the image's cloud-init must print its host keys), then re-run",
-                cluster.name,
-                problems.len(),
-                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
-                problems.join("\n")
-            );
+            return Err(HostKeysTimedOut {
+                cluster: cluster.name.clone(),
+                waited: Duration::from_secs(started.elapsed().as_secs()),
+                problems,
+            }
+            .into());
         }
     }
     Ok(HostList {
@@ -393,6 +392,20 @@ pub async fn discover_ec2(
         api_endpoint,
         hosts,
     })
+}
+
+/// The wait for the machines' host keys (`--host-key-timeout`) ran out: a deadline, so exit 4 like the others.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cluster {cluster}: {} host(s) cannot be verified after waiting {}:\n{}\n  hint: kforge only connects to hosts whose key it knows; see `aws ec2 get-console-output --latest --instance-id ID` (the image's cloud-init must print its host keys), then re-run (or raise --host-key-timeout)",
+    .problems.len(),
+    humantime::format_duration(*.waited),
+    .problems.join("\n")
+)]
+pub struct HostKeysTimedOut {
+    pub cluster: String,
+    pub waited: Duration,
+    pub problems: Vec<String>,
 }
 
 /// Column names of [`HostList::rows`].

@@ -442,7 +442,7 @@ fn host_whose_key_cannot_be_established_is_refused() {
         "--phase",
         INFRA,
     ]);
-    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.code, 4, "the wait for host keys is a deadline: {}", o.stderr);
     assert!(
         o.stderr.contains("host master-eu-west-1a (i-") && o.stderr.contains("cannot be established"),
         "{}",
