@@ -357,7 +357,7 @@ fn is_dns_label(s: &str, max: usize) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-fn is_region(s: &str) -> bool {
+pub(crate) fn is_region(s: &str) -> bool {
     // e.g. us-east-1, eu-central-2, us-gov-west-1, ap-southeast-5
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3

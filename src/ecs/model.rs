@@ -153,6 +153,12 @@ impl EcsService {
                 "no region given".into(),
                 "set spec.region, pass --region or set AWS_REGION",
             );
+        } else if !crate::model::is_region(&region) {
+            err(
+                "spec.region",
+                format!("`{region}` is not an AWS region name"),
+                "use a region such as us-east-1 or eu-west-1",
+            );
         }
 
         let image = match (&b.image, &b.push) {
@@ -694,5 +700,13 @@ mod tests {
                 tag: None
             }
         );
+    }
+
+    #[test]
+    fn a_region_must_look_like_one() {
+        let text = "apiVersion: kforge.dev/v1alpha1\nkind: EcsService\nmetadata:\n  name: web\nspec:\n  cluster: apps\n  region: 'us east 1'\n  image: nginx:1\n  network:\n    subnets: [subnet-1]\n    securityGroups: [sg-1]\n";
+        let spec: EcsServiceSpec = crate::spec::parse_kind(text, "s.yaml", "EcsService", "").unwrap();
+        let e = EcsService::from_spec(&spec, "s.yaml", None, Path::new(".")).unwrap_err();
+        assert_eq!(paths(&e), ["spec.region"]);
     }
 }
