@@ -108,7 +108,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Delete(DeleteCommand::Service(args)) => delete_service(g, args).await,
         Command::Get(GetCommand::Services { cluster }) => get_services(g, cluster.as_deref()).await,
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "kforge", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics when stdout breaks (`kforge completion bash | head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "kforge", &mut script);
+            write_stdout(&script)?;
             Ok(Finished::Ok)
         }
     }
@@ -163,10 +166,16 @@ fn print<T: Serialize>(format: OutputFormat, value: &T, table: impl FnOnce() -> 
         OutputFormat::Yaml => serde_norway::to_string(value)?,
         OutputFormat::Table => table(),
     };
+    write_stdout(text.as_bytes())
+}
+
+/// Writes to standard output; a reader that went away (`kforge ... | head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()?;
-    Ok(())
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// What an apply did, resource by resource.

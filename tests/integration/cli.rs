@@ -167,6 +167,18 @@ fn completion_and_usage_errors() {
         "{}",
         &o.stdout[..200.min(o.stdout.len())]
     );
+    // A reader that stops early (`| head -1`) is no failure and no panic.
+    let mut child = env
+        .kforge()
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
     let o = env.run(&["plan"]);
     assert_eq!(o.code, 64, "usage errors have their own code: {}", o.stderr);
     let o = env.run(&["delete", "cluster"]);

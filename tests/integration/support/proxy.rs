@@ -62,6 +62,8 @@ pub struct Proxy {
     mutating_ec2: AtomicUsize,
     held: AtomicBool,
     rng: AtomicU64,
+    /// Calls forwarded to the upstream and not yet answered by it.
+    forwarding: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -77,6 +79,7 @@ impl Proxy {
             mutating_ec2: AtomicUsize::new(0),
             held: AtomicBool::new(false),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            forwarding: Arc::new(AtomicUsize::new(0)),
         });
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let p = Arc::clone(&proxy);
@@ -112,6 +115,15 @@ impl Proxy {
         self.calls.lock().unwrap().clear();
         self.mutating_ec2.store(0, Ordering::SeqCst);
         self.held.store(false, Ordering::SeqCst);
+    }
+
+    /// Waits until every call a client sent has been answered upstream (a killed client's calls go on to AWS,
+    /// as they would over a real network once sent).
+    pub fn wait_forwarded(&self) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.forwarding.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn set_latency(&self, d: Duration) {
@@ -224,13 +236,26 @@ impl Proxy {
         for (k, v) in &parts.headers {
             forward = forward.header(k, v);
         }
-        let reply = match client
-            .request(forward.body(Full::new(body)).expect("valid request"))
-            .await
-        {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                let mut body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        // Forwarded from a task of its own: a client killed mid-call does not cancel what already reached AWS.
+        let request = client.request(forward.body(Full::new(body)).expect("valid request"));
+        let forwarding = Arc::clone(&self.forwarding);
+        forwarding.fetch_add(1, Ordering::SeqCst);
+        let upstream_reply = tokio::spawn(async move {
+            let r = request.await;
+            let r = match r {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    Ok((parts, body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()))
+                }
+                Err(e) => Err(e),
+            };
+            forwarding.fetch_sub(1, Ordering::SeqCst);
+            r
+        })
+        .await
+        .expect("the forwarding task does not panic");
+        let reply = match upstream_reply {
+            Ok((parts, mut body)) => {
                 if let Some(instance) = console_of.as_deref().filter(|_| !silent_consoles) {
                     body = with_host_keys(&body, instance);
                 }
