@@ -205,6 +205,12 @@ pub fn journal_tail(conn: &Connection, unit: &str, lines: usize) -> String {
     }
 }
 
+/// The last line a probe printed (stdout, then stderr), or `nothing`.
+fn last_line(o: &Output) -> String {
+    let text = format!("{}{}", o.stdout, o.stderr);
+    text.trim().lines().last().unwrap_or("nothing").trim().to_string()
+}
+
 /// Every unit and health endpoint of one host, each a check of its own.
 pub fn check_host(conn: &Connection, host: &BootstrapHost, masters: usize) -> Vec<Check> {
     let name = host.name.as_str();
@@ -234,11 +240,7 @@ pub fn check_host(conn: &Connection, host: &BootstrapHost, masters: usize) -> Ve
     }
     for p in probes(host.role) {
         match conn.run(p.check, &p.command) {
-            Ok(o) => {
-                let text = format!("{}{}", o.stdout, o.stderr);
-                let last = text.trim().lines().last().unwrap_or_default().trim().to_string();
-                out.push(Check::new(name, p.check, (p.healthy)(&o, masters), last));
-            }
+            Ok(o) => out.push(Check::new(name, p.check, (p.healthy)(&o, masters), last_line(&o))),
             Err(e) => out.push(Check::new(name, p.check, false, e.message)),
         }
     }
@@ -512,15 +514,11 @@ pub fn wait_node(
                     .map(UnitState::describe)
                     .unwrap_or_default()
             };
-            let said = |o: &Output| {
-                let t = format!("{}{}", o.stdout, o.stderr);
-                t.trim().lines().last().unwrap_or("nothing").to_string()
-            };
             return Err(if !kubelet_ok {
                 fail(
                     format!(
                         "the kubelet's healthz did not answer ok in {secs}s (it said: {}; unit {})",
-                        said(&kubelet_said),
+                        last_line(&kubelet_said),
                         state(KUBELET)
                     ),
                     KUBELET,
@@ -534,7 +532,7 @@ pub fn wait_node(
                 fail(
                     format!(
                         "kube-proxy's healthz did not answer 200 in {secs}s (it said: {}; unit {})",
-                        said(&proxy_said),
+                        last_line(&proxy_said),
                         state(KUBE_PROXY)
                     ),
                     KUBE_PROXY,

@@ -345,7 +345,7 @@ fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
                     "net.ipv4.ip_forward and net.bridge.bridge-nf-call-iptables could not be set to 1: {}",
                     out.stderr.trim().lines().last().unwrap_or("the values did not change")
                 ),
-                hint: "set them on the host (on a container host, /proc/sys may be read-only: set them where it                        is not), then re-run"
+                hint: "set them on the host (on a container host, /proc/sys may be read-only: set them where it is not), then re-run"
                     .into(),
                 transient: false,
             });

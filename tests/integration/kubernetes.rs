@@ -2,7 +2,8 @@
 //! Kubernetes binary can be downloaded here) packed into the tarball layout the asset manifest extracts, served by
 //! the test's mirror and pinned through the spec's per-file pins, on the systemd + sshd host containers of
 //! `support::hosts` (3 masters, 2 workers). One lab serves the whole scenario, in order: the preflight refusal of a
-//! worker without iptables, the create, nodes Ready, a workload, `validate cluster` against each fault, a
+//! worker without iptables, the create, nodes Ready, a workload, `validate cluster` against each fault (stopped
+//! units, a deleted and a NotReady Node, stopped controller managers and schedulers and their stale leases), a
 //! crash-looping kubelet, a rolling control-plane change, and the addons through the real API.
 //!
 //! What still stands in, because it cannot be had here: `kubectl` in the server and node tarballs is a script
@@ -41,10 +42,7 @@ fn kubernetes_binaries() -> PathBuf {
             src.display()
         )
     });
-    let base = std::env::var_os("KFORGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kforge"));
-    let dir = base
+    let dir = crate::support::hosts::cache_base()
         .join("k8s")
         .join(&format!("{:x}", sha2::Sha256::digest(sums.as_bytes()))[..16]);
     static UNPACKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -493,6 +491,47 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         (out.stdout.trim() == "2").then_some(())
     });
     c.assert_healthy();
+
+    // A kubelet gone long enough for the controller manager to mark its Node NotReady is named by the Node check
+    // too; then, with the controller manager and scheduler stopped on every master, their health endpoints and,
+    // once no leader has renewed for a minute, their leases.
+    let (s, out) = c.exec("worker-2", "systemctl stop kforge-kubelet");
+    assert_eq!(s, 0, "{out}");
+    c.wait_for("worker-2 NotReady", Duration::from_secs(120), || {
+        (c.nodes_ready().get("worker-2").map(String::as_str) != Some("True")).then_some(())
+    });
+    c.assert_unhealthy(&[("worker-2", "node ready"), ("worker-2", "unit kforge-kubelet")]);
+    for m in MASTERS {
+        let (s, out) = c.exec(m, "systemctl stop kforge-kube-controller-manager kforge-kube-scheduler");
+        assert_eq!(s, 0, "{out}");
+    }
+    let stopped = Instant::now();
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    for m in MASTERS {
+        wanted.extend([
+            (m, "unit kforge-kube-controller-manager"),
+            (m, "controller-manager healthz"),
+            (m, "scheduler healthz"),
+        ]);
+    }
+    c.assert_unhealthy(&wanted);
+    std::thread::sleep(Duration::from_secs(65).saturating_sub(stopped.elapsed()));
+    let (code, failed, all) = c.validate();
+    assert_eq!(code, 1, "{all}");
+    for check in ["controller-manager leader", "scheduler leader"] {
+        assert!(
+            failed.iter().any(|(_, f)| f == check),
+            "validate did not name {check}: {failed:?}\n{all}"
+        );
+    }
+    c.repair_and_converge();
+    c.wait_for("worker-2 Ready again", Duration::from_secs(120), || {
+        (c.nodes_ready().get("worker-2").map(String::as_str) == Some("True")).then_some(())
+    });
+    c.wait_for("the leases renewed", Duration::from_secs(60), || {
+        let (code, _, _) = c.validate();
+        (code == 0).then_some(())
+    });
 
     // 5. A crash-looping kubelet fails the node stage within --health-timeout, with the end of its journal.
     c.lab.hosts.write(

@@ -24,10 +24,15 @@ use super::registry::Dockerd;
 
 const PACKAGES: &str = "openssh-server,systemd,systemd-sysv,iproute2,ca-certificates,curl,etcd-server,etcd-client,containerd,runc,containernetworking-plugins,python3";
 
-fn cache_dir() -> PathBuf {
-    let base = std::env::var_os("KFORGE_CACHE")
+/// Where the tests keep what outlives a run (`KFORGE_CACHE`, else ~/.cache/kforge, as scripts/lib.sh).
+pub fn cache_base() -> PathBuf {
+    std::env::var_os("KFORGE_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kforge"));
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kforge"))
+}
+
+fn cache_dir() -> PathBuf {
+    let base = cache_base();
     let recipe = format!("bookworm minbase {PACKAGES}");
     let digest = format!("{:x}", sha2::Sha256::digest(recipe.as_bytes()));
     base.join("hosts").join(&digest[..16])
