@@ -9,7 +9,27 @@ import sys
 from moto.server import ThreadedMotoServer
 
 
+def patch_launch_template_versions() -> None:
+    """moto 5.2 keeps the UserData of a version made by CreateLaunchTemplateVersion as a plain string, then fails
+    an assertion (HTTP 500) when an Auto Scaling group launches from that version (a replacement after
+    TerminateInstanceInAutoScalingGroup): the data is wrapped as moto's other paths do. A fix to the emulator, not
+    to what kforge sends (real EC2 takes the same request)."""
+    from moto.core.types import Base64EncodedString
+    from moto.ec2.models.launch_templates import LaunchTemplateVersion
+
+    original = LaunchTemplateVersion.user_data.fget
+
+    def user_data(self):  # type: ignore[no-untyped-def]
+        raw = self.data.get("UserData")
+        if isinstance(raw, str):
+            self.data["UserData"] = Base64EncodedString(raw)
+        return original(self)
+
+    LaunchTemplateVersion.user_data = property(user_data)
+
+
 def main() -> None:
+    patch_launch_template_versions()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     _, port = server.get_host_and_port()

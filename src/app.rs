@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::aws::{Aws, AwsOptions};
 use crate::cli::{
-    Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, DeleteServiceArgs, DeployArgs,
-    GetCommand, GlobalArgs, OutputFormat, PlanArgs, PushCommand, PushImageArgs, ScaleCommand, ScaleNodegroupArgs,
-    SchemaKind, UpgradeClusterArgs, UpgradeCommand, ValidateCommand,
+    BackupCommand, Cli, Command, CreateClusterArgs, CreateCommand, DeleteClusterArgs, DeleteCommand, DeleteServiceArgs,
+    DeployArgs, GetCommand, GlobalArgs, OutputFormat, PlanArgs, PushCommand, PushImageArgs, RestoreCommand,
+    RollingUpdateCommand, ScaleCommand, ScaleNodegroupArgs, SchemaKind, UpgradeClusterArgs, UpgradeCommand,
+    ValidateCommand,
 };
 use crate::delete;
 use crate::engine::{self, Ctx, ExecOptions, Phase};
@@ -83,6 +84,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<Finished> {
         Command::Get(GetCommand::Assets { version, mirror }) => get_assets(g, &version, mirror.as_deref()),
         Command::Scale(ScaleCommand::Nodegroup(args)) => scale_nodegroup(g, args).await,
         Command::Upgrade(UpgradeCommand::Cluster(args)) => upgrade_cluster(g, args).await,
+        Command::RollingUpdate(RollingUpdateCommand::Cluster(args)) => rolling_update_cluster(g, args).await,
+        Command::Backup(BackupCommand::Cluster { name, ssh_timeout }) => backup_cluster(g, &name, ssh_timeout).await,
+        Command::Restore(RestoreCommand::Cluster(args)) => restore_cluster(g, args).await,
+        Command::Get(GetCommand::Backups { name }) => get_backups(g, &name).await,
         Command::Validate(ValidateCommand::Spec(f)) => validate_spec(g, &f.file),
         Command::Validate(ValidateCommand::Cluster { name, ssh_timeout }) => {
             validate_cluster(g, &name, ssh_timeout).await
@@ -496,6 +501,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                 &cluster,
                 &list,
                 bootstrap_options(g, &args.bootstrap),
+                &drain_options(&args.bootstrap.drain),
                 reporter.as_ref(),
             )
             .await?;
@@ -555,6 +561,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                     &cluster,
                     &hosts,
                     bootstrap_options(g, &args.bootstrap),
+                    &drain_options(&args.bootstrap.drain),
                     reporter.as_ref(),
                 )
                 .await?;
@@ -586,7 +593,196 @@ fn bootstrap_options(g: &GlobalArgs, a: &crate::cli::BootstrapArgs) -> crate::bo
         concurrency: g.concurrency as usize,
         connect_timeout: a.ssh_timeout,
         health_timeout: a.health_timeout,
+        partial: false,
     }
+}
+
+fn drain_options(a: &crate::cli::DrainArgs) -> crate::bootstrap::drain::DrainOptions {
+    crate::bootstrap::drain::DrainOptions {
+        delete_emptydir_data: a.delete_emptydir_data,
+        force: a.force_drain,
+        timeout: a.drain_timeout,
+    }
+}
+
+/// The record of a self-built cluster, or an error saying why there is none to work on.
+async fn self_built_record(store: &StateStore, name: &str, what: &str) -> anyhow::Result<state::ClusterRecord> {
+    let record = store.get(name).await?.with_context(|| {
+        format!(
+            "cluster {name} is not in the state store {}\n  hint: check the name and --state",
+            store.location()
+        )
+    })?;
+    if record.provider == spec::Provider::Eks {
+        anyhow::bail!(
+            "cluster {name} is an EKS cluster: AWS runs its control plane and etcd, so kforge does not {what} it\n  \
+             hint: `kforge upgrade cluster` and `kforge scale nodegroup` operate EKS clusters"
+        );
+    }
+    Ok(record)
+}
+
+/// `kforge rolling-update cluster`.
+async fn rolling_update_cluster(g: &GlobalArgs, args: crate::cli::RollingUpdateArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let (name, from_file) = match (&args.name, &args.file) {
+        (_, Some(file)) => {
+            let cluster = load(g, file)?;
+            (cluster.name.clone(), Some((cluster, file.clone())))
+        }
+        (Some(name), None) => (name.clone(), None),
+        (None, None) => unreachable!("clap requires a name or -f"),
+    };
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let record = self_built_record(&store, &name, "roll").await?;
+    let ec2 = record.provider == spec::Provider::Ec2;
+    if args.cloud_only && !ec2 {
+        anyhow::bail!(
+            "--cloud-only replaces the instances of a provider ec2 cluster's groups; cluster {name} is provider \
+             hosts\n  hint: leave --cloud-only out"
+        );
+    }
+    let cluster = match &from_file {
+        Some((cluster, _)) => cluster.clone(),
+        None => {
+            let ctx = crate::model::Context {
+                fallback_region: record.region.clone().or_else(|| fallback_region(g)),
+                base_dir: std::env::current_dir()?,
+                origin: format!("the spec last applied to {name}"),
+            };
+            crate::model::Cluster::from_spec(&record.spec, &ctx)?
+        }
+    };
+    let opts = crate::day2::RollOptions {
+        force: args.force,
+        dry_run: args.dry_run,
+        validate_timeout: args.validate_timeout,
+        drain: drain_options(&args.bootstrap.drain),
+        bootstrap: bootstrap_options(g, &args.bootstrap),
+        cloud_only: args.cloud_only,
+        replace_timeout: args.replace_timeout,
+        host_key_timeout: args.host_key_timeout,
+        max_unavailable: args.max_unavailable as usize,
+        surge: args.surge,
+    };
+    let reporter = progress::console(g.quiet);
+    let aws = if ec2 {
+        Some(regional_aws(g, cluster.region(), "rolling a provider ec2 cluster").await?)
+    } else {
+        None
+    };
+    let work = async {
+        let rolled = match &aws {
+            Some(aws) => {
+                crate::day2::rolling_update_ec2(aws, &store, &record, &cluster, &opts, reporter.as_ref()).await?
+            }
+            None => {
+                let list = match &from_file {
+                    Some((cluster, file)) => providers::hosts::from_spec(cluster, &file.display().to_string())?,
+                    None => crate::selfbuilt::recorded_hosts(&record)?,
+                };
+                crate::day2::rolling_update(&store, &record, &cluster, &list, &opts, reporter.as_ref()).await?
+            }
+        };
+        print(g.output, &rolled, || {
+            table(
+                &["HOST", "ROLE", "RESULT", "REASON"],
+                rolled
+                    .iter()
+                    .map(|r| vec![r.host.clone(), r.role.clone(), r.result.clone(), r.reason.clone()])
+                    .collect(),
+            )
+        })?;
+        let count = rolled
+            .iter()
+            .filter(|r| r.result == "rolled" || r.result == "replaced")
+            .count();
+        reporter.event(Event::Note(format!(
+            "rolling-update: {count} of {} hosts rolled in {:.1}s",
+            rolled.len(),
+            started.elapsed().as_secs_f64()
+        )));
+        Ok(Finished::Ok)
+    };
+    if args.dry_run {
+        return work.await;
+    }
+    locked(g, started, &store, &name, "kforge rolling-update cluster", work).await
+}
+
+/// `kforge backup cluster`.
+async fn backup_cluster(g: &GlobalArgs, name: &str, ssh_timeout: Duration) -> anyhow::Result<Finished> {
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let record = self_built_record(&store, name, "back up").await?;
+    let backup = crate::day2::backup(&store, &record, ssh_timeout).await?;
+    print(g.output, &backup, || backups_table(std::slice::from_ref(&backup)))?;
+    Ok(Finished::Ok)
+}
+
+fn backups_table(backups: &[state::BackupRecord]) -> String {
+    table(
+        &["ID", "CREATED", "MEMBER", "SIZE", "SHA256"],
+        backups
+            .iter()
+            .map(|b| {
+                vec![
+                    b.id.clone(),
+                    b.created_at.clone(),
+                    b.member.clone(),
+                    b.size.to_string(),
+                    b.sha256.clone(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `kforge get backups`.
+async fn get_backups(g: &GlobalArgs, name: &str) -> anyhow::Result<Finished> {
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let backups = store.list_backups(name).await?;
+    print(g.output, &backups, || backups_table(&backups))?;
+    Ok(Finished::Ok)
+}
+
+/// `kforge restore cluster`.
+async fn restore_cluster(g: &GlobalArgs, args: crate::cli::RestoreClusterArgs) -> anyhow::Result<Finished> {
+    let started = Instant::now();
+    let store = state_store(g, fallback_region(g).as_deref()).await?;
+    let record = self_built_record(&store, &args.name, "restore").await?;
+    let name = args.name.clone();
+    if !args.yes {
+        confirm_action(
+            "restore",
+            &format!("cluster {name} from backup {}", args.backup),
+            &format!(
+                "Replace the etcd data of cluster {name} with backup {} (everything written since is lost)? Type the \
+                 cluster name to confirm: ",
+                args.backup
+            ),
+            &name,
+        )?;
+    }
+    let reporter = progress::console(g.quiet);
+    let opts = bootstrap_options(g, &args.bootstrap);
+    locked(g, started, &store, &name, "kforge restore cluster", async {
+        crate::day2::restore(
+            &store,
+            &record,
+            &args.backup,
+            &opts,
+            args.validate_timeout,
+            reporter.as_ref(),
+        )
+        .await?;
+        reporter.event(Event::Note(format!(
+            "restore: cluster {name} restored from backup {} in {:.1}s",
+            args.backup,
+            started.elapsed().as_secs_f64()
+        )));
+        Ok(Finished::Ok)
+    })
+    .await
 }
 
 fn bootstrap_table(report: &crate::bootstrap::run::Report) -> String {
@@ -827,15 +1023,20 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
 
 /// Asks `prompt` on the terminal before deleting `what`; the answer must be `name`. Without a terminal, refuses.
 fn confirm(what: &str, prompt: &str, name: &str) -> anyhow::Result<()> {
+    confirm_action("delete", what, prompt, name)
+}
+
+/// Asks for `name` to be typed before `verb`ing `what`; refuses when nobody can answer (stdin not a terminal).
+fn confirm_action(verb: &str, what: &str, prompt: &str, name: &str) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
-        anyhow::bail!("refusing to delete {what} without confirmation\n  hint: pass --yes (stdin is not a terminal)");
+        anyhow::bail!("refusing to {verb} {what} without confirmation\n  hint: pass --yes (stdin is not a terminal)");
     }
     eprint!("{prompt}");
     std::io::stderr().flush()?;
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     if answer.trim() != name {
-        anyhow::bail!("not confirmed; nothing was deleted");
+        anyhow::bail!("not confirmed; nothing was changed");
     }
     Ok(())
 }

@@ -93,6 +93,15 @@ pub enum Command {
     /// Move a cluster to the next Kubernetes minor version
     #[command(subcommand)]
     Upgrade(UpgradeCommand),
+    /// Roll a self-built cluster's nodes one at a time (drain, update, validate)
+    #[command(subcommand, name = "rolling-update")]
+    RollingUpdate(RollingUpdateCommand),
+    /// Back up a self-built cluster's etcd to the state store
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Restore a self-built cluster's etcd from a backup
+    #[command(subcommand)]
+    Restore(RestoreCommand),
     /// Push container images to ECR or any OCI registry
     #[command(subcommand)]
     Push(PushCommand),
@@ -188,6 +197,104 @@ pub struct BootstrapArgs {
     /// How long etcd and each API server get to report healthy
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub health_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+}
+
+/// How a node is drained before it is taken away (a host removed from the spec, a rolling update).
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    /// How long evictions of one node's pods may wait for PodDisruptionBudgets
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
+    /// Evict pods that keep data in emptyDir volumes too (that data is lost)
+    #[arg(long)]
+    pub delete_emptydir_data: bool,
+    /// Evict pods that no controller recreates too (kubectl drain's --force)
+    #[arg(long)]
+    pub force_drain: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollingUpdateCommand {
+    /// Restart or replace a self-built cluster's out-of-date nodes one at a time: drain, update, wait until Ready
+    /// and `validate cluster` passes, uncordon; masters only while etcd keeps quorum. Re-running resumes
+    Cluster(RollingUpdateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollingUpdateArgs {
+    /// Cluster name (or give -f)
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub name: Option<String>,
+    /// Cluster spec file: roll to this spec (the name is read from it) instead of the last applied one
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Roll every node, out of date or not
+    #[arg(long)]
+    pub force: bool,
+    /// List what would roll and why; nothing is changed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long the cluster gets to pass `validate cluster` after each node
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub validate_timeout: std::time::Duration,
+    /// Provider ec2: only replace the worker instances (no drain, bootstrap or validation through the cluster's
+    /// API; masters are left alone); the new machines join at the next `kforge apply`
+    #[arg(long)]
+    pub cloud_only: bool,
+    /// Provider ec2: how many instances of one Auto Scaling group are replaced at once
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_unavailable: u16,
+    /// Provider ec2: launch each batch's replacements first (the group grows, its maximum too if it must), and
+    /// drain and terminate the old instances only once those are in service
+    #[arg(long)]
+    pub surge: bool,
+    /// Provider ec2: how long an Auto Scaling group gets to replace a terminated instance
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub replace_timeout: std::time::Duration,
+    /// Provider ec2: how long to wait for a new machine to print its SSH host keys to the console
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub host_key_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write an etcd snapshot of a self-built cluster (from a healthy member, over TLS, checksum recorded) to the
+    /// state store, private as its PKI is
+    Cluster {
+        /// Cluster name
+        name: String,
+        /// How long to keep trying to reach each master
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+        ssh_timeout: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore a self-built cluster's etcd from a backup: API servers stopped, every member restored from the
+    /// snapshot under a new cluster token, started, then the cluster validated
+    Cluster(RestoreClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreClusterArgs {
+    /// Cluster name
+    pub name: String,
+    /// Backup ID (`kforge get backups NAME` lists them)
+    #[arg(long, value_name = "ID")]
+    pub backup: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal)
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// How long the cluster gets to pass `validate cluster` after the restore
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub validate_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub bootstrap: BootstrapArgs,
 }
 
 #[derive(Debug, Args)]
@@ -287,6 +394,11 @@ pub enum GetCommand {
         /// Also print each file's URL on this mirror (spec.assets.mirror)
         #[arg(long, value_name = "URL")]
         mirror: Option<String>,
+    },
+    /// List a self-built cluster's etcd backups in the state store (newest last)
+    Backups {
+        /// Cluster name
+        name: String,
     },
     /// List an EKS cluster's managed nodegroups with their status and sizes
     Nodegroups {

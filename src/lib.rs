@@ -8,6 +8,7 @@ pub mod app;
 pub mod aws;
 pub mod bootstrap;
 pub mod cli;
+pub mod day2;
 pub mod delete;
 pub mod ecs;
 pub mod engine;

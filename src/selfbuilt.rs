@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::bootstrap::api::ApiClient;
+use crate::bootstrap::drain::DrainOptions;
 use crate::bootstrap::pki::{Pki, PkiRequest};
 use crate::bootstrap::run::{self, Options, Report};
 use crate::bootstrap::units::{self, ClusterFacts};
@@ -38,7 +39,7 @@ fn api_url(list: &HostList, masters: &[crate::bootstrap::pki::Member]) -> String
 }
 
 /// The PKI of the cluster, created or brought up to date in the state store.
-async fn ensure_pki(store: &StateStore, cluster: &Cluster, list: &HostList) -> anyhow::Result<Pki> {
+pub(crate) async fn ensure_pki(store: &StateStore, cluster: &Cluster, list: &HostList) -> anyhow::Result<Pki> {
     let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
     let request = PkiRequest {
         cluster: cluster.name.clone(),
@@ -62,17 +63,10 @@ async fn ensure_pki(store: &StateStore, cluster: &Cluster, list: &HostList) -> a
     Ok(pki)
 }
 
-/// The bootstrap phase: PKI, then every host; the hosts are recorded even when it fails (for validate/kubeconfig).
-pub async fn bootstrap(
-    store: &StateStore,
-    cluster: &Cluster,
-    list: &HostList,
-    opts: Options,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<Report> {
-    let pki = ensure_pki(store, cluster, list).await?;
+/// What every host's files are rendered from.
+pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Result<ClusterFacts> {
     let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
-    let facts = ClusterFacts {
+    Ok(ClusterFacts {
         cluster: cluster.name.clone(),
         api_url: api_url(list, &masters),
         masters,
@@ -80,7 +74,27 @@ pub async fn bootstrap(
         pod_cidr: POD_CIDR.into(),
         cluster_domain: CLUSTER_DOMAIN.into(),
         cluster_dns: CLUSTER_DNS.into(),
-    };
+    })
+}
+
+/// The bootstrap phase: PKI, then the hosts taken out of the spec (drained, their Nodes deleted, their units
+/// stopped), then every host; the hosts are recorded even when the bootstrap fails (for validate/kubeconfig), but
+/// only once the removed ones are gone (so an interrupted removal is retried).
+pub async fn bootstrap(
+    store: &StateStore,
+    cluster: &Cluster,
+    list: &HostList,
+    opts: Options,
+    drain: &DrainOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Report> {
+    let pki = ensure_pki(store, cluster, list).await?;
+    if let Some(previous) = store.get(&cluster.name).await?
+        && let Ok(before) = recorded_hosts(&previous)
+    {
+        crate::day2::remove_hosts(store, &previous, &before, list, &pki, &opts, drain, reporter).await?;
+    }
+    let facts = cluster_facts(cluster, list)?;
     let result = run::run(
         &list.hosts,
         facts,
@@ -115,7 +129,39 @@ pub async fn bootstrap(
     }
 }
 
-async fn record(store: &StateStore, cluster: &Cluster, list: &HostList, done: Option<&Report>) -> anyhow::Result<()> {
+/// The bootstrap of some hosts of an existing cluster (`names`), rendered for the whole of `list`: the rolling
+/// update's "update this host". Cluster-wide stages (etcd's health across members, the addons) are left to the
+/// full run, and nothing is recorded.
+pub(crate) async fn bootstrap_some(
+    store: &StateStore,
+    cluster: &Cluster,
+    list: &HostList,
+    names: &[String],
+    opts: Options,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Report> {
+    let pki = ensure_pki(store, cluster, list).await?;
+    let facts = cluster_facts(cluster, list)?;
+    let hosts: Vec<_> = list.hosts.iter().filter(|h| names.contains(&h.name)).cloned().collect();
+    Ok(run::run(
+        &hosts,
+        facts,
+        pki,
+        &cluster.kubernetes_version,
+        cluster.assets.clone(),
+        &[],
+        Options { partial: true, ..opts },
+        reporter,
+    )
+    .await?)
+}
+
+pub(crate) async fn record(
+    store: &StateStore,
+    cluster: &Cluster,
+    list: &HostList,
+    done: Option<&Report>,
+) -> anyhow::Result<()> {
     let previous = store.get(&cluster.name).await?;
     let now = crate::state::now();
     let mut outputs = previous.as_ref().map(|r| r.outputs.clone()).unwrap_or_default();
@@ -159,7 +205,7 @@ pub fn recorded_hosts(record: &ClusterRecord) -> anyhow::Result<HostList> {
 }
 
 /// The cluster admin's credentials from the PKI in the state store: (API URL, CA, certificate, key) PEMs.
-async fn admin_credentials(
+pub(crate) async fn admin_credentials(
     store: &StateStore,
     record: &ClusterRecord,
     list: &HostList,
@@ -203,6 +249,16 @@ pub async fn validate(
     connect_timeout: Duration,
 ) -> anyhow::Result<Vec<Check>> {
     let list = recorded_hosts(record)?;
+    checks(store, record, &list, connect_timeout).await
+}
+
+/// The checks of `validate cluster` on the hosts of `list`.
+pub(crate) async fn checks(
+    store: &StateStore,
+    record: &ClusterRecord,
+    list: &HostList,
+    connect_timeout: Duration,
+) -> anyhow::Result<Vec<Check>> {
     let masters = list.hosts.iter().filter(|h| h.role == HostRole::Master).count();
     let per_host = list.hosts.iter().cloned().map(|h| {
         tokio::task::spawn_blocking(move || match ssh::connect(&h, connect_timeout) {
@@ -215,7 +271,7 @@ pub async fn validate(
             }],
         })
     });
-    let api = admin_client(store, record, &list).await?;
+    let api = admin_client(store, record, list).await?;
     let (hosts, cluster) = tokio::join!(
         futures::future::join_all(per_host),
         health::check_cluster(&api, &list.hosts)
@@ -229,7 +285,11 @@ pub async fn validate(
 }
 
 /// kforge's admin client of the cluster's API, from the PKI in the state store.
-async fn admin_client(store: &StateStore, record: &ClusterRecord, list: &HostList) -> anyhow::Result<ApiClient> {
+pub(crate) async fn admin_client(
+    store: &StateStore,
+    record: &ClusterRecord,
+    list: &HostList,
+) -> anyhow::Result<ApiClient> {
     let (url, ca, cert, key) = admin_credentials(store, record, list).await?;
     ApiClient::new(&url, &ca, &cert, &key)
 }

@@ -94,6 +94,15 @@ impl ApiClient {
         ApiClient::new(api_url, &ca.cert_pem, &admin.cert_pem, &admin.key_pem)
     }
 
+    /// kube-rs's client of the same cluster as the same admin (for drain, evictions and Node status, where
+    /// kube-rs's typed API is worth more than a few raw requests).
+    pub async fn kube_admin(cluster: &str, api_url: &str, pki: &Pki) -> anyhow::Result<kube::Client> {
+        let (Some(ca), Some(admin)) = (pki.certs.get(CLUSTER_CA), pki.certs.get("admin")) else {
+            anyhow::bail!("the PKI has no cluster CA or admin certificate");
+        };
+        kube_client(cluster, api_url, &ca.cert_pem, &admin.cert_pem, &admin.key_pem).await
+    }
+
     /// GET `path` as JSON: `Ok((status, body))` for any answer (a body that is not JSON becomes a string), `Err`
     /// for a transport failure.
     pub async fn get_json(&self, path: &str) -> Result<(StatusCode, serde_json::Value), String> {
@@ -102,4 +111,27 @@ impl ApiClient {
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into_owned()));
         Ok((status, value))
     }
+}
+
+/// A kube-rs client of `api_url` trusting only `ca_pem` and authenticating with a client certificate (built from
+/// the same kubeconfig `kforge kubeconfig` writes).
+pub async fn kube_client(
+    cluster: &str,
+    api_url: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    let text = super::units::kubeconfig(cluster, api_url, ca_pem, "kforge-admin", cert_pem, key_pem);
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).context("the admin kubeconfig")?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("the admin kubeconfig")?;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(30));
+    // kube-rs retries 429s itself (up to 15 times, minutes of backoff); an eviction's 429 is a budget saying "not
+    // now", which the drain waits on in its own loop: naming the budget, and within --drain-timeout.
+    config.default_retry = false;
+    kube::Client::try_from(config).context("a client of the cluster's API")
 }

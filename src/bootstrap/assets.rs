@@ -200,6 +200,19 @@ impl Resolved {
         format!("{}:{}", self.algorithm, self.hex)
     }
 
+    /// A command that exits 0 when the host has this very asset installed (the stamp of its digest and every
+    /// file it installs): the guard of [`Resolved::install_script`], and the rolling update's test of it.
+    pub fn installed_check(&self) -> String {
+        let stamp = format!("{STAMP_DIR}/{}.digest", self.name);
+        let present: Vec<String> = self.installs().iter().map(|p| format!("[ -e {} ]", q(p))).collect();
+        format!(
+            "[ \"$(cat {stamp} 2>/dev/null)\" = {want} ] && {present}",
+            stamp = q(&stamp),
+            want = q(&self.digest()),
+            present = present.join(" && "),
+        )
+    }
+
     /// One shell script, run as root on the host: nothing happens when the stamp says this digest is installed
     /// and every installed path exists (prints `unchanged`); else download (unless the cache has a verified
     /// copy), check the digest, unpack into a temporary directory, move each file into place and write the stamp
@@ -209,14 +222,8 @@ impl Resolved {
         let base = self.upstream.rsplit('/').next().unwrap_or("download");
         let cached = format!("{CACHE_DIR}/{}-{base}", &self.hex[..16]);
         let sum = format!("{}sum", self.algorithm);
-        let present: Vec<String> = self.installs().iter().map(|p| format!("[ -e {} ]", q(p))).collect();
         let mut s = String::from("set -u\numask 022\n");
-        s += &format!(
-            "if [ \"$(cat {stamp} 2>/dev/null)\" = {want} ] && {present}; then echo unchanged; exit 0; fi\n",
-            stamp = q(&stamp),
-            want = q(&self.digest()),
-            present = present.join(" && "),
-        );
+        s += &format!("if {}; then echo unchanged; exit 0; fi\n", self.installed_check());
         s += &format!("mkdir -p {CACHE_DIR} {STAMP_DIR}\n");
         s += &format!(
             "verify() {{ echo {hex}'  '\"$1\" | {sum} -c --status 2>/dev/null; }}\n",

@@ -41,18 +41,8 @@ impl MemberReport {
     }
 }
 
-/// Puts certificates and unit on `member` and starts it (without waiting for the others: a new member only
-/// becomes ready with a quorum).
-pub fn ensure_member(
-    conn: &Connection,
-    pki: &Pki,
-    cluster: &str,
-    member: &Member,
-    members: &[Member],
-    binary: &str,
-) -> Result<MemberReport, SshError> {
-    let mut report = MemberReport::default();
-    let step = "etcd";
+/// The certificates and unit of `member` (what [`ensure_member`] puts on its master).
+pub fn member_files(pki: &Pki, cluster: &str, member: &Member, members: &[Member], binary: &str) -> Vec<FileSpec> {
     let cert = |name: &str| pki.certs.get(name).expect("the PKI has every member's certificates");
     let server = cert(&format!("etcd-server-{}", member.name));
     let peer = cert(&format!("etcd-peer-{}", member.name));
@@ -79,6 +69,22 @@ pub fn ensure_member(
         bytes: render_unit(cluster, member, members, binary).into_bytes(),
         mode: 0o644,
     });
+    batch
+}
+
+/// Puts certificates and unit on `member` and starts it (without waiting for the others: a new member only
+/// becomes ready with a quorum).
+pub fn ensure_member(
+    conn: &Connection,
+    pki: &Pki,
+    cluster: &str,
+    member: &Member,
+    members: &[Member],
+    binary: &str,
+) -> Result<MemberReport, SshError> {
+    let mut report = MemberReport::default();
+    let step = "etcd";
+    let batch = member_files(pki, cluster, member, members, binary);
     report.uploaded = conn.sync_files(&format!("{step}: files"), &batch)?;
     report.disabled_distro_unit = conn.run_guarded(
         &format!("{step}: disable the distribution's etcd"),
@@ -103,12 +109,20 @@ pub fn ensure_member(
     Ok(report)
 }
 
+/// The etcdctl of the etcd asset (a host need not have one of its own on its PATH).
+pub const ETCDCTL: &str = "/opt/kforge/bin/etcdctl";
+
+/// `etcdctl ARGS` against the local member with kforge's client certificate, run on a master.
+pub fn etcdctl(args: &str) -> String {
+    format!(
+        "ETCDCTL_API=3 {ETCDCTL} --endpoints=https://127.0.0.1:2379 --cacert={PKI_DIR}/ca.crt \
+         --cert={PKI_DIR}/healthcheck-client.crt --key={PKI_DIR}/healthcheck-client.key {args}"
+    )
+}
+
 /// `etcdctl endpoint health --cluster` with kforge's client certificate, run on a master.
 pub fn health_command() -> String {
-    format!(
-        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI_DIR}/ca.crt \
-         --cert={PKI_DIR}/healthcheck-client.crt --key={PKI_DIR}/healthcheck-client.key endpoint health --cluster"
-    )
+    etcdctl("endpoint health --cluster")
 }
 
 /// Waits until every one of `expected` members reports healthy, asking through `conn`.

@@ -448,6 +448,52 @@ pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Chec
     out
 }
 
+/// Waits until the API server on `conn`'s master answers /readyz ok, within `deadline`.
+pub fn wait_apiserver_ready(conn: &Connection, deadline: Duration) -> Result<(), SshError> {
+    let step = "control plane: readyz";
+    let until = Instant::now() + deadline;
+    loop {
+        let out = conn.run(step, &readyz_command())?;
+        if out.status == 0 && out.stdout.trim() == "ok" {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(SshError {
+                host: conn.host.clone(),
+                step: step.into(),
+                message: format!(
+                    "the API server did not become ready in {}s: {}{}",
+                    deadline.as_secs(),
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                ),
+                hint: "see `journalctl -u kforge-kube-apiserver` on the host".into(),
+                transient: true,
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Waits until Node `name` reports Ready through the API, within `deadline`; `Err` says what it reported last.
+pub async fn wait_node_ready(api: &ApiClient, name: &str, deadline: Duration) -> Result<(), String> {
+    let until = Instant::now() + deadline;
+    loop {
+        let said = match api.get_json(&format!("/api/v1/nodes/{name}")).await {
+            Ok((s, node)) if s.is_success() => match node_ready(&node) {
+                (true, _) => return Ok(()),
+                (false, why) => why,
+            },
+            Ok((s, _)) => format!("HTTP {s}"),
+            Err(e) => e,
+        };
+        if Instant::now() > until {
+            return Err(format!("Node {name} not Ready after {}s ({said})", deadline.as_secs()));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// How often the node stage looks again, and how many automatic restarts after kforge started a unit make a
 /// crash loop (kforge's units restart 5 s after a failure).
 const POLL: Duration = Duration::from_secs(2);

@@ -1,11 +1,14 @@
 //! kforge's own control-plane bootstrap of self-built clusters: the PKI (`pki`), the SSH layer (`ssh`), the hosts'
 //! preflight checks (`preflight`), the pinned downloads (`assets`), etcd (`etcd`), the systemd units and files
 //! (`units`), the API client (`api`) and the core addons applied through it (`addons`), the health checks
-//! (`health`), and the staged run over every host (`run`).
+//! (`health`), and the staged run over every host (`run`); for day 2, drain through the Eviction API (`drain`) and
+//! etcd snapshots and restores (`backup`).
 
 pub mod addons;
 pub mod api;
 pub mod assets;
+pub mod backup;
+pub mod drain;
 pub mod etcd;
 pub mod health;
 pub mod pki;

@@ -224,6 +224,7 @@ pub struct PkiReport {
 }
 
 /// A cluster's PKI on disk.
+#[derive(Clone)]
 pub struct Pki {
     pub dir: PathBuf,
     pub certs: BTreeMap<String, CertKey>,

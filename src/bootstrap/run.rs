@@ -27,6 +27,9 @@ use crate::progress::{Event, Reporter};
 use crate::providers::hosts::BootstrapHost;
 use crate::spec::HostRole;
 
+/// Where the etcd asset puts etcd.
+const ETCD_BINARY: &str = "/opt/kforge/bin/etcd";
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Hosts worked on at once.
@@ -35,6 +38,8 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// How long the etcd members and the API server get to report healthy.
     pub health_timeout: Duration,
+    /// Only some hosts of the cluster (a rolling update's one host): the addons are left to a full run.
+    pub partial: bool,
 }
 
 /// One step on one host.
@@ -98,6 +103,8 @@ struct HostWork {
     /// What the preflight found worth saying but not worth stopping for.
     warnings: Vec<String>,
     clock: Option<ClockSample>,
+    /// What a check-only pass found out of date on the host.
+    pending: Vec<String>,
 }
 
 impl HostWork {
@@ -419,6 +426,7 @@ pub async fn run(
             results: Vec::new(),
             warnings: Vec::new(),
             clock: None,
+            pending: Vec::new(),
         })
         .collect();
     let n = opts.concurrency;
@@ -490,14 +498,7 @@ pub async fn run(
             .find(|m| m.name == h.host.name)
             .expect("every master is a member")
             .clone();
-        let r = etcd::ensure_member(
-            h.conn(),
-            &s.pki,
-            &s.facts.cluster,
-            &me,
-            &s.facts.masters,
-            "/opt/kforge/bin/etcd",
-        )?;
+        let r = etcd::ensure_member(h.conn(), &s.pki, &s.facts.cluster, &me, &s.facts.masters, ETCD_BINARY)?;
         let changed = r.changed();
         h.record("etcd member", changed, r.uploaded);
         Ok(())
@@ -590,7 +591,7 @@ pub async fn run(
             &units::units_in(&files),
             &units::restarts_for(&files, &uploaded),
         )?;
-        wait_ready(h, s.opts.health_timeout)?;
+        health::wait_apiserver_ready(h.conn(), s.opts.health_timeout)?;
         h.record("control plane", !uploaded.is_empty() || restarted, uploaded);
         Ok(())
     })
@@ -638,7 +639,9 @@ pub async fn run(
     let applied = apply_addons(&shared)
         .await
         .map_err(|e| fail("addons", vec![e], &work))?;
-    if shared.addons.is_empty() {
+    if shared.opts.partial {
+        done("addons left to the next full run");
+    } else if shared.addons.is_empty() {
         done("no addons to apply (spec.addons is empty)");
     } else {
         done(&format!("addons applied: {}", shared.addons.join(", ")));
@@ -671,27 +674,112 @@ async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError>
     addons::apply(&shared.api, api, &objects, shared.opts.health_timeout).await
 }
 
-fn wait_ready(h: &HostWork, deadline: Duration) -> Result<(), SshError> {
-    let until = Instant::now() + deadline;
-    loop {
-        let out = h.conn().run("control plane: readyz", &health::readyz_command())?;
-        if out.status == 0 && out.stdout.trim() == "ok" {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(SshError {
-                host: h.host.name.clone(),
-                step: "control plane: readyz".into(),
-                message: format!(
-                    "the API server did not become ready in {}s: {}{}",
-                    deadline.as_secs(),
-                    out.stdout.trim(),
-                    out.stderr.trim()
-                ),
-                hint: "see `journalctl -u kforge-kube-apiserver` on the host".into(),
-                transient: true,
-            });
-        }
-        std::thread::sleep(Duration::from_secs(2));
+/// Every file the bootstrap renders for `host` (the stages' own lists, in one).
+fn host_files(facts: &ClusterFacts, pki: &Pki, host: &BootstrapHost) -> Vec<ssh::FileSpec> {
+    let mut files = units::runtime_files(facts);
+    if host.role == HostRole::Master {
+        let me = facts
+            .masters
+            .iter()
+            .find(|m| m.name == host.name)
+            .expect("every master is a member");
+        files.extend(etcd::member_files(pki, &facts.cluster, me, &facts.masters, ETCD_BINARY));
+        files.extend(units::control_plane_files(facts, pki, me));
     }
+    if health::runs_kubelet(host.role) {
+        files.extend(preflight::settings_files());
+        files.extend(units::node_files(
+            facts,
+            pki,
+            &host.name,
+            &host.address,
+            &host.labels,
+            &host.taints,
+        ));
+    }
+    files
+}
+
+/// What the bootstrap would change on each of `hosts`, changing nothing: the files whose bytes or mode differ and
+/// the assets not installed at their pinned digest, host by host (an empty list: up to date). The rolling update's
+/// measure of "out of date".
+pub async fn pending_changes(
+    hosts: &[BootstrapHost],
+    facts: ClusterFacts,
+    pki: Pki,
+    version: &str,
+    asset_settings: Assets,
+    opts: &Options,
+) -> Result<BTreeMap<String, Vec<String>>, BootstrapFailed> {
+    let fail = |stage: &str, failures: Vec<SshError>| BootstrapFailed {
+        stage: stage.into(),
+        failures,
+        report: Report::default(),
+    };
+    let manifest = assets::manifest(version).map_err(|e| {
+        fail(
+            "assets",
+            vec![SshError {
+                host: facts.cluster.clone(),
+                step: "asset manifest".into(),
+                message: e.to_string(),
+                hint: format!("kforge has manifests for {}", assets::known_versions().join(", ")),
+                transient: false,
+            }],
+        )
+    })?;
+    let mut work: Vec<HostWork> = hosts
+        .iter()
+        .map(|h| HostWork {
+            host: h.clone(),
+            conn: None,
+            arch: String::new(),
+            results: Vec::new(),
+            warnings: Vec::new(),
+            clock: None,
+            pending: Vec::new(),
+        })
+        .collect();
+    let o = opts.clone();
+    let failed = stage(&mut work, opts.concurrency, |_| true, move |h| connect_step(h, &o)).await;
+    if !failed.is_empty() {
+        return Err(fail("connect", failed));
+    }
+    let version = version.to_string();
+    let failed = stage(
+        &mut work,
+        opts.concurrency,
+        |_| true,
+        move |h| {
+            let files = host_files(&facts, &pki, &h.host);
+            let stale: Vec<String> = h
+                .conn()
+                .stale_files("check: files", &files)?
+                .into_iter()
+                .map(|f| format!("file {}", f.path))
+                .collect();
+            let mut pending = stale;
+            for asset in manifest.assets.iter().filter(|a| a.for_role(h.host.role)) {
+                let Ok(resolved) = asset.resolve(
+                    &h.arch,
+                    asset_settings.mirror.as_deref(),
+                    &asset_settings.files,
+                    &version,
+                ) else {
+                    pending.push(format!("asset {} (cannot be resolved)", asset.name));
+                    continue;
+                };
+                if h.conn().run("check: assets", &resolved.installed_check())?.status != 0 {
+                    pending.push(format!("asset {}", asset.name));
+                }
+            }
+            h.pending = pending;
+            Ok(())
+        },
+    )
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("check", failed));
+    }
+    Ok(work.into_iter().map(|h| (h.host.name, h.pending)).collect())
 }

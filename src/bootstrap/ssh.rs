@@ -416,6 +416,40 @@ impl Connection {
         Ok(Output { status, stdout, stderr })
     }
 
+    /// The bytes of `path` on the host, read as root (through sudo where the login needs it) and streamed over
+    /// the channel, so a file only root may read (an etcd snapshot) comes back without a copy anyone else could.
+    pub fn read_file(&self, step: &str, path: &str) -> Result<Vec<u8>, SshError> {
+        let broken = |e: &dyn std::fmt::Display| {
+            self.fail(
+                step,
+                format!("reading {path} broke off: {e}"),
+                "re-run; nothing was changed",
+            )
+        };
+        let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
+        let command = format!("cat {}", shell_quote(path));
+        let command = if self.sudo {
+            format!("sudo -n sh -c {}", shell_quote(&command))
+        } else {
+            command
+        };
+        channel.exec(&command).map_err(|e| broken(&e))?;
+        let mut bytes = Vec::new();
+        channel.read_to_end(&mut bytes).map_err(|e| broken(&e))?;
+        let mut stderr = String::new();
+        channel.stderr().read_to_string(&mut stderr).map_err(|e| broken(&e))?;
+        channel.wait_close().map_err(|e| broken(&e))?;
+        let status = channel.exit_status().map_err(|e| broken(&e))?;
+        if status != 0 {
+            return Err(self.fail(
+                step,
+                format!("cannot read {path}: {}", stderr.trim()),
+                "check that the file exists on the host",
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Runs `command`; a non-zero exit is an error naming the step, with the end of what it printed.
     pub fn run_ok(&self, step: &str, command: &str) -> Result<Output, SshError> {
         let out = self.run(step, command)?;
@@ -460,11 +494,8 @@ impl Connection {
             .is_empty())
     }
 
-    /// Puts every file whose bytes or mode differ on the host, in three round trips whatever their number: one
-    /// command reads every file's sha256 and mode, one SFTP session stages the changed ones (as the login user,
-    /// in a private directory), one command installs each under a temporary name and renames it into place.
-    /// Returns the paths it wrote.
-    pub fn sync_files(&self, step: &str, files: &[FileSpec]) -> Result<Vec<String>, SshError> {
+    /// The files of `files` whose bytes or mode differ on the host (one round trip; nothing is changed).
+    pub fn stale_files<'a>(&self, step: &str, files: &'a [FileSpec]) -> Result<Vec<&'a FileSpec>, SshError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }
@@ -477,7 +508,7 @@ impl Connection {
             .collect();
         let have = self.run_ok(step, &probe.join("\n"))?;
         let lines: Vec<&str> = have.stdout.lines().collect();
-        let changed: Vec<&FileSpec> = files
+        Ok(files
             .iter()
             .enumerate()
             .filter(|(i, f)| {
@@ -485,7 +516,15 @@ impl Connection {
                 lines.get(*i).map(|l| l.trim()) != Some(want.as_str())
             })
             .map(|(_, f)| f)
-            .collect();
+            .collect())
+    }
+
+    /// Puts every file whose bytes or mode differ on the host, in three round trips whatever their number: one
+    /// command reads every file's sha256 and mode, one SFTP session stages the changed ones (as the login user,
+    /// in a private directory), one command installs each under a temporary name and renames it into place.
+    /// Returns the paths it wrote.
+    pub fn sync_files(&self, step: &str, files: &[FileSpec]) -> Result<Vec<String>, SshError> {
+        let changed = self.stale_files(step, files)?;
         if changed.is_empty() {
             return Ok(Vec::new());
         }

@@ -6,6 +6,7 @@
 
 pub mod api_lb;
 pub mod asg;
+pub mod asg_roll;
 pub mod ec2;
 pub mod eks;
 pub mod eks_day2;

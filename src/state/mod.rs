@@ -15,6 +15,10 @@ use std::time::SystemTime;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
+mod backups;
+
+pub use backups::{BackupRecord, is_backup_id, new_backup_id};
+
 use crate::aws::{Aws, aws_err};
 use crate::engine::{Outputs, Phase};
 use crate::spec::{ClusterSpec, Provider};
@@ -312,6 +316,7 @@ impl StateStore {
     }
 
     pub async fn remove(&self, cluster: &str) -> anyhow::Result<()> {
+        self.remove_backups(cluster).await?;
         self.remove_pki(cluster).await?;
         self.delete(&self.key(cluster, "cluster.json")).await?;
         if let StateStore::Local { root } = self {

@@ -207,7 +207,7 @@ pub(crate) fn lab() -> Lab {
     lab_with(&NAMES)
 }
 
-fn lab_with(names: &[&str]) -> Lab {
+pub(crate) fn lab_with(names: &[&str]) -> Lab {
     let hosts = Hosts::start(names);
     let mirror = Mirror::start();
     let assets = fill_mirror(&mirror).replace("{GATEWAY}", &hosts.gateway);

@@ -4,7 +4,8 @@
 //! `support::hosts` (3 masters, 2 workers). One lab serves the whole scenario, in order: the preflight refusal of a
 //! worker without iptables, the create, nodes Ready, a workload, `validate cluster` against each fault (stopped
 //! units, a deleted and a NotReady Node, stopped controller managers and schedulers and their stale leases), a
-//! crash-looping kubelet, a rolling control-plane change, and the addons through the real API.
+//! crash-looping kubelet, a rolling control-plane change, day 2 (`day_two`: rolling updates under a
+//! PodDisruptionBudget, a worker added and removed, etcd backup and restore), and the addons through the real API.
 //!
 //! What still stands in, because it cannot be had here: `kubectl` in the server and node tarballs is a script
 //! (kforge never runs it; the test uses this machine's kubectl); container images cannot be pulled, so the workers
@@ -20,11 +21,13 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use crate::bootstrap::{Lab, Mirror, lab};
+use crate::bootstrap::{Lab, Mirror, lab_with};
 use crate::support::Outcome;
 
 const MASTERS: [&str; 3] = ["master-1", "master-2", "master-3"];
 const WORKERS: [&str; 2] = ["worker-1", "worker-2"];
+/// Started with the lab but not in its spec until day 2 adds it.
+const SPARE: &str = "worker-3";
 
 /// ../shared/k8s (or `KFORGE_K8S_DIR`).
 fn shared_k8s() -> PathBuf {
@@ -108,6 +111,8 @@ fn fill_mirror_with_kubernetes(m: &Mirror) -> String {
 struct Cluster {
     lab: Lab,
     kubeconfig: PathBuf,
+    /// The spec's line of the spare worker (see [`SPARE`]).
+    spare_line: String,
 }
 
 fn outcome(out: std::process::Output) -> Outcome {
@@ -120,13 +125,24 @@ fn outcome(out: std::process::Output) -> Outcome {
 
 impl Cluster {
     fn start() -> Cluster {
-        let mut lab = lab();
+        let mut lab = lab_with(&["master-1", "master-2", "master-3", "worker-1", "worker-2", SPARE]);
+        let spare_line = lab
+            .spec_text
+            .lines()
+            .find(|l| l.contains(&format!("name: {SPARE},")))
+            .unwrap()
+            .to_string();
+        lab.spec_text = lab.spec_text.replace(&format!("{spare_line}\n"), "");
         let pins = fill_mirror_with_kubernetes(&lab._mirror);
         lab.spec_text.push_str(&pins);
         lab.spec_text.push_str("  addons: []\n");
         std::fs::write(&lab.spec, &lab.spec_text).unwrap();
         let kubeconfig = lab.home.path().join(".kube/kforge-lab.yaml");
-        Cluster { lab, kubeconfig }
+        Cluster {
+            lab,
+            kubeconfig,
+            spare_line,
+        }
     }
 
     fn exec(&self, host: &str, command: &str) -> (i32, String) {
@@ -221,9 +237,9 @@ impl Cluster {
     }
 
     /// What only the lab needs: the pause image on every worker and a bridge CNI configuration on its podCIDR.
-    fn lab_pod_network(&self) {
+    fn lab_pod_network(&self, workers: &[&str]) {
         let tar = shared_k8s().join("pause/pause-image.tar");
-        for w in WORKERS {
+        for w in workers.iter().copied() {
             let copy =
                 self.lab
                     .hosts
@@ -283,6 +299,71 @@ impl Cluster {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim() == "ok"
+    }
+
+    /// `kforge kubeconfig`, the lab's pod network on the workers, and both workers Ready.
+    fn join_workers(&self) -> BTreeMap<String, String> {
+        let k = self.lab.kforge(&["kubeconfig", "lab"]);
+        assert_eq!(k.code, 0, "{}", k.stderr);
+        self.lab_pod_network(&WORKERS);
+        self.wait_for("both workers Ready", Duration::from_secs(180), || {
+            let n = self.nodes_ready();
+            WORKERS
+                .iter()
+                .all(|w| n.get(*w).map(String::as_str) == Some("True"))
+                .then_some(n)
+        })
+    }
+
+    /// The web Deployment, Service and budget; returns the nodes its 2 pods run on.
+    fn deploy_workload(&self) -> Vec<String> {
+        let manifest = self.lab.home.path().join("web.yaml");
+        std::fs::write(&manifest, WORKLOAD).unwrap();
+        self.kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
+        self.wait_for("2 web pods Running", Duration::from_secs(120), || {
+            let running = self.web_pods();
+            (running.len() == 2).then_some(running)
+        })
+    }
+
+    /// The nodes of the Running web pods.
+    fn web_pods(&self) -> Vec<String> {
+        let out = self.kubectl(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
+        ]);
+        out.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("Running ").map(str::to_string))
+            .collect()
+    }
+
+    /// The web Deployment's available replicas, `None` when the API did not answer.
+    fn web_available(&self) -> Option<u32> {
+        let o = self.kubectl(&["get", "deployment", "web", "-o", "jsonpath={.status.availableReplicas}"]);
+        (o.code == 0).then(|| o.stdout.trim().parse().unwrap_or(0))
+    }
+
+    /// `kforge rolling-update cluster lab ARGS -o json`: the outcome and the rows as (host, result, reason).
+    fn rolling_update(&self, args: &[&str]) -> (Outcome, Vec<(String, String, String)>) {
+        let mut all = vec!["rolling-update", "cluster", "lab", "-o", "json", "--ssh-timeout", "30s"];
+        all.extend(args);
+        let o = self.lab.kforge(&all);
+        let rows = serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let f = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (f("host"), f("result"), f("reason"))
+            })
+            .collect();
+        (o, rows)
     }
 
     /// systemd's `PROPERTY` of `unit` on `host`.
@@ -353,6 +434,15 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     }
     let (s, out) = c.exec("worker-2", "mv /usr/sbin/iptables.lab-hidden /usr/sbin/iptables");
     assert_eq!(s, 0, "{out}");
+    // The lab image has Debian's etcdctl on the PATH; a real host has only the one kforge installs, which every
+    // health check, backup and restore must use.
+    for m in MASTERS {
+        let (s, out) = c.exec(
+            m,
+            "mv /usr/bin/etcdctl /usr/bin/etcdctl.lab-hidden && ! command -v etcdctl",
+        );
+        assert_eq!(s, 0, "{out}");
+    }
 
     // 2. The create on the real binaries: etcd, control plane, kubelet and kube-proxy healthy and registered.
     let first = c.lab.create(&["--concurrency", "5"]);
@@ -372,16 +462,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         );
         assert_eq!(sysctl.split_whitespace().collect::<Vec<_>>(), ["1", "1"], "{w}");
     }
-    let k = c.lab.kforge(&["kubeconfig", "lab"]);
-    assert_eq!(k.code, 0, "{}", k.stderr);
-    c.lab_pod_network();
-    let nodes = c.wait_for("both workers Ready", Duration::from_secs(180), || {
-        let n = c.nodes_ready();
-        WORKERS
-            .iter()
-            .all(|w| n.get(*w).map(String::as_str) == Some("True"))
-            .then_some(n)
-    });
+    let nodes = c.join_workers();
     assert_eq!(nodes.keys().cloned().collect::<Vec<_>>(), WORKERS, "{nodes:?}");
     for (i, m) in MASTERS.iter().enumerate() {
         assert!(c.readyz(&c.lab.hosts.addresses[i]), "{m} /readyz");
@@ -414,25 +495,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     c.assert_healthy();
 
     // 3. A workload through the kubeconfig kforge wrote: pods Running on the workers, the Service's endpoints filled.
-    let manifest = c.lab.home.path().join("web.yaml");
-    std::fs::write(&manifest, WORKLOAD).unwrap();
-    c.kubectl_ok(&["apply", "-f", manifest.to_str().unwrap()]);
-    let placed = c.wait_for("2 web pods Running", Duration::from_secs(120), || {
-        let out = c.kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={range .items[*]}{.status.phase} {.spec.nodeName}{\"\\n\"}{end}",
-        ]);
-        let running: Vec<String> = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("Running ").map(str::to_string))
-            .collect();
-        (running.len() == 2).then_some(running)
-    });
+    let placed = c.deploy_workload();
     assert!(placed.iter().all(|n| n.starts_with("worker-")), "{placed:?}");
     let endpoints = c.wait_for("the Service's endpoints", Duration::from_secs(60), || {
         let out = c.kubectl(&[
@@ -623,9 +686,15 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     }
     c.assert_healthy();
 
-    // 7. The addons through the real API with server-side apply; a re-run changes nothing. Their images cannot be
+    // 7. Day 2: rolling updates under a budget, a worker in and out, etcd backup and restore.
+    day_two(&c);
+
+    // 8. The addons through the real API with server-side apply; a re-run changes nothing. Their images cannot be
     //    pulled here, and validate says so by naming the pods.
-    let with_addons = c.lab.spec_text.replace("  addons: []\n", "");
+    // (The spec as day 2 left it: two masters.)
+    let with_addons = std::fs::read_to_string(&c.lab.spec)
+        .unwrap()
+        .replace("  addons: []\n", "");
     std::fs::write(&c.lab.spec, &with_addons).unwrap();
     let applied = c.lab.create(&[]);
     assert_eq!(applied.code, 0, "{}", applied.stderr);
@@ -657,4 +726,390 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     c.assert_converged();
     let said = c.assert_unhealthy(&[]);
     assert!(said.contains("pod kube-system/coredns-"), "{said}");
+}
+
+/// The started time of `unit` on `host` (changes when it restarts).
+fn started_at(c: &Cluster, host: &str, unit: &str) -> String {
+    c.unit_property(host, unit, "ExecMainStartTimestampMonotonic")
+}
+
+/// Day 2 on the cluster as the earlier steps leave it: healthy, the web Deployment on the workers, `addons: []`.
+fn day_two(c: &Cluster) {
+    // 3 replicas under a budget of minAvailable 2.
+    c.kubectl_ok(&["scale", "deployment", "web", "--replicas", "3"]);
+    c.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    c.wait_for("3 web replicas available", Duration::from_secs(120), || {
+        (c.web_available() == Some(3)).then_some(())
+    });
+
+    // What is out of date, and why: nothing, then the one worker whose kubelet configuration drifted.
+    let (dry, rows) = c.rolling_update(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows.iter().all(|(_, result, _)| result == "up to date"), "{rows:?}");
+    let (s, out) = c.exec("worker-2", "echo '# drift' >> /etc/kforge/kubelet-config.yaml");
+    assert_eq!(s, 0, "{out}");
+    let (dry, rows) = c.rolling_update(&["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    for (host, result, reason) in &rows {
+        if host == "worker-2" {
+            assert_eq!(result, "would roll");
+            assert!(reason.contains("file /etc/kforge/kubelet-config.yaml"), "{reason}");
+        } else {
+            assert_eq!(result, "up to date", "{host}: {reason}");
+        }
+    }
+    let (_, config) = c.exec("worker-2", "tail -1 /etc/kforge/kubelet-config.yaml");
+    assert!(config.contains("# drift"), "a dry run changed nothing");
+
+    // --force rolls every host, masters first, one at a time (each validated before the next starts), while the
+    // budget holds: sampled through the API all along, web never has fewer than 2 available replicas.
+    let before: Vec<(String, String)> = MASTERS
+        .iter()
+        .map(|m| (m.to_string(), started_at(c, m, "kforge-etcd")))
+        .chain(
+            WORKERS
+                .iter()
+                .map(|w| (w.to_string(), started_at(c, w, "kforge-kubelet"))),
+        )
+        .collect();
+    let sampling = std::sync::atomic::AtomicBool::new(true);
+    let (rolled, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut samples = Vec::new();
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(n) = c.web_available() {
+                    samples.push(n);
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            samples
+        });
+        let rolled = c.rolling_update(&["--force", "--drain-timeout", "3m", "--health-timeout", "3m"]);
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        (rolled, sampler.join().unwrap())
+    });
+    let (o, rows) = rolled;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let order: Vec<&str> = rows.iter().map(|(h, _, _)| h.as_str()).collect();
+    assert_eq!(order, ["master-1", "master-2", "master-3", "worker-1", "worker-2"]);
+    assert!(rows.iter().all(|(_, result, _)| result == "rolled"), "{rows:?}");
+    let mut last = 0;
+    for host in &order {
+        let start = o
+            .stderr
+            .find(&format!("rolling-update: {host} ("))
+            .unwrap_or_else(|| panic!("{host}:\n{}", o.stderr));
+        let end = o
+            .stderr
+            .find(&format!("rolling-update: {host} rolled, cluster valid"))
+            .unwrap();
+        assert!(
+            last <= start && start < end,
+            "{host} overlapped another host:\n{}",
+            o.stderr
+        );
+        last = end;
+    }
+    assert!(
+        o.stderr.contains("worker-1 drained (") && o.stderr.contains("worker-2 drained ("),
+        "{}",
+        o.stderr
+    );
+    for (host, was) in &before {
+        let unit = if host.starts_with("master") {
+            "kforge-etcd"
+        } else {
+            "kforge-kubelet"
+        };
+        assert_ne!(&started_at(c, host, unit), was, "{host}: {unit} was not restarted");
+    }
+    let (_, config) = c.exec("worker-2", "cat /etc/kforge/kubelet-config.yaml");
+    assert!(
+        !config.contains("# drift"),
+        "the update put the rendered configuration back"
+    );
+    assert!(samples.len() >= 20, "too few samples: {samples:?}");
+    let fewest = samples.iter().min().copied().unwrap_or(0);
+    assert!(
+        fewest >= 2,
+        "web had {fewest} available replicas during the update: {samples:?}"
+    );
+    let cordoned = c.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].spec.unschedulable}"]);
+    assert!(cordoned.trim().is_empty(), "a node was left cordoned: {cordoned}");
+    c.assert_healthy();
+
+    // A budget that allows no disruption: the drain waits, then fails naming the budget and the pod, and the node
+    // stays cordoned; with the budget relaxed, a re-run finishes the roll and uncordons it.
+    c.wait_for("3 web replicas available", Duration::from_secs(120), || {
+        (c.web_available() == Some(3)).then_some(())
+    });
+    let busy = c.web_pods()[0].clone();
+    let (s, out) = c.exec(&busy, "echo '# drift' >> /etc/kforge/kubelet-config.yaml");
+    assert_eq!(s, 0, "{out}");
+    // A pod no controller would recreate is refused by name before anything changes (the node stays schedulable).
+    let bare = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"bare","namespace":"default"}},"spec":{{"nodeName":"{busy}","containers":[{{"name":"pause","image":"registry.k8s.io/pause:3.10","imagePullPolicy":"Never"}}]}}}}"#
+    );
+    let bare_file = c.lab.home.path().join("bare.json");
+    std::fs::write(&bare_file, bare).unwrap();
+    c.kubectl_ok(&["apply", "-f", bare_file.to_str().unwrap()]);
+    let (refused, _) = c.rolling_update(&[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "node {busy} cannot be drained: pod default/bare: no controller"
+        )) && refused.stderr.contains("--force-drain"),
+        "{}",
+        refused.stderr
+    );
+    let unschedulable = c.kubectl_ok(&["get", "node", &busy, "-o", "jsonpath={.spec.unschedulable}"]);
+    assert!(unschedulable.trim().is_empty(), "a refused drain cordoned {busy}");
+    c.kubectl_ok(&["delete", "pod", "bare", "--grace-period", "0", "--force"]);
+    c.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"minAvailable":3}}"#,
+    ]);
+    let (blocked, _) = c.rolling_update(&["--drain-timeout", "15s"]);
+    assert_eq!(blocked.code, 1, "{}", blocked.stderr);
+    assert!(
+        blocked.stderr.contains(&format!("node {busy} was not drained in 15s"))
+            && blocked
+                .stderr
+                .contains("PodDisruptionBudget default/web allows no disruption")
+            && blocked.stderr.contains("pod default/web-"),
+        "{}",
+        blocked.stderr
+    );
+    assert!(
+        blocked.stderr.contains("waits: PodDisruptionBudget default/web"),
+        "progress names the budget:\n{}",
+        blocked.stderr
+    );
+    let unschedulable = c.kubectl_ok(&["get", "node", &busy, "-o", "jsonpath={.spec.unschedulable}"]);
+    assert_eq!(unschedulable.trim(), "true");
+    c.kubectl_ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    let (resumed, rows) = c.rolling_update(&[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let rolled: Vec<&str> = rows.iter().filter(|r| r.1 == "rolled").map(|r| r.0.as_str()).collect();
+    assert_eq!(rolled, [busy.as_str()]);
+    let unschedulable = c.kubectl_ok(&["get", "node", &busy, "-o", "jsonpath={.spec.unschedulable}"]);
+    assert!(unschedulable.trim().is_empty(), "{busy} still cordoned");
+
+    // A worker added to the spec joins; nothing changes on the other hosts.
+    let workers_end = c.lab.spec_text.find("  assets:").unwrap();
+    let with_spare = format!(
+        "{}{}\n{}",
+        &c.lab.spec_text[..workers_end],
+        c.spare_line,
+        &c.lab.spec_text[workers_end..]
+    );
+    std::fs::write(&c.lab.spec, &with_spare).unwrap();
+    let joined = c.lab.create(&["-o", "json"]);
+    assert_eq!(joined.code, 0, "{}", joined.stderr);
+    let report: serde_json::Value = serde_json::from_str(&joined.stdout).unwrap();
+    let changed: BTreeSet<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["changed"] == true)
+        .map(|s| s["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed, BTreeSet::from([SPARE]), "{}", joined.stdout);
+    c.lab_pod_network(&[SPARE]);
+    c.wait_for("worker-3 Ready", Duration::from_secs(120), || {
+        (c.nodes_ready().get(SPARE).map(String::as_str) == Some("True")).then_some(())
+    });
+    // One web pod on it, so its removal has something to drain.
+    c.kubectl_ok(&["cordon", "worker-1", "worker-2"]);
+    let victim = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.kubectl_ok(&["delete", "pod", victim.trim()]);
+    c.wait_for("a web pod Running on worker-3", Duration::from_secs(120), || {
+        c.web_pods().iter().any(|n| n == SPARE).then_some(())
+    });
+    c.kubectl_ok(&["uncordon", "worker-1", "worker-2"]);
+
+    // Removed from the spec, it is drained, its Node deleted and its units stopped.
+    std::fs::write(&c.lab.spec, &c.lab.spec_text).unwrap();
+    let removed = c.lab.create(&[]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(
+        removed.stderr.contains("remove: worker-3 drained (1 pods evicted)"),
+        "{}",
+        removed.stderr
+    );
+    assert!(!c.nodes_ready().contains_key(SPARE));
+    let (_, active) = c.exec(
+        SPARE,
+        "systemctl is-active kforge-kubelet kforge-kube-proxy kforge-containerd",
+    );
+    assert!(active.lines().all(|l| l.trim() != "active"), "{active}");
+    c.wait_for("3 web replicas available", Duration::from_secs(120), || {
+        (c.web_available() == Some(3)).then_some(())
+    });
+    c.assert_converged();
+
+    // etcd backup, then a ConfigMap deleted, then the restore brings it back. The snapshot is private in the state
+    // store, and a backup whose snapshot does not match its checksum is refused before anything is stopped.
+    c.kubectl_ok(&["create", "configmap", "day2-marker", "--from-literal=kept=yes"]);
+    let b = c.lab.kforge(&["backup", "cluster", "lab", "-o", "json"]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let backup: serde_json::Value = serde_json::from_str(&b.stdout).unwrap();
+    let id = backup["id"].as_str().unwrap().to_string();
+    let dir = c.lab.state().join("clusters/lab/backups");
+    let db = dir.join(format!("{id}.db"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let bytes = std::fs::read(&db).unwrap();
+    assert_eq!(
+        format!("{:x}", sha2::Sha256::digest(&bytes)),
+        backup["sha256"].as_str().unwrap()
+    );
+    let listed = c.lab.kforge(&["get", "backups", "lab"]);
+    assert!(listed.code == 0 && listed.stdout.contains(&id), "{}", listed.stdout);
+
+    let corrupt = "20000101T000000Z";
+    let mut flipped = bytes.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    std::fs::write(dir.join(format!("{corrupt}.db")), &flipped).unwrap();
+    std::fs::write(
+        dir.join(format!("{corrupt}.json")),
+        std::fs::read_to_string(dir.join(format!("{id}.json")))
+            .unwrap()
+            .replace(&id, corrupt),
+    )
+    .unwrap();
+    let refused = c
+        .lab
+        .kforge(&["restore", "cluster", "lab", "--backup", corrupt, "--yes"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("backup {corrupt} of cluster lab is corrupt")),
+        "{}",
+        refused.stderr
+    );
+    for (i, m) in MASTERS.iter().enumerate() {
+        assert!(
+            c.readyz(&c.lab.hosts.addresses[i]),
+            "{m} was stopped by a refused restore"
+        );
+    }
+
+    c.kubectl_ok(&["delete", "configmap", "day2-marker"]);
+    let restored = c.lab.kforge(&[
+        "restore",
+        "cluster",
+        "lab",
+        "--backup",
+        &id,
+        "--yes",
+        "--health-timeout",
+        "3m",
+    ]);
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    assert!(restored.stderr.contains("cluster valid"), "{}", restored.stderr);
+    let kept = c.kubectl_ok(&["get", "configmap", "day2-marker", "-o", "jsonpath={.data.kept}"]);
+    assert_eq!(kept.trim(), "yes");
+    for m in MASTERS {
+        let (s, out) = c.exec(m, "test -d /var/lib/kforge-etcd.before-restore && echo kept");
+        assert!(
+            s == 0 && out.contains("kept"),
+            "{m}: the data before the restore is kept: {out}"
+        );
+    }
+    c.wait_for("validate passes after the restore", Duration::from_secs(120), || {
+        (c.validate().0 == 0).then_some(())
+    });
+
+    // A master taken out of the spec: refused while another member is down (etcd would be left without quorum),
+    // then, with every member healthy, its etcd member removed first and its units stopped; the two that stay
+    // form a healthy cluster that validates.
+    let (s, out) = c.exec("master-2", "systemctl stop kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+    let master_line = c
+        .lab
+        .spec_text
+        .lines()
+        .find(|l| l.contains("name: master-3,"))
+        .unwrap()
+        .to_string();
+    let without_master = c.lab.spec_text.replace(&format!("{master_line}\n"), "");
+    std::fs::write(&c.lab.spec, &without_master).unwrap();
+    let refused = c.lab.create(&[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("cannot remove master master-3")
+            && refused.stderr.contains("master-2")
+            && refused.stderr.contains("quorum"),
+        "{}",
+        refused.stderr
+    );
+    let (_, active) = c.exec("master-3", "systemctl is-active kforge-etcd");
+    assert_eq!(active.trim(), "active", "a refused removal changed nothing");
+    let (s, out) = c.exec("master-2", "systemctl start kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+    let removed = c.lab.create(&["--health-timeout", "3m"]);
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    assert!(
+        removed.stderr.contains("remove: master-3 left etcd"),
+        "{}",
+        removed.stderr
+    );
+    let (_, members) = c.exec(
+        "master-1",
+        "ETCDCTL_API=3 /opt/kforge/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kforge/pki/etcd/ca.crt \
+         --cert=/etc/kforge/pki/etcd/healthcheck-client.crt --key=/etc/kforge/pki/etcd/healthcheck-client.key member list",
+    );
+    assert!(
+        members.contains("master-1") && members.contains("master-2") && !members.contains("master-3"),
+        "{members}"
+    );
+    let (_, active) = c.exec("master-3", "systemctl is-active kforge-etcd kforge-kube-apiserver");
+    assert!(active.lines().all(|l| l.trim() != "active"), "{active}");
+    c.wait_for("validate passes with two masters", Duration::from_secs(180), || {
+        (c.validate().0 == 0).then_some(())
+    });
+}
+
+/// Day 2 alone on a fresh lab (the main scenario runs it too); for working on it without the rest.
+#[test]
+#[ignore = "part of self_built_cluster_on_real_kubernetes_binaries; run on its own while working on day 2"]
+fn day_two_on_real_kubernetes_binaries() {
+    let c = Cluster::start();
+    let first = c.lab.create(&["--concurrency", "5"]);
+    assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+    c.join_workers();
+    c.deploy_workload();
+    day_two(&c);
 }

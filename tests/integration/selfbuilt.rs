@@ -674,3 +674,166 @@ fn two_clusters_in_one_region_leave_each_other_alone() {
         census(&env, "beta")
     );
 }
+
+/// `rolling-update --cloud-only` of a provider ec2 cluster after a launch-template change of one group: only that
+/// group's workers roll, one at a time (terminated through the group, the replacement waited for until it is in
+/// service and its console shows its host keys, before the next is touched); the other group is left alone, and a
+/// second run finds nothing to roll.
+#[test]
+fn rolling_update_replaces_outdated_workers_one_at_a_time() {
+    let env = TestEnv::new();
+    let spec = example("selfbuilt-ha.yaml");
+    env.ok(&[
+        "create",
+        "cluster",
+        "-f",
+        s(&spec),
+        "--host-key-timeout",
+        "60s",
+        "--phase",
+        INFRA,
+    ]);
+    let group_of = |tags: &BTreeMap<String, String>| tags.get("kforge.dev/node-group").cloned().unwrap_or_default();
+    let before: BTreeMap<String, String> = with_role(&instances(&env), "worker")
+        .into_iter()
+        .map(|(id, _, t)| (id.clone(), group_of(t)))
+        .collect();
+    let old: BTreeSet<&String> = before
+        .iter()
+        .filter(|(_, g)| *g == "workers")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!((before.len(), old.len()), (4, 2), "{before:?}");
+
+    let rolling = |extra: &[&str]| {
+        let mut args = vec!["rolling-update", "cluster", CLUSTER, "--cloud-only", "-o", "json"];
+        args.extend(extra);
+        let o = env.ok(&args);
+        let rows: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&o.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["host"].as_str().unwrap().to_string(),
+                    r["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (o, rows)
+    };
+    let (_, rows) = rolling(&["--dry-run"]);
+    assert!(rows.iter().all(|(_, r)| r == "up to date"), "{rows:?}");
+
+    // A new instance type: a new launch template version of the `workers` group only.
+    let retyped =
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replacen("instanceType: m6i.xlarge", "instanceType: m7i.xlarge", 1);
+    let retyped = write_spec(env.dir.path(), "retyped.yaml", &retyped);
+    env.ok(&["apply", "-f", s(&retyped), "--phase", INFRA]);
+    let (_, rows) = rolling(&["--dry-run"]);
+    let would: BTreeSet<String> = rows
+        .iter()
+        .filter(|(_, r)| r == "would replace")
+        .map(|(h, _)| h.clone())
+        .collect();
+    let expected: BTreeSet<String> = old.iter().map(|id| format!("workers-{id}")).collect();
+    assert_eq!(would, expected, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+
+    env.proxy.clear_calls();
+    let (o, rows) = rolling(&["--host-key-timeout", "60s", "--replace-timeout", "2m"]);
+    assert_eq!(
+        env.mutating(),
+        [
+            "TerminateInstanceInAutoScalingGroup",
+            "TerminateInstanceInAutoScalingGroup"
+        ],
+        "only the out-of-date workers are touched"
+    );
+    let replaced: Vec<&String> = rows.iter().filter(|(_, r)| r == "replaced").map(|(h, _)| h).collect();
+    assert_eq!(replaced.len(), 2, "{rows:?}");
+    // One at a time: the second instance is terminated only after the first one's replacement is in service and
+    // showed its host keys.
+    let terminated: Vec<usize> = o
+        .stderr
+        .match_indices(" terminated; waiting for group")
+        .map(|(i, _)| i)
+        .collect();
+    let replacements: Vec<usize> = o
+        .stderr
+        .match_indices(" in service, host key read")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!((terminated.len(), replacements.len()), (2, 2), "{}", o.stderr);
+    assert!(
+        terminated[0] < replacements[0] && replacements[0] < terminated[1],
+        "{}",
+        o.stderr
+    );
+
+    let after: BTreeMap<String, String> = with_role(&instances(&env), "worker")
+        .into_iter()
+        .map(|(id, _, t)| (id.clone(), group_of(t)))
+        .collect();
+    assert_eq!(after.len(), 4, "the groups are back at their size: {after:?}");
+    for id in &old {
+        assert!(!after.contains_key(*id), "{id} was replaced");
+    }
+    for (id, group) in after.iter().filter(|(id, _)| !before.contains_key(*id)) {
+        assert_eq!(group, "workers");
+        let (_, fingerprint) = host_key_of(id);
+        assert!(
+            o.stderr.contains(&fingerprint),
+            "{id}'s host key was read:\n{}",
+            o.stderr
+        );
+    }
+    let (_, rows) = rolling(&["--dry-run"]);
+    assert!(rows.iter().all(|(_, r)| r == "up to date"), "{rows:?}");
+
+    // Another template change, rolled with a surge of the whole group at once: the group grows first, and the old
+    // instances are terminated (lowering it again) only once their replacements are in service.
+    let second: BTreeSet<String> = after
+        .iter()
+        .filter(|(id, g)| *g == "workers" && !before.contains_key(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let back =
+        std::fs::read_to_string(&retyped)
+            .unwrap()
+            .replacen("instanceType: m7i.xlarge", "instanceType: m7i.2xlarge", 1);
+    let back = write_spec(env.dir.path(), "back.yaml", &back);
+    env.ok(&["apply", "-f", s(&back), "--phase", INFRA]);
+    env.proxy.clear_calls();
+    let (o, rows) = rolling(&[
+        "--surge",
+        "--max-unavailable",
+        "2",
+        "--host-key-timeout",
+        "60s",
+        "--replace-timeout",
+        "2m",
+    ]);
+    assert_eq!(
+        env.mutating(),
+        [
+            "SetDesiredCapacity",
+            "TerminateInstanceInAutoScalingGroup",
+            "TerminateInstanceInAutoScalingGroup"
+        ]
+    );
+    assert_eq!(rows.iter().filter(|(_, r)| r == "replaced").count(), 2, "{rows:?}");
+    let surged = o.stderr.find("surges by 2").expect("the surge is reported");
+    let ready = o.stderr.find(" in service, host key read").unwrap();
+    let first_termination = o.stderr.find(" terminated; waiting for group").unwrap();
+    assert!(surged < ready && ready < first_termination, "{}", o.stderr);
+    let last: BTreeMap<String, String> = with_role(&instances(&env), "worker")
+        .into_iter()
+        .map(|(id, _, t)| (id.clone(), group_of(t)))
+        .collect();
+    assert_eq!(last.len(), 4, "back at size after the surge: {last:?}");
+    assert!(second.iter().all(|id| !last.contains_key(id)), "{second:?} {last:?}");
+}

@@ -1,0 +1,946 @@
+//! Day 2 of self-built clusters: hosts taken out of the spec (drained, Node deleted, units stopped; a master only
+//! while etcd keeps quorum, its member removed first), `kforge rolling-update cluster` (one node at a time:
+//! drain, update, wait until Ready and `validate cluster` passes, uncordon; masters first and only with every etcd
+//! member healthy), and etcd `backup` / `restore` through the state store.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::bootstrap::api::{self, ApiClient};
+use crate::bootstrap::drain::{self, DrainOptions};
+use crate::bootstrap::pki::{Member, Pki};
+use crate::bootstrap::run::{self, Options};
+use crate::bootstrap::ssh::{self, Connection, SshError};
+use crate::bootstrap::{backup, etcd, health};
+use crate::model::Cluster;
+use crate::progress::{Event, Reporter};
+use crate::providers::hosts::{BootstrapHost, HostList};
+use crate::selfbuilt;
+use crate::spec::HostRole;
+use crate::state::{BackupRecord, ClusterRecord, StateStore};
+
+/// The units kforge runs on a host of `role`, in the order a restart takes them.
+fn units_in_order(role: HostRole) -> Vec<&'static str> {
+    health::units_of(role).to_vec()
+}
+
+/// Connects to `host` on a blocking thread.
+async fn connect(host: &BootstrapHost, timeout: Duration) -> Result<Connection, SshError> {
+    let host = host.clone();
+    tokio::task::spawn_blocking(move || ssh::connect(&host, timeout))
+        .await
+        .expect("connect does not panic")
+}
+
+/// Runs `f` with `conn` on a blocking thread (libssh2 blocks) and gives the connection back.
+async fn blocking<T: Send + 'static>(
+    conn: Connection,
+    f: impl FnOnce(&Connection) -> Result<T, SshError> + Send + 'static,
+) -> (Connection, Result<T, SshError>) {
+    tokio::task::spawn_blocking(move || {
+        let r = f(&conn);
+        (conn, r)
+    })
+    .await
+    .expect("SSH steps do not panic")
+}
+
+fn ssh_failed(e: SshError) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}: {}\n  hint: {}", e.host, e.step, e.message, e.hint)
+}
+
+/// Why taking `removed` masters out of `before` would break etcd, or `None` when it keeps quorum: one master at a
+/// time, never the last, and only while every member that stays is healthy (so the smaller cluster has a quorum
+/// from its first moment).
+pub fn master_removal_problem(before: &[String], removed: &[String], unhealthy: &[String]) -> Option<String> {
+    if removed.is_empty() {
+        return None;
+    }
+    if removed.len() > 1 {
+        return Some(format!(
+            "{} masters ({}) would leave at once; remove one per run, so etcd keeps quorum in between",
+            removed.len(),
+            removed.join(", ")
+        ));
+    }
+    if removed.len() >= before.len() {
+        return Some("it is the last master: delete the cluster instead".into());
+    }
+    let staying_unhealthy: Vec<&String> = unhealthy.iter().filter(|u| !removed.contains(u)).collect();
+    if !staying_unhealthy.is_empty() {
+        return Some(format!(
+            "etcd member(s) {} are not healthy: without {} the remaining members may not reach a quorum",
+            staying_unhealthy
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            removed[0]
+        ));
+    }
+    None
+}
+
+/// The etcd members `endpoint health --cluster` did not call healthy (by address), named as masters.
+fn unhealthy_members(health_output: &str, masters: &[Member]) -> Vec<String> {
+    masters
+        .iter()
+        .filter(|m| {
+            !health_output
+                .lines()
+                .any(|l| l.contains(&format!("https://{}:2379", m.address)) && l.contains("is healthy"))
+        })
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+/// Takes the hosts of `before` that `after` no longer has out of the cluster (see the module comment). Runs
+/// before the bootstrap of `after`, which then renders the remaining masters without the removed ones.
+#[allow(clippy::too_many_arguments)]
+pub async fn remove_hosts(
+    store: &StateStore,
+    record: &ClusterRecord,
+    before: &HostList,
+    after: &HostList,
+    pki: &Pki,
+    opts: &Options,
+    drain_opts: &DrainOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let keep: BTreeSet<&str> = after.hosts.iter().map(|h| h.name.as_str()).collect();
+    let removed: Vec<&BootstrapHost> = before
+        .hosts
+        .iter()
+        .filter(|h| !keep.contains(h.name.as_str()))
+        .collect();
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let (url, _, _, _) = selfbuilt::admin_credentials(store, record, before).await?;
+    let client = api::ApiClient::kube_admin(&record.name, &url, pki).await?;
+    let masters_before = run::members(&before.hosts).map_err(anyhow::Error::msg)?;
+    let removed_masters: Vec<String> = removed
+        .iter()
+        .filter(|h| h.role == HostRole::Master)
+        .map(|h| h.name.clone())
+        .collect();
+    // A master leaves etcd first, asked on one that stays.
+    let mut stays = None;
+    if !removed_masters.is_empty() {
+        let staying = before
+            .hosts
+            .iter()
+            .find(|h| h.role == HostRole::Master && !removed_masters.contains(&h.name))
+            .context("every master would be removed: delete the cluster instead")?;
+        let conn = connect(staying, opts.connect_timeout).await.map_err(ssh_failed)?;
+        let (conn, out) = blocking(conn, |c| c.run("remove: etcd health", &etcd::health_command())).await;
+        let out = out.map_err(ssh_failed)?;
+        let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), &masters_before);
+        let names: Vec<String> = masters_before.iter().map(|m| m.name.clone()).collect();
+        if let Some(problem) = master_removal_problem(&names, &removed_masters, &unhealthy) {
+            anyhow::bail!(
+                "cannot remove master {}: {problem}\n  hint: put the master back in the spec, make etcd healthy \
+                 (`kforge validate cluster {}`), and re-run",
+                removed_masters.join(", "),
+                record.name
+            );
+        }
+        stays = Some(conn);
+    }
+    for host in removed {
+        reporter.event(Event::Note(format!(
+            "remove: {} ({}) is no longer in the spec",
+            host.name,
+            host.role_name()
+        )));
+        if health::runs_kubelet(host.role) {
+            let progress = |line: String| reporter.event(Event::Note(line));
+            match drain::drain(&client, &host.name, drain_opts, &progress).await {
+                Ok(d) => reporter.event(Event::Note(format!(
+                    "remove: {} drained ({} pods evicted)",
+                    host.name,
+                    d.evicted.len()
+                ))),
+                Err(drain::DrainError::NoNode { .. }) => {
+                    reporter.event(Event::Note(format!("remove: {} has no Node to drain", host.name)))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+            match nodes.delete(&host.name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                Err(e) => return Err(anyhow::anyhow!("remove: delete Node {}: {e}", host.name)),
+            }
+        }
+        if host.role == HostRole::Master
+            && let Some(conn) = stays.take()
+        {
+            let name = host.name.clone();
+            let (conn, r) = blocking(conn, move |c| {
+                let list = c.run_ok("remove: etcd members", &etcd::etcdctl("member list"))?;
+                // `ID, started, NAME, peer URLs, client URLs, is learner`
+                let id = list.stdout.lines().find_map(|l| {
+                    let fields: Vec<&str> = l.split(',').map(str::trim).collect();
+                    (fields.get(2) == Some(&name.as_str())).then(|| fields[0].to_string())
+                });
+                if let Some(id) = id {
+                    c.run_ok("remove: etcd member", &etcd::etcdctl(&format!("member remove {id}")))?;
+                }
+                Ok(())
+            })
+            .await;
+            r.map_err(ssh_failed)?;
+            stays = Some(conn);
+            reporter.event(Event::Note(format!("remove: {} left etcd", host.name)));
+        }
+        let units = units_in_order(host.role).join(" ");
+        match connect(host, opts.connect_timeout).await {
+            Ok(conn) => {
+                let (_, r) = blocking(conn, move |c| {
+                    c.run_ok(
+                        "remove: stop units",
+                        &format!(
+                            "systemctl disable --now {units} 2>/dev/null; systemctl reset-failed 2>/dev/null; true"
+                        ),
+                    )
+                })
+                .await;
+                r.map_err(ssh_failed)?;
+                reporter.event(Event::Note(format!("remove: {}: kforge's units stopped", host.name)));
+            }
+            Err(e) => reporter.event(Event::Note(format!(
+                "remove: warning: {} is unreachable ({}): its units were not stopped; if it comes back, stop them \
+                 by hand (`systemctl disable --now kforge-kubelet ...`)",
+                host.name, e.message
+            ))),
+        }
+    }
+    Ok(())
+}
+
+/// What a rolling update did (or, with --dry-run, would do) with one host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rolled {
+    pub host: String,
+    pub role: String,
+    /// Why it rolls (what is out of date), or why not.
+    pub reason: String,
+    /// `rolled`, `would roll`, `up to date`, or `done earlier` (a resumed --force run).
+    pub result: String,
+}
+
+/// How a rolling update goes.
+pub struct RollOptions {
+    pub force: bool,
+    pub dry_run: bool,
+    pub validate_timeout: Duration,
+    pub drain: DrainOptions,
+    pub bootstrap: Options,
+    /// Provider ec2: replace worker instances only, without the cluster's API or SSH.
+    pub cloud_only: bool,
+    /// Provider ec2: how long a group gets to replace an instance, and a new machine to show its host keys.
+    pub replace_timeout: Duration,
+    pub host_key_timeout: Duration,
+    /// Provider ec2: instances of one group replaced at once.
+    pub max_unavailable: usize,
+    /// Provider ec2: start the replacements before the old instances go.
+    pub surge: bool,
+}
+
+/// Where the record keeps the hosts a `--force` rolling update has finished (so a re-run resumes after them).
+const ROLLING_OUTPUT: &str = "rolling-update";
+
+async fn rolled_so_far(store: &StateStore, cluster: &str) -> anyhow::Result<BTreeSet<String>> {
+    Ok(store
+        .get(cluster)
+        .await?
+        .and_then(|r| r.outputs.get(ROLLING_OUTPUT)?.get("done").cloned())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default())
+}
+
+async fn save_rolled(store: &StateStore, cluster: &str, done: Option<&BTreeSet<String>>) -> anyhow::Result<()> {
+    let Some(mut record) = store.get(cluster).await? else {
+        return Ok(());
+    };
+    match done {
+        Some(done) => {
+            record.outputs.insert(
+                ROLLING_OUTPUT.into(),
+                [("done".to_string(), serde_json::to_string(done)?)].into(),
+            );
+        }
+        None => {
+            record.outputs.remove(ROLLING_OUTPUT);
+        }
+    }
+    store.put(&record).await
+}
+
+/// Every check of `validate cluster` until all pass, or `Err` with the ones still failing after `timeout`.
+async fn wait_valid(
+    store: &StateStore,
+    record: &ClusterRecord,
+    list: &HostList,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + timeout;
+    loop {
+        let checks = selfbuilt::checks(store, record, list, Duration::from_secs(20)).await?;
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| format!("{}: {} ({})", c.host, c.check, c.detail))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            anyhow::bail!(
+                "the cluster did not pass validation in {}s: {}\n  hint: see `kforge validate cluster {}`; fix the \
+                 cause and re-run the rolling update (it resumes)",
+                timeout.as_secs(),
+                failed.join("; "),
+                record.name
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// `kforge rolling-update cluster`: see the module comment. `cluster` and `list` are what to roll to (the spec
+/// given, or the last applied one).
+pub async fn rolling_update(
+    store: &StateStore,
+    record: &ClusterRecord,
+    cluster: &Cluster,
+    list: &HostList,
+    opts: &RollOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<Rolled>> {
+    roll_in_place(store, record, cluster, list, opts, true, reporter).await
+}
+
+/// The in-place roll of `list`'s hosts (the workers too unless `workers`is false: an ec2 cluster's workers are
+/// replaced instead).
+async fn roll_in_place(
+    store: &StateStore,
+    record: &ClusterRecord,
+    cluster: &Cluster,
+    list: &HostList,
+    opts: &RollOptions,
+    workers: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<Rolled>> {
+    let recorded = selfbuilt::recorded_hosts(record)?;
+    let known: BTreeSet<&str> = recorded.hosts.iter().map(|h| h.name.as_str()).collect();
+    let added: Vec<&str> = list
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|n| !known.contains(n))
+        .collect();
+    let gone: Vec<&str> = recorded
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .filter(|n| !list.hosts.iter().any(|h| h.name == *n))
+        .collect();
+    if !added.is_empty() || !gone.is_empty() {
+        anyhow::bail!(
+            "the spec adds ({}) or removes ({}) hosts: a rolling update only rolls the hosts the cluster has\n  hint: \
+             run `kforge apply -f SPEC` first (it joins new hosts and drains and removes old ones)",
+            added.join(", "),
+            gone.join(", ")
+        );
+    }
+    let pki = selfbuilt::ensure_pki(store, cluster, list).await?;
+    let facts = selfbuilt::cluster_facts(cluster, list)?;
+    let pending = run::pending_changes(
+        &list.hosts,
+        facts,
+        pki.clone(),
+        &cluster.kubernetes_version,
+        cluster.assets.clone(),
+        &opts.bootstrap,
+    )
+    .await?;
+    let mut done = if opts.force {
+        rolled_so_far(store, &record.name).await?
+    } else {
+        BTreeSet::new()
+    };
+    // Masters first (kops' order): the nodes then roll against an up-to-date control plane.
+    let mut order: Vec<&BootstrapHost> = list.hosts.iter().filter(|h| h.role == HostRole::Master).collect();
+    if workers {
+        order.extend(list.hosts.iter().filter(|h| h.role != HostRole::Master));
+    }
+    let mut out = Vec::new();
+    let (url, _, _, _) = selfbuilt::admin_credentials(store, record, list).await?;
+    let kube = ApiClient::kube_admin(&record.name, &url, &pki).await?;
+    let api = selfbuilt::admin_client(store, record, list).await?;
+    let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
+    for host in order {
+        let stale = pending.get(&host.name).cloned().unwrap_or_default();
+        let row = |reason: String, result: &str| Rolled {
+            host: host.name.clone(),
+            role: host.role_name().into(),
+            reason,
+            result: result.into(),
+        };
+        if done.contains(&host.name) {
+            out.push(row(
+                "rolled by an earlier run of this --force update".into(),
+                "done earlier",
+            ));
+            continue;
+        }
+        let reason = if !stale.is_empty() {
+            stale.join(", ")
+        } else if opts.force {
+            "--force".into()
+        } else {
+            out.push(row("configuration and binaries are current".into(), "up to date"));
+            continue;
+        };
+        if opts.dry_run {
+            out.push(row(reason, "would roll"));
+            continue;
+        }
+        reporter.event(Event::Note(format!(
+            "rolling-update: {} ({}): {reason}",
+            host.name,
+            host.role_name()
+        )));
+        roll_host(
+            store, record, cluster, list, host, &masters, &kube, &api, opts, reporter,
+        )
+        .await?;
+        if opts.force {
+            done.insert(host.name.clone());
+            save_rolled(store, &record.name, Some(&done)).await?;
+        }
+        out.push(row(reason, "rolled"));
+    }
+    if opts.force && !opts.dry_run && workers {
+        save_rolled(store, &record.name, None).await?;
+    }
+    Ok(out)
+}
+
+/// Drains `node` before its machine goes (nothing to do without the cluster's API, or when it never registered).
+async fn drain_for_replacement(
+    kube: Option<&kube::Client>,
+    node: &str,
+    opts: &RollOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let Some(kube) = kube else { return Ok(()) };
+    let progress = |line: String| reporter.event(Event::Note(format!("rolling-update: {line}")));
+    match drain::drain(kube, node, &opts.drain, &progress).await {
+        Ok(d) => reporter.event(Event::Note(format!(
+            "rolling-update: {node} drained ({} pods evicted)",
+            d.evicted.len()
+        ))),
+        Err(drain::DrainError::NoNode { .. }) => {
+            reporter.event(Event::Note(format!("rolling-update: {node} has no Node to drain")))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `kforge rolling-update cluster` of a `provider: ec2` cluster: the masters in place (as for `provider: hosts`),
+/// then every worker instance out of date (or all, with --force) replaced one at a time: drained, terminated through
+/// its Auto Scaling group, its replacement waited for until it is in service and shows its host keys, bootstrapped,
+/// Ready and the cluster valid before the next. `--cloud-only` replaces the instances and nothing else.
+pub async fn rolling_update_ec2(
+    aws: &crate::aws::Aws,
+    store: &StateStore,
+    record: &ClusterRecord,
+    cluster: &Cluster,
+    opts: &RollOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<Rolled>> {
+    use crate::providers::{asg_roll, hosts};
+    let mut out = Vec::new();
+    let mut list = None;
+    if !opts.cloud_only {
+        let found = hosts::discover_ec2(aws, cluster, opts.host_key_timeout, true, reporter).await?;
+        out = roll_in_place(store, record, cluster, &found, opts, false, reporter).await?;
+        list = Some(found);
+    }
+    let mut done = if opts.force {
+        rolled_so_far(store, &record.name).await?
+    } else {
+        BTreeSet::new()
+    };
+    let api = match &list {
+        Some(list) => {
+            let pki = selfbuilt::ensure_pki(store, cluster, list).await?;
+            let (url, _, _, _) = selfbuilt::admin_credentials(store, record, list).await?;
+            Some((
+                ApiClient::kube_admin(&record.name, &url, &pki).await?,
+                selfbuilt::admin_client(store, record, list).await?,
+            ))
+        }
+        None => None,
+    };
+    // What rolls, in batches of --max-unavailable instances of one group.
+    let mut batches: Vec<Vec<(asg_roll::GroupInstance, String)>> = Vec::new();
+    for instance in asg_roll::group_instances(aws, &cluster.name).await? {
+        let row = |reason: String, result: &str| Rolled {
+            host: instance.host_name(),
+            role: "worker".into(),
+            reason,
+            result: result.into(),
+        };
+        if done.contains(&instance.instance_id) {
+            out.push(row(
+                "replaced by an earlier run of this --force update".into(),
+                "done earlier",
+            ));
+            continue;
+        }
+        let reason = match instance.outdated() {
+            Some(why) => why,
+            None if opts.force => "--force".into(),
+            None => {
+                out.push(row(
+                    format!("launch template version {}", instance.current),
+                    "up to date",
+                ));
+                continue;
+            }
+        };
+        if opts.dry_run {
+            out.push(row(reason, "would replace"));
+            continue;
+        }
+        match batches.last_mut() {
+            Some(b) if b.len() < opts.max_unavailable.max(1) && b[0].0.asg == instance.asg => {
+                b.push((instance, reason))
+            }
+            _ => batches.push(vec![(instance, reason)]),
+        }
+    }
+    for batch in batches {
+        let asg = batch[0].0.asg.clone();
+        let group = batch[0].0.group.clone();
+        let old: Vec<asg_roll::GroupInstance> = batch.iter().map(|(i, _)| i.clone()).collect();
+        let old_ids: Vec<String> = old.iter().map(|i| i.instance_id.clone()).collect();
+        for (i, reason) in &batch {
+            reporter.event(Event::Note(format!(
+                "rolling-update: {} (worker): {reason}",
+                i.host_name()
+            )));
+        }
+        let before = asg_roll::live_ids(aws, &cluster.name, &asg).await?;
+        // Without a surge the old machines go first (drained, terminated, replaced); with one the replacements
+        // come first and must be in service (and, through the cluster, Ready) before anything is drained.
+        let (new_ids, restore_max) = if opts.surge {
+            let restore = asg_roll::surge(aws, &cluster.name, &asg, old.len()).await?;
+            reporter.event(Event::Note(format!(
+                "rolling-update: group {asg} surges by {} before anything is drained",
+                old.len()
+            )));
+            let new =
+                asg_roll::wait_settled(aws, &cluster.name, &asg, &before, &[], old.len(), opts.replace_timeout).await?;
+            (new, restore)
+        } else {
+            for i in &old {
+                drain_for_replacement(api.as_ref().map(|a| &a.0), &i.host_name(), opts, reporter).await?;
+            }
+            asg_roll::terminate(aws, &old, false, reporter).await?;
+            let new = asg_roll::wait_settled(
+                aws,
+                &cluster.name,
+                &asg,
+                &before,
+                &old_ids,
+                old.len(),
+                opts.replace_timeout,
+            )
+            .await?;
+            (new, None)
+        };
+        let found = hosts::discover_ec2(aws, cluster, opts.host_key_timeout, true, reporter).await?;
+        let new_names: Vec<String> = new_ids.iter().map(|id| format!("{group}-{id}")).collect();
+        for name in &new_names {
+            let key = found
+                .hosts
+                .iter()
+                .find(|h| &h.name == name)
+                .map(BootstrapHost::host_key_shown)
+                .unwrap_or_default();
+            reporter.event(Event::Note(format!(
+                "rolling-update: {name} in service, host key read from its console ({key})"
+            )));
+        }
+        let mut bootstrapped = None;
+        if let (Some((_, client)), false) = (&api, opts.cloud_only) {
+            let report =
+                selfbuilt::bootstrap_some(store, cluster, &found, &new_names, opts.bootstrap.clone(), reporter).await?;
+            selfbuilt::record(store, cluster, &found, Some(&report)).await?;
+            bootstrapped = Some(report);
+            for name in &new_names {
+                health::wait_node_ready(client, name, opts.bootstrap.health_timeout)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("rolling-update: {name}: {e}"))?;
+            }
+        }
+        if opts.surge {
+            for i in &old {
+                drain_for_replacement(api.as_ref().map(|a| &a.0), &i.host_name(), opts, reporter).await?;
+            }
+            asg_roll::terminate(aws, &old, true, reporter).await?;
+            let after = asg_roll::live_ids(aws, &cluster.name, &asg).await?;
+            asg_roll::wait_settled(aws, &cluster.name, &asg, &after, &old_ids, 0, opts.replace_timeout).await?;
+            if let Some(max) = restore_max {
+                asg_roll::restore_max(aws, &asg, max).await?;
+            }
+        }
+        if let (Some((kube, _)), false) = (&api, opts.cloud_only) {
+            let nodes: kube::Api<Node> = kube::Api::all(kube.clone());
+            for i in &old {
+                match nodes.delete(&i.host_name(), &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                    Err(e) => anyhow::bail!("rolling-update: delete Node {}: {e}", i.host_name()),
+                }
+            }
+            // The hosts without the old machines (a surge listed both).
+            let found = hosts::discover_ec2(aws, cluster, opts.host_key_timeout, true, reporter).await?;
+            if let Some(report) = &bootstrapped {
+                selfbuilt::record(store, cluster, &found, Some(report)).await?;
+            }
+            let record = store.get(&record.name).await?.unwrap_or_else(|| record.clone());
+            wait_valid(store, &record, &found, opts.validate_timeout).await?;
+        }
+        if opts.force {
+            done.extend(old_ids.iter().cloned().chain(new_ids.iter().cloned()));
+            save_rolled(store, &record.name, Some(&done)).await?;
+        }
+        for (i, reason) in &batch {
+            out.push(Rolled {
+                host: i.host_name(),
+                role: "worker".into(),
+                reason: format!("{reason}; replaced (new: {})", new_ids.join(", ")),
+                result: "replaced".into(),
+            });
+        }
+    }
+    if opts.force && !opts.dry_run {
+        save_rolled(store, &record.name, None).await?;
+    }
+    if opts.cloud_only && out.iter().any(|r| r.result == "replaced") {
+        reporter.event(Event::Note(
+            "rolling-update: --cloud-only: the new machines join the cluster at the next `kforge apply`".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// One host of a rolling update: quorum check (masters), drain (kubelet hosts), update, restart, wait, validate,
+/// uncordon.
+#[allow(clippy::too_many_arguments)]
+async fn roll_host(
+    store: &StateStore,
+    record: &ClusterRecord,
+    cluster: &Cluster,
+    list: &HostList,
+    host: &BootstrapHost,
+    masters: &[Member],
+    kube: &kube::Client,
+    api: &ApiClient,
+    opts: &RollOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let timeout = opts.bootstrap.health_timeout;
+    let conn = connect(host, opts.bootstrap.connect_timeout)
+        .await
+        .map_err(ssh_failed)?;
+    let conn = if host.role == HostRole::Master {
+        let (conn, out) = blocking(conn, |c| c.run("rolling-update: etcd health", &etcd::health_command())).await;
+        let out = out.map_err(ssh_failed)?;
+        let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), masters);
+        if !unhealthy.is_empty() {
+            anyhow::bail!(
+                "not rolling master {}: etcd member(s) {} are not healthy, and restarting {} now could cost etcd its \
+                 quorum\n  hint: make etcd healthy (`kforge validate cluster {}`), then re-run",
+                host.name,
+                unhealthy.join(", "),
+                host.name,
+                record.name
+            );
+        }
+        conn
+    } else {
+        conn
+    };
+    let kubelet = health::runs_kubelet(host.role);
+    let mut cordoned = false;
+    if kubelet {
+        let progress = |line: String| reporter.event(Event::Note(format!("rolling-update: {line}")));
+        match drain::drain(kube, &host.name, &opts.drain, &progress).await {
+            Ok(d) => {
+                cordoned = true;
+                reporter.event(Event::Note(format!(
+                    "rolling-update: {} drained ({} pods evicted, {} left: {})",
+                    host.name,
+                    d.evicted.len(),
+                    d.skipped.len(),
+                    if d.skipped.is_empty() {
+                        "none".into()
+                    } else {
+                        d.skipped.join(", ")
+                    }
+                )));
+            }
+            Err(drain::DrainError::NoNode { .. }) => {
+                reporter.event(Event::Note(format!(
+                    "rolling-update: {} has no Node to drain",
+                    host.name
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Update what is out of date (the bootstrap of this host alone restarts what reads a changed file)...
+    selfbuilt::bootstrap_some(
+        store,
+        cluster,
+        list,
+        std::slice::from_ref(&host.name),
+        opts.bootstrap.clone(),
+        reporter,
+    )
+    .await?;
+    // ...then restart every unit, one after the other, each waited for: the node comes back as after a reboot.
+    let role = host.role;
+    let expected = masters.len();
+    let (_, r) = blocking(conn, move |c| {
+        for unit in units_in_order(role) {
+            c.run_ok("rolling-update: restart", &format!("systemctl restart {unit}"))?;
+            match unit {
+                "kforge-etcd" => {
+                    etcd::wait_healthy(c, expected, timeout)?;
+                }
+                "kforge-kube-apiserver" => health::wait_apiserver_ready(c, timeout)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await;
+    r.map_err(ssh_failed)?;
+    if kubelet {
+        health::wait_node_ready(api, &host.name, timeout).await.map_err(|e| {
+            anyhow::anyhow!(
+                "rolling-update: {}: {e}\n  hint: see `journalctl -u kforge-kubelet` on the host",
+                host.name
+            )
+        })?;
+    }
+    wait_valid(store, record, list, opts.validate_timeout).await?;
+    if cordoned {
+        drain::cordon(kube, &host.name, false).await?;
+    }
+    reporter.event(Event::Note(format!(
+        "rolling-update: {} rolled, cluster valid",
+        host.name
+    )));
+    Ok(())
+}
+
+/// `kforge backup cluster`: a snapshot from the first master whose member is healthy, into the state store.
+pub async fn backup(store: &StateStore, record: &ClusterRecord, ssh_timeout: Duration) -> anyhow::Result<BackupRecord> {
+    let list = selfbuilt::recorded_hosts(record)?;
+    let id = crate::state::new_backup_id();
+    let mut tried = Vec::new();
+    for host in list.hosts.iter().filter(|h| h.role == HostRole::Master) {
+        let conn = match connect(host, ssh_timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{}: {}", e.host, e.message));
+                continue;
+            }
+        };
+        let snapshot_id = id.clone();
+        let (_, r) = blocking(conn, move |c| backup::take_snapshot(c, &snapshot_id)).await;
+        match r {
+            Ok(snapshot) => {
+                let backup = BackupRecord {
+                    id,
+                    cluster: record.name.clone(),
+                    created_at: crate::state::now(),
+                    member: snapshot.member,
+                    sha256: snapshot.sha256,
+                    size: snapshot.bytes.len() as u64,
+                    kubernetes_version: record.kubernetes_version.clone(),
+                    kforge_version: env!("CARGO_PKG_VERSION").into(),
+                };
+                store.put_backup(&backup, &snapshot.bytes).await?;
+                return Ok(backup);
+            }
+            Err(e) => tried.push(format!("{}: {}: {}", e.host, e.step, e.message)),
+        }
+    }
+    anyhow::bail!(
+        "no master gave a snapshot of cluster {}: {}\n  hint: `kforge validate cluster {}` shows etcd's health",
+        record.name,
+        tried.join("; "),
+        record.name
+    )
+}
+
+/// `kforge restore cluster`: see the module comment of `bootstrap::backup`. The snapshot's checksum is verified
+/// before anything is stopped.
+pub async fn restore(
+    store: &StateStore,
+    record: &ClusterRecord,
+    id: &str,
+    opts: &Options,
+    validate_timeout: Duration,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<()> {
+    let (backup, snapshot) = store.get_backup(&record.name, id).await?.with_context(|| {
+        format!(
+            "cluster {} has no backup {id}\n  hint: `kforge get backups {}` lists them",
+            record.name, record.name
+        )
+    })?;
+    let got = format!("{:x}", Sha256::digest(&snapshot));
+    if got != backup.sha256 {
+        anyhow::bail!(
+            "backup {id} of cluster {} is corrupt: its snapshot has sha256 {got}, its record says {}\n  hint: \
+             nothing was changed; restore another backup",
+            record.name,
+            backup.sha256
+        );
+    }
+    let list = selfbuilt::recorded_hosts(record)?;
+    let members = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
+    let hosts: Vec<&BootstrapHost> = list.hosts.iter().filter(|h| h.role == HostRole::Master).collect();
+    let mut conns = Vec::new();
+    for h in &hosts {
+        conns.push(connect(h, opts.connect_timeout).await.map_err(ssh_failed)?);
+    }
+    let note = |s: String| reporter.event(Event::Note(format!("restore: {s}")));
+    note(format!(
+        "backup {id} ({} bytes, sha256 verified, taken from {} at {})",
+        backup.size, backup.member, backup.created_at
+    ));
+    // Nothing may write to etcd while its members are replaced: the API servers (and what talks only to them)
+    // stop first, on every master, then etcd.
+    let control_plane = "kforge-kube-scheduler kforge-kube-controller-manager kforge-kube-apiserver";
+    let mut stopped = Vec::new();
+    for conn in conns {
+        let (conn, r) = blocking(conn, move |c| {
+            c.run_ok(
+                "restore: stop",
+                &format!("systemctl stop {control_plane} && systemctl stop kforge-etcd"),
+            )
+        })
+        .await;
+        r.map_err(ssh_failed)?;
+        stopped.push(conn);
+    }
+    note(format!("API servers and etcd stopped on {} masters", stopped.len()));
+    let token = format!("kforge-{}-restore-{}", record.name, id.to_lowercase());
+    let snapshot = std::sync::Arc::new(snapshot);
+    let mut restored = Vec::new();
+    for conn in stopped {
+        let me = members
+            .iter()
+            .find(|m| m.name == conn.host)
+            .context("a master that is no etcd member")?
+            .clone();
+        let (all, token, snapshot, sum) = (members.clone(), token.clone(), snapshot.clone(), backup.sha256.clone());
+        let (conn, r) = blocking(conn, move |c| {
+            backup::restore_member(c, &snapshot, &sum, &me, &all, &token)
+        })
+        .await;
+        r.map_err(ssh_failed)?;
+        restored.push(conn);
+    }
+    note(format!(
+        "every member restored from the snapshot (cluster token {token})"
+    ));
+    let mut started = Vec::new();
+    for conn in restored {
+        let (conn, r) = blocking(conn, |c| {
+            c.run_ok("restore: start etcd", "systemctl start --no-block kforge-etcd")
+        })
+        .await;
+        r.map_err(ssh_failed)?;
+        started.push(conn);
+    }
+    let expected = members.len();
+    let deadline = opts.health_timeout;
+    let mut ready = Vec::new();
+    for (i, conn) in started.into_iter().enumerate() {
+        let (conn, r) = blocking(conn, move |c| {
+            if i == 0 {
+                etcd::wait_healthy(c, expected, deadline)?;
+            }
+            c.run_ok(
+                "restore: start control plane",
+                &format!("systemctl start {control_plane}"),
+            )?;
+            health::wait_apiserver_ready(c, deadline)
+        })
+        .await;
+        r.map_err(ssh_failed)?;
+        ready.push(conn);
+    }
+    note(format!("etcd: {expected} members healthy; API servers ready"));
+    wait_valid(store, record, &list, validate_timeout).await?;
+    note("cluster valid".into());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_master_leaves_only_while_etcd_keeps_quorum() {
+        let three = names(&["m1", "m2", "m3"]);
+        assert_eq!(master_removal_problem(&three, &[], &[]), None);
+        assert_eq!(master_removal_problem(&three, &names(&["m3"]), &[]), None);
+        // The member that leaves may be the broken one.
+        assert_eq!(master_removal_problem(&three, &names(&["m3"]), &names(&["m3"])), None);
+        let unhealthy = master_removal_problem(&three, &names(&["m3"]), &names(&["m2"])).unwrap();
+        assert!(unhealthy.contains("m2") && unhealthy.contains("quorum"), "{unhealthy}");
+        let two_at_once = master_removal_problem(&three, &names(&["m2", "m3"]), &[]).unwrap();
+        assert!(two_at_once.contains("one per run"), "{two_at_once}");
+        let last = master_removal_problem(&names(&["m1"]), &names(&["m1"]), &[]).unwrap();
+        assert!(last.contains("last master"), "{last}");
+    }
+
+    #[test]
+    fn unhealthy_members_are_read_from_etcdctl() {
+        let members: Vec<Member> = (1..=3)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                address: format!("10.0.0.{i}").parse().unwrap(),
+            })
+            .collect();
+        let out = "https://10.0.0.1:2379 is healthy: successfully committed proposal: took = 2ms\n\
+                   https://10.0.0.3:2379 is healthy: successfully committed proposal: took = 3ms\n\
+                   https://10.0.0.2:2379 is unhealthy: failed to commit proposal: context deadline exceeded\n";
+        assert_eq!(unhealthy_members(out, &members), ["m2"]);
+    }
+}
