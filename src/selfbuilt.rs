@@ -92,6 +92,11 @@ pub async fn bootstrap(
     if let Some(previous) = store.get(&cluster.name).await?
         && let Ok(before) = recorded_hosts(&previous)
     {
+        if previous.phases.contains(&Phase::Bootstrap)
+            && let Some(problem) = crate::day2::added_masters_problem(&before, list)
+        {
+            anyhow::bail!("cluster {}: {problem}", cluster.name);
+        }
         crate::day2::remove_hosts(store, &previous, &before, list, &pki, &opts, drain, reporter).await?;
     }
     let facts = cluster_facts(cluster, list)?;

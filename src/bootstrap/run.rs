@@ -108,6 +108,18 @@ struct HostWork {
 }
 
 impl HostWork {
+    fn new(host: &BootstrapHost) -> HostWork {
+        HostWork {
+            host: host.clone(),
+            conn: None,
+            arch: String::new(),
+            results: Vec::new(),
+            warnings: Vec::new(),
+            clock: None,
+            pending: Vec::new(),
+        }
+    }
+
     fn conn(&self) -> &Connection {
         self.conn.as_ref().expect("connected in the first stage")
     }
@@ -363,6 +375,21 @@ fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
     Ok(())
 }
 
+/// The asset manifest of `version`, or the failure of the run that needs it.
+fn manifest_of(version: &str, cluster: &str) -> Result<Manifest, BootstrapFailed> {
+    assets::manifest(version).map_err(|e| BootstrapFailed {
+        stage: "assets".into(),
+        failures: vec![SshError {
+            host: cluster.to_string(),
+            step: "asset manifest".into(),
+            message: e.to_string(),
+            hint: format!("kforge has manifests for {}", assets::known_versions().join(", ")),
+            transient: false,
+        }],
+        report: Report::default(),
+    })
+}
+
 /// Runs the whole bootstrap. `reporter` gets a line per finished stage.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -384,17 +411,7 @@ pub async fn run(
             seconds: started.elapsed().as_secs_f64(),
         },
     };
-    let manifest = assets::manifest(version).map_err(|e| BootstrapFailed {
-        stage: "assets".into(),
-        failures: vec![SshError {
-            host: facts.cluster.clone(),
-            step: "asset manifest".into(),
-            message: e.to_string(),
-            hint: format!("kforge has manifests for {}", assets::known_versions().join(", ")),
-            transient: false,
-        }],
-        report: Report::default(),
-    })?;
+    let manifest = manifest_of(version, &facts.cluster)?;
     let api = ApiClient::admin(&facts.api_url, &pki).map_err(|e| BootstrapFailed {
         stage: "credentials".into(),
         failures: vec![SshError {
@@ -417,18 +434,7 @@ pub async fn run(
         api,
         rt: tokio::runtime::Handle::current(),
     });
-    let mut work: Vec<HostWork> = hosts
-        .iter()
-        .map(|h| HostWork {
-            host: h.clone(),
-            conn: None,
-            arch: String::new(),
-            results: Vec::new(),
-            warnings: Vec::new(),
-            clock: None,
-            pending: Vec::new(),
-        })
-        .collect();
+    let mut work: Vec<HostWork> = hosts.iter().map(HostWork::new).collect();
     let n = opts.concurrency;
     let done = |what: &str| {
         reporter.event(Event::Note(format!(
@@ -716,30 +722,8 @@ pub async fn pending_changes(
         failures,
         report: Report::default(),
     };
-    let manifest = assets::manifest(version).map_err(|e| {
-        fail(
-            "assets",
-            vec![SshError {
-                host: facts.cluster.clone(),
-                step: "asset manifest".into(),
-                message: e.to_string(),
-                hint: format!("kforge has manifests for {}", assets::known_versions().join(", ")),
-                transient: false,
-            }],
-        )
-    })?;
-    let mut work: Vec<HostWork> = hosts
-        .iter()
-        .map(|h| HostWork {
-            host: h.clone(),
-            conn: None,
-            arch: String::new(),
-            results: Vec::new(),
-            warnings: Vec::new(),
-            clock: None,
-            pending: Vec::new(),
-        })
-        .collect();
+    let manifest = manifest_of(version, &facts.cluster)?;
+    let mut work: Vec<HostWork> = hosts.iter().map(HostWork::new).collect();
     let o = opts.clone();
     let failed = stage(&mut work, opts.concurrency, |_| true, move |h| connect_step(h, &o)).await;
     if !failed.is_empty() {
