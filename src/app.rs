@@ -662,6 +662,7 @@ async fn rolling_update_cluster(g: &GlobalArgs, args: crate::cli::RollingUpdateA
         cloud_only: args.cloud_only,
         replace_timeout: args.replace_timeout,
         host_key_timeout: args.host_key_timeout,
+        roles: args.role.clone(),
         max_unavailable: args.max_unavailable as usize,
         surge: args.surge,
     };

@@ -233,6 +233,9 @@ pub struct RollingUpdateArgs {
     /// Roll every node, out of date or not
     #[arg(long)]
     pub force: bool,
+    /// Only the hosts of these roles (kops' --instance-group-roles), e.g. master or worker
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub role: Vec<crate::spec::HostRole>,
     /// List what would roll and why; nothing is changed
     #[arg(long)]
     pub dry_run: bool,

@@ -276,6 +276,8 @@ pub struct RollOptions {
     /// Provider ec2: how long a group gets to replace an instance, and a new machine to show its host keys.
     pub replace_timeout: Duration,
     pub host_key_timeout: Duration,
+    /// Only hosts of these roles (empty: all).
+    pub roles: Vec<HostRole>,
     /// Provider ec2: instances of one group replaced at once.
     pub max_unavailable: usize,
     /// Provider ec2: start the replacements before the old instances go.
@@ -368,16 +370,21 @@ async fn roll_in_place(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Vec<Rolled>> {
     let recorded = selfbuilt::recorded_hosts(record)?;
-    let known: BTreeSet<&str> = recorded.hosts.iter().map(|h| h.name.as_str()).collect();
+    // (Without the workers, an ec2 cluster's, only the masters must match: its workers come and go with their
+    // groups.)
+    let rolled = |h: &&BootstrapHost| workers || h.role == HostRole::Master;
+    let known: BTreeSet<&str> = recorded.hosts.iter().filter(rolled).map(|h| h.name.as_str()).collect();
     let added: Vec<&str> = list
         .hosts
         .iter()
+        .filter(rolled)
         .map(|h| h.name.as_str())
         .filter(|n| !known.contains(n))
         .collect();
     let gone: Vec<&str> = recorded
         .hosts
         .iter()
+        .filter(rolled)
         .map(|h| h.name.as_str())
         .filter(|n| !list.hosts.iter().any(|h| h.name == *n))
         .collect();
@@ -391,8 +398,9 @@ async fn roll_in_place(
     }
     let pki = selfbuilt::ensure_pki(store, cluster, list).await?;
     let facts = selfbuilt::cluster_facts(cluster, list)?;
+    let candidates: Vec<BootstrapHost> = list.hosts.iter().filter(rolled).cloned().collect();
     let pending = run::pending_changes(
-        &list.hosts,
+        &candidates,
         facts,
         pki.clone(),
         &cluster.kubernetes_version,
@@ -410,6 +418,7 @@ async fn roll_in_place(
     if workers {
         order.extend(list.hosts.iter().filter(|h| h.role != HostRole::Master));
     }
+    order.retain(|h| opts.roles.is_empty() || opts.roles.contains(&h.role));
     let mut out = Vec::new();
     let (url, _, _, _) = selfbuilt::admin_credentials(store, record, list).await?;
     let kube = ApiClient::kube_admin(&record.name, &url, &pki).await?;
@@ -523,7 +532,12 @@ pub async fn rolling_update_ec2(
     };
     // What rolls, in batches of --max-unavailable instances of one group.
     let mut batches: Vec<Vec<(asg_roll::GroupInstance, String)>> = Vec::new();
-    for instance in asg_roll::group_instances(aws, &cluster.name).await? {
+    let instances = if opts.roles.is_empty() || opts.roles.contains(&HostRole::Worker) {
+        asg_roll::group_instances(aws, &cluster.name).await?
+    } else {
+        Vec::new()
+    };
+    for instance in instances {
         let row = |reason: String, result: &str| Rolled {
             host: instance.host_name(),
             role: "worker".into(),

@@ -315,7 +315,7 @@ pub struct BastionSpec {
     pub instance_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "camelCase")]
 pub enum HostRole {
     Master,

@@ -774,8 +774,11 @@ fn day_two(c: &Cluster) {
     let (_, config) = c.exec("worker-2", "tail -1 /etc/kforge/kubelet-config.yaml");
     assert!(config.contains("# drift"), "a dry run changed nothing");
 
-    // --force rolls every host, masters first, one at a time (each validated before the next starts), while the
-    // budget holds: sampled through the API all along, web never has fewer than 2 available replicas.
+    // --force rolls every host one at a time (each validated before the next starts): the masters (`--role
+    // master`), then the workers while the budget holds: sampled through the API all along the workers' roll, web
+    // never has fewer than 2 available replicas. (The masters roll apart: the lab has no API load balancer, so the
+    // kubelets' endpoint is master-1, whose API server restart can outlast the node-monitor grace period on a busy
+    // machine and mark every pod unready; see ARCHITECTURE's "Not built yet".)
     let before: Vec<(String, String)> = MASTERS
         .iter()
         .map(|m| (m.to_string(), started_at(c, m, "kforge-etcd")))
@@ -785,6 +788,9 @@ fn day_two(c: &Cluster) {
                 .map(|w| (w.to_string(), started_at(c, w, "kforge-kubelet"))),
         )
         .collect();
+    let (masters_rolled, master_rows) = c.rolling_update(&["--force", "--role", "master", "--health-timeout", "3m"]);
+    assert_eq!(masters_rolled.code, 0, "{}", masters_rolled.stderr);
+    c.wait_web_available(3);
     let sampling = std::sync::atomic::AtomicBool::new(true);
     let (rolled, samples) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -797,30 +803,34 @@ fn day_two(c: &Cluster) {
             }
             samples
         });
-        let rolled = c.rolling_update(&["--force", "--drain-timeout", "3m", "--health-timeout", "3m"]);
+        let rolled = c.rolling_update(&[
+            "--force",
+            "--role",
+            "worker",
+            "--drain-timeout",
+            "3m",
+            "--health-timeout",
+            "3m",
+        ]);
         sampling.store(false, std::sync::atomic::Ordering::Relaxed);
         (rolled, sampler.join().unwrap())
     });
-    let (o, rows) = rolled;
+    let (o, worker_rows) = rolled;
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let rows: Vec<&(String, String, String)> = master_rows.iter().chain(worker_rows.iter()).collect();
     let order: Vec<&str> = rows.iter().map(|(h, _, _)| h.as_str()).collect();
     assert_eq!(order, ["master-1", "master-2", "master-3", "worker-1", "worker-2"]);
     assert!(rows.iter().all(|(_, result, _)| result == "rolled"), "{rows:?}");
+    let log = format!("{}{}", masters_rolled.stderr, o.stderr);
     let mut last = 0;
     for host in &order {
-        let start = o
-            .stderr
+        let start = log
             .find(&format!("rolling-update: {host} ("))
-            .unwrap_or_else(|| panic!("{host}:\n{}", o.stderr));
-        let end = o
-            .stderr
+            .unwrap_or_else(|| panic!("{host}:\n{log}"));
+        let end = log
             .find(&format!("rolling-update: {host} rolled, cluster valid"))
             .unwrap();
-        assert!(
-            last <= start && start < end,
-            "{host} overlapped another host:\n{}",
-            o.stderr
-        );
+        assert!(last <= start && start < end, "{host} overlapped another host:\n{log}");
         last = end;
     }
     assert!(
