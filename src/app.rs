@@ -375,9 +375,13 @@ async fn locked<T>(
     store: &StateStore,
     cluster: &str,
     command: &str,
+    ctx: Option<&Ctx>,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
     let lock = store.lock(cluster, command, g.force_unlock).await?;
+    if let Some(ctx) = ctx {
+        ctx.set_generation(lock.generation());
+    }
     let deadline = tokio::time::Instant::from_std(started + g.timeout);
     let result = tokio::select! {
         r = work => r,
@@ -495,7 +499,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
         report_hosts(reporter.as_ref(), &list);
         let store = state_store(g, cluster.region()).await?;
         let name = cluster.name.clone();
-        return locked(g, started, &store, &name, command, async {
+        return locked(g, started, &store, &name, command, None, async {
             let report = crate::selfbuilt::bootstrap(
                 &store,
                 &cluster,
@@ -516,7 +520,7 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
     let opts = exec_options(g, started);
     let name = p.cluster.name.clone();
     let (cluster, phases, ctx) = (p.cluster.clone(), p.phases.clone(), Arc::clone(&p.ctx));
-    locked(g, started, &store, &name, command, async {
+    locked(g, started, &store, &name, command, Some(&ctx), async {
         let (plan, orphans) = plan_with_deletions(p, &opts, reporter.as_ref()).await?;
         let entries = plan.entries();
         let count = |verb: &str| entries.iter().filter(|e| e.change.verb() == verb).count();
@@ -708,7 +712,7 @@ async fn rolling_update_cluster(g: &GlobalArgs, args: crate::cli::RollingUpdateA
     if args.dry_run {
         return work.await;
     }
-    locked(g, started, &store, &name, "kforge rolling-update cluster", work).await
+    locked(g, started, &store, &name, "kforge rolling-update cluster", None, work).await
 }
 
 /// `kforge backup cluster`.
@@ -766,7 +770,7 @@ async fn restore_cluster(g: &GlobalArgs, args: crate::cli::RestoreClusterArgs) -
     }
     let reporter = progress::console(g.quiet);
     let opts = bootstrap_options(g, &args.bootstrap);
-    locked(g, started, &store, &name, "kforge restore cluster", async {
+    locked(g, started, &store, &name, "kforge restore cluster", None, async {
         crate::day2::restore(
             &store,
             &record,
@@ -960,7 +964,7 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
         );
     }
     let wait = !args.no_wait;
-    locked(g, started, &store, &name, "kforge delete cluster", async {
+    locked(g, started, &store, &name, "kforge delete cluster", None, async {
         let ctx = Arc::new(Ctx::new(aws_for(g, region.as_deref()).await, &name));
         let found = if cloud {
             delete::discover(&ctx, &Phase::ALL).await?
@@ -1193,18 +1197,26 @@ async fn scale_nodegroup(g: &GlobalArgs, args: ScaleNodegroupArgs) -> anyhow::Re
     let reporter = progress::console(g.quiet);
     let wait = (!args.no_wait).then(|| day2_waiting(g, started));
     let record = store.get(&args.cluster).await?;
-    let scaled = locked(g, started, &store, &args.cluster, "kforge scale nodegroup", async {
-        providers::eks_day2::scale_nodegroup(
-            &ctx,
-            &args.name,
-            args.nodes,
-            args.min,
-            args.max,
-            wait,
-            reporter.as_ref(),
-        )
-        .await
-    })
+    let scaled = locked(
+        g,
+        started,
+        &store,
+        &args.cluster,
+        "kforge scale nodegroup",
+        None,
+        async {
+            providers::eks_day2::scale_nodegroup(
+                &ctx,
+                &args.name,
+                args.nodes,
+                args.min,
+                args.max,
+                wait,
+                reporter.as_ref(),
+            )
+            .await
+        },
+    )
     .await?;
     // The spec still says what it said: tell the user, since the next apply converges to the spec.
     let spec_size = record.as_ref().and_then(|r| {
@@ -1244,7 +1256,7 @@ async fn upgrade_cluster(g: &GlobalArgs, args: UpgradeClusterArgs) -> anyhow::Re
     let store = state_store(g, Some(&ctx.aws.region())).await?;
     let reporter = progress::console(g.quiet);
     let waiting = day2_waiting(g, started);
-    let steps = locked(g, started, &store, &args.name, "kforge upgrade cluster", async {
+    let steps = locked(g, started, &store, &args.name, "kforge upgrade cluster", None, async {
         providers::eks_day2::upgrade(&ctx, &args.to, args.dry_run, waiting, reporter.as_ref()).await
     })
     .await?;

@@ -377,11 +377,13 @@ impl SweepKind {
 /// Resources kforge created for the cluster in `phases` whose logical id the spec no longer has (a NAT gateway
 /// after `perZone` became `single`, the subnets of a dropped zone). Deleting them is part of converging.
 pub async fn orphans(ctx: &Ctx, wanted: &BTreeSet<String>, phases: &[Phase]) -> anyhow::Result<Vec<Doomed>> {
+    // Empty twins of wanted resources that the plan's finds set aside go with the orphans.
+    let surplus = ctx.inventory.surplus();
     Ok(discover(ctx, phases)
         .await?
         .into_iter()
         .filter(|d| phases.contains(&d.kind.phase()))
-        .filter(|d| d.logical.as_ref().is_some_and(|l| !wanted.contains(l)))
+        .filter(|d| d.logical.as_ref().is_some_and(|l| !wanted.contains(l)) || surplus.contains_key(&d.cloud_id))
         // A NAT gateway already deleting is on its way out.
         .filter(|d| !(d.kind == SweepKind::NatGateway && d.deleting))
         .collect())

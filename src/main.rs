@@ -34,7 +34,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(app::run(cli)) {
+    let result = runtime.block_on(app::run(cli));
+    let (calls, attempts, busy) = kforge::aws::call_counts();
+    if calls > 0 {
+        // At -v: what retries cost this run (issue: heavy throttling made runs slow).
+        tracing::info!(
+            "AWS: {calls} calls, {} retried attempts ({busy} answered throttled or unavailable)",
+            attempts.saturating_sub(calls)
+        );
+    }
+    match result {
         Ok(Finished::Ok) => ExitCode::SUCCESS,
         Ok(Finished::Changes) => ExitCode::from(EXIT_CHANGES),
         Err(e) => {

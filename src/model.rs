@@ -348,6 +348,14 @@ impl Checker {
     }
 }
 
+/// The AWS name of what kforge makes for node group `group` of `cluster` (its launch template, its Auto Scaling
+/// group): `kforge-CLUSTER.GROUP`. Both are DNS labels, which hold no dot, so two clusters never get one name
+/// (with a dash, `aa` + `bb-cc` and `aa-bb` + `cc` did). Resources are found by their tags, not by name: what an
+/// earlier version created as `kforge-CLUSTER-GROUP` keeps its name.
+pub fn group_resource_name(cluster: &str, group: &str) -> String {
+    format!("kforge-{cluster}.{group}")
+}
+
 fn is_dns_label(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
@@ -1457,6 +1465,14 @@ fn node_groups(
                 "give each group its own name",
             );
         }
+        // The masters' and the bastion's launch templates are `launch-template/masters` and `/bastion`.
+        if provider == Provider::Ec2 && ["masters", "bastion"].contains(&g.name.as_str()) {
+            c.err(
+                format!("{path}.name"),
+                format!("`{}` is the name of kforge's own machines in an ec2 cluster", g.name),
+                "give the group another name, such as workers",
+            );
+        }
         let spot = g.spot.unwrap_or(false);
         let gpu = g.gpu.unwrap_or(false);
         let instance_types = match (&g.instance_type, &g.instance_types) {
@@ -2146,6 +2162,24 @@ mod tests {
         );
         let e = check("  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n  nodeGroups:\n  - {name: a}\n").unwrap_err();
         assert_eq!(paths(&e), ["spec.nodeGroups[0]"]);
+    }
+
+    #[test]
+    fn group_names_never_collide() {
+        // With a dash between them, cluster `aa` + group `bb-cc` and cluster `aa-bb` + group `cc` were one name.
+        assert_ne!(group_resource_name("aa", "bb-cc"), group_resource_name("aa-bb", "cc"));
+        assert_eq!(group_resource_name("aa", "bb-cc"), "kforge-aa.bb-cc");
+        // An ec2 group may not take the name of the masters' or the bastion's launch template.
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me";
+        for reserved in ["masters", "bastion"] {
+            let e = check(&format!(
+                "  provider: ec2\n  ssh: {{publicKey: {key}}}\n  region: us-east-1\n  nodeGroups:\n  - {{name: {reserved}, instanceType: m5.large, desiredSize: 1}}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(paths(&e), ["spec.nodeGroups[0].name"], "{reserved}: {e}");
+        }
+        // An EKS cluster has neither, so the names are free there.
+        assert!(check("  provider: eks\n  region: us-east-1\n  nodeGroups:\n  - {name: masters}\n").is_ok());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Inventory {
     key_pairs: OnceCell<Vec<KeyPairInfo>>,
     auto_scaling_groups: OnceCell<Vec<AutoScalingGroup>>,
     instance_profiles: OnceCell<Vec<aws_sdk_iam::types::InstanceProfile>>,
+    /// Empty duplicates finds set aside (see [`settle_duplicates`]): cloud id -> logical id. Apply deletes them
+    /// with the orphans.
+    surplus: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// An object listed without tags whose tags were fetched separately (IAM OIDC providers, ELBv2).
@@ -166,7 +169,21 @@ impl Inventory {
             key_pairs: OnceCell::new(),
             auto_scaling_groups: OnceCell::new(),
             instance_profiles: OnceCell::new(),
+            surplus: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Notes `cloud_id` as an empty duplicate of `logical` for apply to delete.
+    pub fn set_aside(&self, cloud_id: &str, logical: &str) {
+        self.surplus
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cloud_id.into(), logical.into());
+    }
+
+    /// The empty duplicates set aside so far (cloud id -> logical id).
+    pub fn surplus(&self) -> BTreeMap<String, String> {
+        self.surplus.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// IAM roles kforge made for the cluster (those under its path). Listings carry no tags; finds look roles up by
@@ -311,6 +328,27 @@ impl Inventory {
             })
             .await
             .map(Vec::as_slice)
+    }
+
+    /// The route tables tagged `logical` as they are now, not as the run's snapshot saw them: a create's second
+    /// look for a twin made by a crashed run's late request.
+    pub async fn route_tables_now(&self, aws: &Aws, logical: &str) -> anyhow::Result<Vec<RouteTable>> {
+        let mut filters = self.filters();
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{}", tags::RESOURCE))
+                .values(logical)
+                .build(),
+        );
+        let tables = self.own(paged!(
+            aws,
+            describe_route_tables,
+            filters,
+            route_tables,
+            "DescribeRouteTables",
+            self.what("route table")
+        ));
+        Ok(keep_tagged(tables, |t| t.tags(), tags::RESOURCE, Some(logical)))
     }
 
     /// Security groups of the cluster: kforge's own, and those Kubernetes created for it (load balancers).
@@ -858,6 +896,51 @@ pub fn by_logical_id<'a, T>(
         }
         .into()),
     }
+}
+
+/// Which of several items tagged with one logical id is the cluster's, when they are duplicates a crashed or racing
+/// create left behind (a create still in flight when the next run looked, which can happen on AWS too): the one
+/// that holds something (routes, associations, dependants), or, when none does, `preferred` if it is among them
+/// (the one a run just adopted) and otherwise the lowest id, so every run picks the same. The others hold nothing
+/// and are returned to be deleted. Two that both hold something are a real conflict: refused, as
+/// [`by_logical_id`] does.
+pub fn settle_duplicates<'a, T>(
+    matching: Vec<&'a T>,
+    kind: &'static str,
+    cluster: &str,
+    logical: &str,
+    preferred: Option<&str>,
+    holds_something: impl Fn(&T) -> bool,
+    id_of: impl Fn(&T) -> Option<&str>,
+) -> Result<(&'a T, Vec<&'a T>), DuplicateResources> {
+    let refuse = |items: &[&T]| DuplicateResources {
+        kind,
+        logical: logical.into(),
+        cluster: cluster.into(),
+        count: items.len(),
+        ids: items.iter().filter_map(|i| id_of(i)).collect::<Vec<_>>().join(", "),
+        tag: tags::RESOURCE,
+    };
+    let holding: Vec<&T> = matching.iter().copied().filter(|i| holds_something(i)).collect();
+    let keeper = match holding.len() {
+        0 => matching
+            .iter()
+            .copied()
+            .find(|i| preferred.is_some() && id_of(i) == preferred)
+            .or_else(|| {
+                matching
+                    .iter()
+                    .copied()
+                    .min_by_key(|i| id_of(i).unwrap_or_default().to_string())
+            }),
+        1 => Some(holding[0]),
+        _ => return Err(refuse(&matching)),
+    };
+    let Some(keeper) = keeper else {
+        return Err(refuse(&matching));
+    };
+    let rest = matching.into_iter().filter(|i| id_of(i) != id_of(keeper)).collect();
+    Ok((keeper, rest))
 }
 
 /// Logical id of a tagged item, for reports.

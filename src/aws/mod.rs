@@ -146,42 +146,93 @@ impl Aws {
     }
 
     pub fn ec2(&self) -> &aws_sdk_ec2::Client {
-        self.ec2.get_or_init(|| aws_sdk_ec2::Client::new(&self.config))
+        self.ec2.get_or_init(|| {
+            aws_sdk_ec2::Client::from_conf(
+                aws_sdk_ec2::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn eks(&self) -> &aws_sdk_eks::Client {
-        self.eks.get_or_init(|| aws_sdk_eks::Client::new(&self.config))
+        self.eks.get_or_init(|| {
+            aws_sdk_eks::Client::from_conf(
+                aws_sdk_eks::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn elbv2(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
-        self.elbv2
-            .get_or_init(|| aws_sdk_elasticloadbalancingv2::Client::new(&self.config))
+        self.elbv2.get_or_init(|| {
+            aws_sdk_elasticloadbalancingv2::Client::from_conf(
+                aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {
-        self.iam.get_or_init(|| aws_sdk_iam::Client::new(&self.config))
+        self.iam.get_or_init(|| {
+            aws_sdk_iam::Client::from_conf(
+                aws_sdk_iam::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn autoscaling(&self) -> &aws_sdk_autoscaling::Client {
-        self.autoscaling
-            .get_or_init(|| aws_sdk_autoscaling::Client::new(&self.config))
+        self.autoscaling.get_or_init(|| {
+            aws_sdk_autoscaling::Client::from_conf(
+                aws_sdk_autoscaling::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn ssm(&self) -> &aws_sdk_ssm::Client {
-        self.ssm.get_or_init(|| aws_sdk_ssm::Client::new(&self.config))
+        self.ssm.get_or_init(|| {
+            aws_sdk_ssm::Client::from_conf(
+                aws_sdk_ssm::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn ecr(&self) -> &aws_sdk_ecr::Client {
-        self.ecr.get_or_init(|| aws_sdk_ecr::Client::new(&self.config))
+        self.ecr.get_or_init(|| {
+            aws_sdk_ecr::Client::from_conf(
+                aws_sdk_ecr::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn ecs(&self) -> &aws_sdk_ecs::Client {
-        self.ecs.get_or_init(|| aws_sdk_ecs::Client::new(&self.config))
+        self.ecs.get_or_init(|| {
+            aws_sdk_ecs::Client::from_conf(
+                aws_sdk_ecs::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     pub fn logs(&self) -> &aws_sdk_cloudwatchlogs::Client {
-        self.logs
-            .get_or_init(|| aws_sdk_cloudwatchlogs::Client::new(&self.config))
+        self.logs.get_or_init(|| {
+            aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(&self.config)
+                    .interceptor(CountAttempts)
+                    .build(),
+            )
+        })
     }
 
     /// `aws`, `aws-cn` or `aws-us-gov`: the partition of ARNs in this region.
@@ -191,7 +242,7 @@ impl Aws {
 
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
-            let mut b = aws_sdk_s3::config::Builder::from(&self.config);
+            let mut b = aws_sdk_s3::config::Builder::from(&self.config).interceptor(CountAttempts);
             // Emulators (moto, MinIO) on localhost have no virtual-host buckets.
             if self.endpoint_url.is_some() {
                 b = b.force_path_style(true);
@@ -199,6 +250,55 @@ impl Aws {
             aws_sdk_s3::Client::from_conf(b.build())
         })
     }
+}
+
+/// Counts AWS calls and their attempts for the run's summary at `-v`: how many attempts were retries, and how many
+/// answers were HTTP 429/503 (throttling and unavailability; EC2's `RequestLimitExceeded` comes as a 503).
+#[derive(Debug)]
+struct CountAttempts;
+
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BUSY_ANSWERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl aws_sdk_ec2::config::Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "kforge::CountAttempts"
+    }
+    fn read_before_execution(
+        &self,
+        _: &aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn read_before_attempt(
+        &self,
+        _: &aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        if matches!(context.response().status().as_u16(), 429 | 503) {
+            BUSY_ANSWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The run's AWS calls so far: (calls, attempts, attempts answered 429/503). Attempts beyond calls are retries.
+pub fn call_counts() -> (u64, u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (CALLS.load(Relaxed), ATTEMPTS.load(Relaxed), BUSY_ANSWERS.load(Relaxed))
 }
 
 pub fn partition_of(region: &str) -> &'static str {

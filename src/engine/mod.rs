@@ -57,6 +57,8 @@ pub struct Ctx {
     pub inventory: Inventory,
     /// Whether `plan` lists the cluster's EC2 kinds up front (not for stacks without a VPC of their own).
     pub prefetch_ec2: bool,
+    /// The run generation of the state lock (see `state::LockInfo::generation`); set once the lock is held.
+    generation: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -66,7 +68,44 @@ impl Ctx {
             cluster: cluster.into(),
             inventory: Inventory::new(cluster),
             prefetch_ec2: true,
+            generation: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Creates from here on are made under `generation` (the held lock's); the first call wins.
+    pub fn set_generation(&self, generation: &str) {
+        let _ = self.generation.set(generation.to_string());
+    }
+
+    /// The idempotency token (`ClientToken`, `clientRequestToken`) for creating `logical` as `desired`. It is the
+    /// same in a run that took over a crashed run's lock, so AWS answers that run's in-flight create instead of
+    /// making a second resource; a later run has a generation of its own, so re-creating a resource that was
+    /// deleted makes a new one (AWS keeps a token's first answer for a day or more after the resource is gone).
+    /// `desired` is part of it: a spec changed between the two runs makes a new create rather than AWS's
+    /// `IdempotentParameterMismatch`. 64 characters at most, as EC2 requires.
+    pub fn client_token(&self, logical: &str, desired: &Desired) -> String {
+        use sha2::Digest as _;
+        let generation = self.generation.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-{nanos:x}", std::process::id())
+        });
+        let mut h = sha2::Sha256::new();
+        for part in [self.cluster.as_str(), generation, logical] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        for a in &desired.attrs {
+            h.update(a.name.as_bytes());
+            h.update([1]);
+            h.update(a.value.known().unwrap_or("\u{0}unknown").as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(24).map(|b| format!("{b:02x}")).collect();
+        format!("kforge-{hex}")
     }
 }
 
@@ -916,6 +955,28 @@ mod tests {
         let e = diff_attrs("vpc", "vpc", Some(&moved), &d2).unwrap_err();
         assert_eq!(e.attr, "cidr");
         assert!(e.to_string().contains("hint: revert cidr"), "{e}");
+    }
+
+    #[test]
+    fn client_tokens_repeat_within_a_generation_only() {
+        let aws = || Aws::with_clients(None, None, None);
+        let desired = Desired::default().attr("vpc", "vpc-1", Mutability::Replace);
+        let crashed = Ctx::new(aws(), "demo");
+        crashed.set_generation("g1");
+        let heir = Ctx::new(aws(), "demo");
+        heir.set_generation("g1");
+        let token = crashed.client_token("route-table/public", &desired);
+        assert_eq!(token, heir.client_token("route-table/public", &desired));
+        assert!(token.len() <= 64 && token.is_ascii(), "{token}");
+        assert_ne!(token, heir.client_token("route-table/private-a", &desired));
+        let changed = Desired::default().attr("vpc", "vpc-2", Mutability::Replace);
+        assert_ne!(token, heir.client_token("route-table/public", &changed));
+        let later = Ctx::new(aws(), "demo");
+        later.set_generation("g2");
+        assert_ne!(token, later.client_token("route-table/public", &desired));
+        let other_cluster = Ctx::new(aws(), "other");
+        other_cluster.set_generation("g1");
+        assert_ne!(token, other_cluster.client_token("route-table/public", &desired));
     }
 
     #[test]

@@ -89,12 +89,13 @@ impl AutoScalingGroupRes {
             .build())
     }
 
-    fn asg_tags(&self) -> Vec<AsgTag> {
+    /// The group's tags, for the group named `name` (the found group's own name when it exists).
+    fn asg_tags(&self, name: &str) -> Vec<AsgTag> {
         self.tags
             .iter()
             .map(|(k, v)| {
                 AsgTag::builder()
-                    .resource_id(&self.name)
+                    .resource_id(name)
                     .resource_type("auto-scaling-group")
                     .key(k)
                     .value(v)
@@ -236,7 +237,7 @@ impl Resource for AutoScalingGroupRes {
                 .max_size(crate::model::aws_i32(g.max_size))
                 .desired_capacity(crate::model::aws_i32(g.desired_size))
                 .vpc_zone_identifier(desired.value("subnets")?)
-                .set_tags(Some(self.asg_tags()));
+                .set_tags(Some(self.asg_tags(&self.name)));
             create = if self.mixed() {
                 create.mixed_instances_policy(self.mixed_policy(desired)?)
             } else {
@@ -260,7 +261,7 @@ impl Resource for AutoScalingGroupRes {
         let sizes = ["minSize", "maxSize", "desiredCapacity"];
         let shape = ["launchTemplate", "instanceTypes", "spot", "subnets"];
         if sizes.iter().chain(shape.iter()).any(|n| changed(n)) {
-            let mut update = asg.update_auto_scaling_group().auto_scaling_group_name(&self.name);
+            let mut update = asg.update_auto_scaling_group().auto_scaling_group_name(&actual.id);
             if changed("minSize") {
                 update = update.min_size(crate::model::aws_i32(g.min_size));
             }
@@ -283,30 +284,31 @@ impl Resource for AutoScalingGroupRes {
             update.send().await.map_err(aws_err(&what, "UpdateAutoScalingGroup"))?;
         }
         if (changed("launchTemplate") || changed("instanceTypes"))
-            && let Err(e) = start_instance_refresh(&ctx.aws, &self.name).await
+            && let Err(e) = start_instance_refresh(&ctx.aws, &actual.id).await
         {
             // The group already launches the new version; replacing the running instances is the refresh's job
             // and can be started again by hand, so this does not fail the apply.
             tracing::warn!(
                 "{what}: the running instances were not rolled: {e:#}\n  hint: `aws autoscaling start-instance-refresh --auto-scaling-group-name {}` replaces them",
-                self.name
+                actual.id
             );
         }
         if changed("tags") {
             asg.create_or_update_tags()
-                .set_tags(Some(self.asg_tags()))
+                .set_tags(Some(self.asg_tags(&actual.id)))
                 .send()
                 .await
                 .map_err(aws_err(&what, "CreateOrUpdateTags"))?;
         }
         Ok(Step::Done(actual.outputs.clone()))
     }
-    async fn ready(&self, ctx: &Ctx, _: &Outputs) -> anyhow::Result<Step<()>> {
+    async fn ready(&self, ctx: &Ctx, outputs: &Outputs) -> anyhow::Result<Step<()>> {
+        let name = outputs.get("id").unwrap_or(&self.name);
         let out = ctx
             .aws
             .autoscaling()
             .describe_auto_scaling_groups()
-            .auto_scaling_group_names(&self.name)
+            .auto_scaling_group_names(name)
             .send()
             .await
             .map_err(aws_err(&self.id, "DescribeAutoScalingGroups"))?;

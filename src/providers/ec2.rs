@@ -334,6 +334,8 @@ fn subnets_of(cluster: &Cluster, kind: SubnetType) -> Vec<String> {
 /// A launch template for one kind of machine, and the resources it reads.
 struct TemplateWanted<'a> {
     which: &'a str,
+    /// The template's AWS name.
+    name: String,
     arch: &'static str,
     instance_type: Option<String>,
     profile: Option<&'a str>,
@@ -342,7 +344,7 @@ struct TemplateWanted<'a> {
     instance_tags: BTreeMap<String, String>,
 }
 
-fn template(cluster: &Cluster, tagger: &Tagger, t: TemplateWanted<'_>) -> Arc<dyn Resource> {
+fn template(tagger: &Tagger, t: TemplateWanted<'_>) -> Arc<dyn Resource> {
     let id = format!("launch-template/{}", t.which);
     let image = format!("image/{}", t.arch);
     let mut deps = vec![image.clone(), KEY_PAIR.to_string()];
@@ -352,7 +354,7 @@ fn template(cluster: &Cluster, tagger: &Tagger, t: TemplateWanted<'_>) -> Arc<dy
     Arc::new(LaunchTemplate {
         id: id.clone(),
         phase: Phase::Cluster,
-        name: format!("kforge-{}-{}", cluster.name, t.which),
+        name: t.name,
         root_device: String::new(),
         volume: t.volume,
         tags: tagger.tags(&id, &[]),
@@ -427,10 +429,10 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
     if let Some(cp) = &cluster.control_plane {
         let arch = need_arch(&cp.instance_type);
         out.push(template(
-            cluster,
             &tagger,
             TemplateWanted {
                 which: "masters",
+                name: format!("kforge-{}-masters", cluster.name),
                 arch,
                 instance_type: Some(cp.instance_type.clone()),
                 profile: Some("master"),
@@ -468,10 +470,10 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
         let mixed = g.spot || g.instance_types.len() > 1;
         let lt = format!("launch-template/{}", g.name);
         out.push(template(
-            cluster,
             &tagger,
             TemplateWanted {
                 which: &g.name,
+                name: crate::model::group_resource_name(&cluster.name, &g.name),
                 arch,
                 instance_type: (!mixed).then(|| g.instance_types[0].clone()),
                 profile: Some("node"),
@@ -500,7 +502,7 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
         deps.push("security-group-rules/nodes".into());
         out.push(Arc::new(AutoScalingGroupRes {
             id,
-            name: format!("kforge-{}-{}", cluster.name, g.name),
+            name: crate::model::group_resource_name(&cluster.name, &g.name),
             group: g.clone(),
             launch_template: lt,
             subnets,
@@ -556,10 +558,10 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
     if let (Some(b), Some(zone)) = (&cluster.ssh.bastion, zones.first()) {
         let arch = need_arch(&b.instance_type);
         out.push(template(
-            cluster,
             &tagger,
             TemplateWanted {
                 which: "bastion",
+                name: format!("kforge-{}-bastion", cluster.name),
                 arch,
                 instance_type: Some(b.instance_type.clone()),
                 profile: None,

@@ -186,7 +186,7 @@ pub fn cluster_resources(cluster: &Cluster) -> Vec<Arc<dyn Resource>> {
         out.push(Arc::new(LaunchTemplate {
             id: lt_id.clone(),
             phase: Phase::Cluster,
-            name: format!("kforge-{}-{}", cluster.name, g.name),
+            name: crate::model::group_resource_name(&cluster.name, &g.name),
             root_device: "/dev/xvda".into(),
             volume: g.volume.clone(),
             tags: tagger.tags(&lt_id, &[]),
@@ -442,6 +442,7 @@ impl EksCluster {
             .aws
             .eks()
             .create_cluster()
+            .client_request_token(ctx.client_token(&self.id, desired))
             .name(&self.name)
             .version(&self.version)
             .role_arn(desired.value("roleArn")?)
@@ -961,6 +962,7 @@ impl ManagedNodegroup {
             .aws
             .eks()
             .create_nodegroup()
+            .client_request_token(ctx.client_token(&self.id, desired))
             .cluster_name(&self.cluster)
             .nodegroup_name(&g.name)
             .version(&self.kubernetes_version)
@@ -1303,6 +1305,7 @@ impl Resource for FargateProfileRes {
                 .collect();
             let r = eks
                 .create_fargate_profile()
+                .client_request_token(ctx.client_token(&self.id, desired))
                 .cluster_name(&self.cluster)
                 .fargate_profile_name(&self.profile.name)
                 .pod_execution_role_arn(desired.value("podExecutionRole")?)
@@ -1565,6 +1568,7 @@ impl Resource for EksAddon {
         let now = describe_addon(&ctx.aws, &self.cluster, &self.addon.name, &self.id).await?;
         let Some(now) = now else {
             eks.create_addon()
+                .client_request_token(ctx.client_token(&self.id, desired))
                 .cluster_name(&self.cluster)
                 .addon_name(&self.addon.name)
                 .addon_version(version)

@@ -357,6 +357,7 @@ impl Resource for LaunchTemplate {
         let Some(actual) = actual else {
             let created = ec2
                 .create_launch_template()
+                .client_token(ctx.client_token(&self.id, desired))
                 .launch_template_name(&self.name)
                 .version_description("kforge")
                 .launch_template_data(self.data(desired)?)
@@ -381,6 +382,7 @@ impl Resource for LaunchTemplate {
         if changes.iter().any(|c| c.name != "tags") {
             let v = ec2
                 .create_launch_template_version()
+                .client_token(ctx.client_token(&self.id, desired))
                 .launch_template_id(&actual.id)
                 .version_description("kforge")
                 .launch_template_data(self.data(desired)?)

@@ -474,6 +474,7 @@ impl Resource for Machine {
         let template_id = desired.value(LAUNCH_TEMPLATE)?;
         let mut run = ec2
             .run_instances()
+            .client_token(ctx.client_token(&self.id, desired))
             .min_count(1)
             .max_count(1)
             .launch_template(

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, NatGatewayState, ResourceType, RouteTable, VpcAttributeName,
 };
 
-use crate::aws::inventory::by_logical_id;
+use crate::aws::inventory::{by_logical_id, settle_duplicates};
 use crate::aws::tags::{Tagger, ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
 use crate::engine::{
@@ -935,6 +935,7 @@ impl Resource for NatGateway {
             .aws
             .ec2()
             .create_nat_gateway()
+            .client_token(ctx.client_token(&self.id, desired))
             .subnet_id(desired.value("subnet")?)
             .allocation_id(desired.value("allocation")?)
             .tag_specifications(ec2_tag_spec(ResourceType::Natgateway, &self.tags))
@@ -1038,16 +1039,84 @@ struct RouteTableRes {
     tags: BTreeMap<String, String>,
 }
 
+/// The cluster's route table `logical`. Empty twins of it (a crashed run's create that landed after the next run
+/// had looked) are set aside for apply to delete instead of failing the plan.
 async fn find_table<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'a RouteTable>> {
     let tables = ctx.inventory.route_tables(&ctx.aws).await?;
-    by_logical_id(
-        tables,
+    let matching: Vec<&RouteTable> = tables
+        .iter()
+        .filter(|t| {
+            ec2_tag_map(t.tags())
+                .get(crate::aws::tags::RESOURCE)
+                .is_some_and(|v| v == logical)
+        })
+        .collect();
+    if matching.len() < 2 {
+        return Ok(matching.first().copied());
+    }
+    let (keeper, twins) = settle_duplicates(
+        matching,
         "route table",
         &ctx.cluster,
         logical,
-        |t| t.tags(),
+        None,
+        table_holds_something,
         |t| t.route_table_id(),
-    )
+    )?;
+    for twin in twins {
+        let id = twin.route_table_id().unwrap_or_default();
+        tracing::warn!(
+            "{logical}: route table {id} duplicates {} and holds nothing (a create interrupted and repeated): apply deletes it",
+            keeper.route_table_id().unwrap_or_default()
+        );
+        ctx.inventory.set_aside(id, logical);
+    }
+    Ok(Some(keeper))
+}
+
+/// Whether a route table carries more than its VPC's local route: another route or a subnet association.
+fn table_holds_something(t: &RouteTable) -> bool {
+    t.associations().iter().any(|a| a.main() != Some(true))
+        || t.routes().iter().any(|r| r.gateway_id() != Some("local"))
+}
+
+/// After creating `created` as `logical`, looks again: a crashed run's create of the same table may have landed
+/// meanwhile (a token makes AWS answer such a repeat with the first table; moto and a changed spec do not). The
+/// older twin is kept, `created` and any other empty twin are deleted, and the kept table's id is returned.
+async fn keep_one_table(ctx: &Ctx, logical: &str, created: &str) -> anyhow::Result<String> {
+    let now = ctx.inventory.route_tables_now(&ctx.aws, logical).await?;
+    if now.len() < 2 {
+        return Ok(created.to_string());
+    }
+    let older = now
+        .iter()
+        .filter_map(|t| t.route_table_id())
+        .filter(|id| *id != created)
+        .min()
+        .map(str::to_string);
+    let (keeper, twins) = settle_duplicates(
+        now.iter().collect(),
+        "route table",
+        &ctx.cluster,
+        logical,
+        older.as_deref(),
+        table_holds_something,
+        |t| t.route_table_id(),
+    )?;
+    let keeper = keeper.route_table_id().unwrap_or_default().to_string();
+    for twin in twins {
+        let id = twin.route_table_id().unwrap_or_default();
+        tracing::warn!(
+            "{logical}: route table {id} duplicates {keeper} (a create interrupted and repeated) and holds nothing: deleting it"
+        );
+        match delete_route_table(&ctx.aws, id, &[]).await? {
+            Step::Done(()) => {}
+            Step::Retry { reason, .. } | Step::Blocked { reason } => {
+                anyhow::bail!("{logical}: deleting the duplicate route table {id}: {reason}")
+            }
+        }
+    }
+    Ok(keeper)
 }
 
 #[async_trait]
@@ -1083,13 +1152,20 @@ impl Resource for RouteTableRes {
             .aws
             .ec2()
             .create_route_table()
+            .client_token(ctx.client_token(&self.id, desired))
             .vpc_id(desired.value("vpc")?)
             .tag_specifications(ec2_tag_spec(ResourceType::RouteTable, &self.tags))
             .send()
             .await
             .map_err(|e| aws_err(&self.id, "CreateRouteTable")(e).into());
-        Ok(retry_if_not_visible(r, "VPC")?
-            .map(|out| outputs(out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default())))
+        match retry_if_not_visible(r, "VPC")? {
+            Step::Done(out) => {
+                let created = out.route_table().and_then(|t| t.route_table_id()).unwrap_or_default();
+                Ok(Step::Done(outputs(&keep_one_table(ctx, &self.id, created).await?)))
+            }
+            Step::Retry { after, reason } => Ok(Step::Retry { after, reason }),
+            Step::Blocked { reason } => Ok(Step::Blocked { reason }),
+        }
     }
     async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>> {
         delete_route_table(&ctx.aws, &actual.id, &[]).await

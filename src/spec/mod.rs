@@ -443,7 +443,7 @@ pub const MAX_SPEC_BYTES: u64 = 1024 * 1024;
 pub const MAX_DEPTH: usize = 64;
 
 /// Reads and parses a document of `kind` (`Cluster`, `EcsService`); `hint` says which command takes it.
-pub fn load_kind<T: DeserializeOwned>(path: &Path, kind: &str, hint: &str) -> Result<T, SpecLoadError> {
+pub fn load_kind<T: DeserializeOwned + Serialize>(path: &Path, kind: &str, hint: &str) -> Result<T, SpecLoadError> {
     let text = read_text(path)?;
     parse_kind(&text, &path.display().to_string(), kind, hint)
 }
@@ -569,7 +569,7 @@ pub fn kind_of(text: &str) -> Option<String> {
     serde_norway::from_str::<DocumentHeader>(text).ok().and_then(|h| h.kind)
 }
 
-pub(crate) fn parse_kind<T: DeserializeOwned>(
+pub(crate) fn parse_kind<T: DeserializeOwned + Serialize>(
     text: &str,
     origin: &str,
     expected: &str,
@@ -618,7 +618,69 @@ pub(crate) fn parse_kind<T: DeserializeOwned>(
             });
         }
     }
-    serde_norway::from_str(text).map_err(|e| parse_error(&e, origin))
+    let parsed: T = serde_norway::from_str(text).map_err(|e| parse_error(&e, origin))?;
+    if let Some(path) = null_in_a_string(text, &parsed) {
+        return Err(SpecLoadError::Parse {
+            location: null_location(text, &path)
+                .map_or_else(|| origin.to_string(), |(l, c)| format!("{origin}:{l}:{c}")),
+            message: format!("{path}: null where a string is required"),
+            hint: "give the field a value, quote it ('null') if you mean that word, or leave the field out".into(),
+        });
+    }
+    Ok(parsed)
+}
+
+/// The field path of the first YAML `null` (or empty value) that typed parsing turned into a string: serde_norway
+/// gives a plain `null` to a `String` field as the text "null", so `address: null` would reach AWS or SSH as a
+/// host called null. Found by comparing the untyped document with the typed value written back: where the
+/// document says null and the typed value holds a string, the field wanted a string.
+fn null_in_a_string<T: Serialize>(text: &str, parsed: &T) -> Option<String> {
+    use serde_norway::Value;
+    fn walk(input: &Value, typed: &Value, path: &str) -> Option<String> {
+        match (input, typed) {
+            (Value::Null, Value::String(_)) => Some(path.to_string()),
+            (Value::Mapping(a), Value::Mapping(b)) => a.iter().find_map(|(k, v)| {
+                let key = k.as_str()?;
+                let child = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                walk(v, b.get(key)?, &child)
+            }),
+            (Value::Sequence(a), Value::Sequence(b)) => a
+                .iter()
+                .zip(b)
+                .enumerate()
+                .find_map(|(i, (v, w))| walk(v, w, &format!("{path}[{i}]"))),
+            _ => None,
+        }
+    }
+    let input: Value = serde_norway::from_str(text).ok()?;
+    let typed = serde_norway::to_value(parsed).ok()?;
+    walk(&input, &typed, "")
+}
+
+/// Line and column of the null at `path`, when exactly one line of the document gives the path's last key a null
+/// or empty value (a flow mapping or a repeated key name leaves the field path alone to say where).
+fn null_location(text: &str, path: &str) -> Option<(usize, usize)> {
+    let key = path.rsplit('.').next()?.split('[').next()?;
+    let found: Vec<(usize, usize)> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(n, line)| {
+            let trimmed = line.trim_start();
+            let col = line.len() - trimmed.len();
+            let (col, rest) = match trimmed.strip_prefix("- ") {
+                Some(r) => (col + 2, r.trim_start()),
+                None => (col, trimmed),
+            };
+            let value = rest.strip_prefix(key)?.trim_start().strip_prefix(':')?;
+            let value = value.split(" #").next().unwrap_or_default().trim();
+            matches!(value, "" | "~" | "null" | "Null" | "NULL").then_some((n + 1, col + 1))
+        })
+        .collect();
+    (found.len() == 1).then(|| found[0])
 }
 
 #[derive(Deserialize)]
@@ -722,6 +784,46 @@ mod tests {
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
         let err = load(Path::new("/dev/zero")).unwrap_err().to_string();
         assert!(err.contains("larger than 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn null_where_a_string_is_required_is_refused_with_its_path() {
+        let hosts = "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: lab\nspec:\n  provider: hosts\n  hosts:\n    - name: m1\n      role: master\n      identityFile: k\n      address: null\n";
+        let err = parse(hosts, "t.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("t.yaml:11:7: spec.hosts[0].address: null where a string is required"),
+            "{err}"
+        );
+        // `~` and an empty value are YAML's null too; a tag value of null is not the text "null".
+        for value in ["~", ""] {
+            let err = parse(&hosts.replace("address: null", &format!("address: {value}")), "t.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("spec.hosts[0].address: null where"), "{value:?}: {err}");
+        }
+        let tags = format!("{MINIMAL}  tags:\n    team: null\n");
+        let err = parse(&tags, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml:8:5: spec.tags.team: null where"), "{err}");
+        // In a flow mapping the line is not told apart: the field path says where.
+        let flow = hosts.replace(
+            "    - name: m1\n      role: master\n      identityFile: k\n      address: null\n",
+            "    - {name: m1, role: master, identityFile: k, address: null}\n    - {name: m2, role: master, identityFile: k, address: null}\n",
+        );
+        let err = parse(&flow, "t.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("t.yaml: spec.hosts[0].address: null where"), "{err}");
+        // Quoted, it is the word, which is what the user wrote; an optional field may be null.
+        let quoted = hosts.replace("address: null", "address: 'null'");
+        assert_eq!(parse(&quoted, "t.yaml").unwrap().spec.hosts.unwrap()[0].address, "null");
+        assert!(parse(&format!("{MINIMAL}  region: null\n"), "t.yaml").is_ok());
+        // EcsService documents go through the same check (apiVersion: null was accepted).
+        let ecs = "apiVersion: null\nkind: EcsService\nmetadata:\n  name: web\nspec:\n  cluster: apps\n  image: nginx\n  network:\n    subnets: [subnet-1]\n    securityGroups: [sg-1]\n";
+        let err = parse_kind::<ecs::EcsServiceSpec>(ecs, "s.yaml", "EcsService", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.yaml:1:1: apiVersion: null where a string is required"),
+            "{err}"
+        );
     }
 
     #[test]

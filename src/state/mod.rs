@@ -64,6 +64,11 @@ pub struct LockInfo {
     pub pid: u32,
     pub command: String,
     pub acquired_at: String,
+    /// The run generation creates are made under (their idempotency tokens derive from it): a run's own id, or
+    /// the generation of the crashed run whose lock it took over, so that run's in-flight creates are answered,
+    /// not repeated. Absent in locks written before it existed (their `id` stands in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<String>,
 }
 
 impl LockInfo {
@@ -79,7 +84,13 @@ impl LockInfo {
             pid,
             command: command.into(),
             acquired_at: now(),
+            generation: None,
         }
+    }
+
+    /// The generation this lock's run creates under (see [`LockInfo::generation`]).
+    fn generation(&self) -> &str {
+        self.generation.as_deref().unwrap_or(&self.id)
     }
 
     /// Held by a process of this machine that no longer exists (a run killed with SIGKILL).
@@ -385,15 +396,16 @@ impl StateStore {
         let key = self.key(cluster, "lock");
         let mine = LockInfo::mine(command);
         let body = serde_json::to_vec_pretty(&mine)?;
-        let taken = |store: &StateStore| StateLock {
+        let taken = |store: &StateStore, held: &LockInfo| StateLock {
             store: store.clone(),
             key: key.clone(),
-            id: mine.id.clone(),
+            id: held.id.clone(),
+            generation: held.generation().to_string(),
             released: false,
         };
         for _ in 0..5 {
             if self.create_exclusive(&key, &body).await? {
-                return Ok(taken(self));
+                return Ok(taken(self, &mine));
             }
             // Gone between the two calls: the next exclusive create decides.
             let Some(current) = self.read_versioned(&key).await? else {
@@ -420,12 +432,21 @@ impl StateStore {
                 _ if force => "--force-unlock",
                 _ => "its process is gone",
             };
-            if self.replace_if_unchanged(&key, &current, &body).await? {
+            // The crashed run's generation carries over: a create it sent just before dying is then answered
+            // to this run instead of made twice (AWS keeps a token's answer for hours).
+            let heir = LockInfo {
+                generation: holder.as_ref().map(|h| h.generation().to_string()),
+                ..mine.clone()
+            };
+            if self
+                .replace_if_unchanged(&key, &current, &serde_json::to_vec_pretty(&heir)?)
+                .await?
+            {
                 let was = holder.map_or("an unreadable lock".to_string(), |h| {
                     format!("the lock of pid {} on {}", h.pid, h.host)
                 });
                 tracing::warn!("took over {was} of cluster {cluster} ({why})");
-                return Ok(taken(self));
+                return Ok(taken(self, &heir));
             }
             // Another run changed the lock first: look again.
         }
@@ -644,10 +665,16 @@ pub struct StateLock {
     store: StateStore,
     key: String,
     id: String,
+    generation: String,
     released: bool,
 }
 
 impl StateLock {
+    /// The generation this run's creates are made under (see [`LockInfo::generation`]).
+    pub fn generation(&self) -> &str {
+        &self.generation
+    }
+
     pub async fn release(mut self) -> anyhow::Result<()> {
         self.released = true;
         // Only remove the lock if it is still ours (someone may have broken it with --force-unlock).
@@ -787,13 +814,24 @@ mod tests {
             pid: 999_999_999,
             command: "kforge apply".into(),
             acquired_at: now(),
+            generation: Some("g-crashed".into()),
         };
         store
             .create_exclusive(&store.key("a", "lock"), &serde_json::to_vec(&dead).unwrap())
             .await
             .unwrap();
         let lock = store.lock("a", "kforge apply", false).await.unwrap();
+        // The heir creates under the crashed run's generation, and passes it on if it crashes too.
+        assert_eq!(lock.generation(), "g-crashed");
+        let written: LockInfo =
+            serde_json::from_slice(&store.read(&store.key("a", "lock")).await.unwrap().unwrap()).unwrap();
+        assert_eq!(written.generation.as_deref(), Some("g-crashed"));
         lock.release().await.unwrap();
+        // A run after a clean release starts a generation of its own.
+        let next = store.lock("a", "kforge apply", false).await.unwrap();
+        assert_ne!(next.generation(), "g-crashed");
+        assert_eq!(next.generation(), next.id);
+        next.release().await.unwrap();
     }
 
     /// Two runs racing for one stale lock (here: two tasks of this process, each with its own guard descriptor,
@@ -809,6 +847,7 @@ mod tests {
                 pid: 999_999_999,
                 command: "kforge apply".into(),
                 acquired_at: now(),
+                generation: None,
             };
             let path = tmp.path().join("state").join(store.key("a", "lock"));
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();

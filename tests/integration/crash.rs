@@ -77,3 +77,200 @@ fn number_of_mutating_calls_matches_the_kill_points() {
     let n = env.proxy.calls().iter().filter(|c| c.is_mutating()).count();
     assert_eq!(n, 34, "mutating calls of the network phase");
 }
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "waited too long for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Issue 18 (1), the race behind a duplicate seen once in 20 killed EKS creates: the killed run's CreateRouteTable
+/// calls were accepted but not yet visible when the re-run listed. The proxy's gate holds every CreateRouteTable
+/// before it reaches moto; the first run is killed with its calls held, the re-run lists the route tables (none),
+/// then the killed run's creates land, then the re-run's own. The re-run's second look after each create finds the
+/// twin and keeps one, saying so; a plan afterwards is empty. On AWS the ClientToken does it first (a repeat is
+/// answered with the first table), which moto does not implement: the test checks both runs sent the same token
+/// for each table, the part AWS needs from kforge.
+#[test]
+fn a_create_landing_after_the_rerun_listed_leaves_no_twin() {
+    let env = TestEnv::new();
+    let spec = example("eks-minimal.yaml");
+    let spec = s(&spec);
+    let args = ["create", "cluster", "-f", spec, "--phase", "network"];
+    env.proxy.gate_action("CreateRouteTable");
+    let mut killed = env
+        .kforge()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // eks-minimal has three route tables (public, one private per zone), created at once.
+    wait_until("the first run's route table creates", || env.proxy.gated() == 3);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let killed_tokens = env.proxy.client_tokens("CreateRouteTable");
+    let listed = || {
+        env.proxy
+            .calls()
+            .iter()
+            .filter(|c| c.action == "DescribeRouteTables")
+            .count()
+    };
+    let listed_before = listed();
+    let rerun = env
+        .kforge()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the re-run's listing of route tables", || listed() > listed_before);
+    // The killed run's three creates land now, after the re-run looked; the re-run's go after them.
+    env.proxy.open_gate(3);
+    env.proxy.remove_gate();
+    let out = rerun.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "re-run: {stderr}");
+    assert_eq!(
+        stderr.matches("(a create interrupted and repeated)").count(),
+        3,
+        "each twin named: {stderr}"
+    );
+    let tagged = env.tagged("eks-minimal", "us-east-1");
+    let all = env.all_non_default("us-east-1");
+    assert_eq!(tagged["route-table"], 3, "{tagged:?}");
+    assert_eq!(all["route-table"], 3, "{all:?}");
+    let plan = env.run(&["plan", "-f", spec, "--phase", "network", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "converged: {}{}", plan.stdout, plan.stderr);
+    // The re-run took over the dead run's lock and with it its generation: the same token per table.
+    let rerun_tokens = env.proxy.client_tokens("CreateRouteTable");
+    assert_eq!(rerun_tokens.len(), 6, "{rerun_tokens:?}");
+    let mut first: Vec<&String> = killed_tokens.iter().collect();
+    let mut second: Vec<&String> = rerun_tokens[3..].iter().collect();
+    first.sort();
+    second.sort();
+    assert_eq!(first, second, "tokens of the killed run and of the re-run");
+    assert_eq!(first.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
+
+    // A twin that lands after the run's second look (here: made by hand with the same tags) is found by the next
+    // plan, which keeps the table holding the routes and lists the empty one for deletion; apply deletes it.
+    let ec2 = env.ec2("us-east-1");
+    let twin = crate::support::rt().block_on(async {
+        let cluster_tag = aws_sdk_ec2::types::Filter::builder()
+            .name("tag:kforge.dev/cluster")
+            .values("eks-minimal")
+            .build();
+        let public = aws_sdk_ec2::types::Filter::builder()
+            .name("tag:kforge.dev/resource")
+            .values("rtb/public")
+            .build();
+        let tables = ec2
+            .describe_route_tables()
+            .filters(cluster_tag)
+            .filters(public)
+            .send()
+            .await
+            .unwrap();
+        let table = &tables.route_tables()[0];
+        let made = ec2
+            .create_route_table()
+            .vpc_id(table.vpc_id().unwrap())
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::RouteTable)
+                    .set_tags(Some(table.tags().to_vec()))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        made.route_table().unwrap().route_table_id().unwrap().to_string()
+    });
+    let plan = env.run(&["plan", "-f", spec, "--phase", "network", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        plan.stdout.contains(&twin),
+        "the empty twin listed for deletion: {}",
+        plan.stdout
+    );
+    assert!(plan.stderr.contains("holds nothing"), "{}", plan.stderr);
+    env.ok(&args);
+    assert_eq!(env.tagged("eks-minimal", "us-east-1")["route-table"], 3);
+    let plan = env.run(&["plan", "-f", spec, "--phase", "network", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+}
+
+/// Issue 18 (1): 20 creates of eks-minimal (every phase, its EKS addons off: moto has no addon API), each
+/// SIGKILLed at a different moment in its first seconds with 40 ms of latency on every call (so creates are in
+/// flight when it dies), re-run at once: every trial converges (re-run exits 0, no untagged leftovers, a plan is
+/// empty). Ignored: a campaign of a few minutes, run for the closing note with
+/// `cargo test --test integration -- --ignored kill_campaign`.
+#[test]
+#[ignore]
+fn kill_campaign_over_eks_minimal_converges_20_of_20() {
+    let env = TestEnv::new();
+    // moto has no EKS addon API: the example with its addons off, as the issue's campaign ran it.
+    let text = std::fs::read_to_string(example("eks-minimal.yaml")).unwrap() + "  addons: []\n";
+    let spec = crate::support::write_spec(env.dir.path(), "eks-minimal.yaml", &text);
+    let spec = s(&spec);
+    let mut failures = Vec::new();
+    for trial in 0..20u64 {
+        crate::support::moto::shared().reset();
+        env.proxy.reset();
+        let _ = std::fs::remove_dir_all(env.state_dir());
+        env.proxy.set_latency(std::time::Duration::from_millis(40));
+        let mut child = env
+            .kforge()
+            .args(["create", "cluster", "-f", spec, "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400 + 90 * trial));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let rerun = env.run(&["create", "cluster", "-f", spec, "-q"]);
+        env.proxy.set_latency(std::time::Duration::ZERO);
+        let tagged = env.tagged("eks-minimal", "us-east-1");
+        let all = env.all_non_default("us-east-1");
+        let plan = env.run(&["plan", "-f", spec, "--detailed-exitcode"]);
+        let kinds = [
+            "vpc",
+            "subnet",
+            "nat-gateway",
+            "elastic-ip",
+            "internet-gateway",
+            "route-table",
+        ];
+        let ok = rerun.code == 0
+            && plan.code == 0
+            && kinds.iter().all(|k| tagged[k] == all[k])
+            && tagged["route-table"] == 3
+            && tagged["subnet"] == 4;
+        eprintln!(
+            "trial {trial:2}: killed after {} ms: re-run {}, plan {}, {}",
+            400 + 90 * trial,
+            rerun.code,
+            plan.code,
+            if ok { "converged" } else { "NOT converged" }
+        );
+        if !ok {
+            failures.push(format!(
+                "trial {trial}: re-run {} {}\nplan {} {}\ntagged {tagged:?}\nall {all:?}",
+                rerun.code, rerun.stderr, plan.code, plan.stdout
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 20 did not converge:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

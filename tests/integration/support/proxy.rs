@@ -3,6 +3,8 @@
 //! hold the response of the N-th mutating EC2 call forever so a test can kill the client right after AWS acted.
 //! It also plays the part of cloud-init, which moto lacks: `GetConsoleOutput` answers carry an SSH host-key block
 //! (fingerprint and public key derived from the instance id, see [`host_key_of`]) as a real instance prints it.
+//! A gate holds calls of one action *before* forwarding them (a request accepted and not yet visible), and lets
+//! them through in the order a test chooses, even after the client that sent them was killed.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -64,6 +66,15 @@ pub struct Proxy {
     rng: AtomicU64,
     /// Calls forwarded to the upstream and not yet answered by it.
     forwarding: Arc<AtomicUsize>,
+    /// The action the gate holds, if any.
+    gate: Mutex<Option<String>>,
+    /// Gated calls received so far; each waits until `gate_open` reaches its number.
+    gated: AtomicU64,
+    gate_open: tokio::sync::watch::Sender<u64>,
+    /// Gated calls forwarded and answered upstream.
+    gate_answered: Arc<AtomicU64>,
+    /// `(action, ClientToken)` of every call that carried a token, as received.
+    tokens: Mutex<Vec<(String, String)>>,
 }
 
 impl Proxy {
@@ -80,6 +91,11 @@ impl Proxy {
             held: AtomicBool::new(false),
             rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             forwarding: Arc::new(AtomicUsize::new(0)),
+            gate: Mutex::new(None),
+            gated: AtomicU64::new(0),
+            gate_open: tokio::sync::watch::Sender::new(0),
+            gate_answered: Arc::new(AtomicU64::new(0)),
+            tokens: Mutex::new(Vec::new()),
         });
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let p = Arc::clone(&proxy);
@@ -115,6 +131,8 @@ impl Proxy {
         self.calls.lock().unwrap().clear();
         self.mutating_ec2.store(0, Ordering::SeqCst);
         self.held.store(false, Ordering::SeqCst);
+        self.tokens.lock().unwrap().clear();
+        self.remove_gate();
     }
 
     /// Waits until every call a client sent has been answered upstream (a killed client's calls go on to AWS,
@@ -144,6 +162,47 @@ impl Proxy {
 
     pub fn hold_at(&self, nth_mutating_ec2_call: usize) {
         self.settings.lock().unwrap().hold_at = Some(nth_mutating_ec2_call);
+    }
+
+    /// Holds every call of `action` before forwarding it, until [`Proxy::open_gate`] lets it through.
+    pub fn gate_action(&self, action: &str) {
+        *self.gate.lock().unwrap() = Some(action.to_string());
+        self.gated.store(0, Ordering::SeqCst);
+        self.gate_answered.store(0, Ordering::SeqCst);
+        self.gate_open.send_replace(0);
+    }
+
+    /// How many calls the gate has held so far.
+    pub fn gated(&self) -> u64 {
+        self.gated.load(Ordering::SeqCst)
+    }
+
+    /// Lets the first `n` gated calls through (they go on to AWS whether or not their client is alive) and waits
+    /// until AWS has answered them.
+    pub fn open_gate(&self, n: u64) {
+        self.gate_open.send_replace(n);
+        let until = Instant::now() + Duration::from_secs(30);
+        while self.gate_answered.load(Ordering::SeqCst) < n.min(self.gated()) {
+            assert!(Instant::now() < until, "gated calls were not answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Opens the gate for good.
+    pub fn remove_gate(&self) {
+        *self.gate.lock().unwrap() = None;
+        self.gate_open.send_replace(u64::MAX);
+    }
+
+    /// The `ClientToken`s calls of `action` carried, in the order received.
+    pub fn client_tokens(&self, action: &str) -> Vec<String> {
+        self.tokens
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// Whether a call is being held now.
@@ -199,6 +258,11 @@ impl Proxy {
                     .map(str::to_string)
             })
             .flatten();
+        if let Some(token) = text.split('&').find_map(|kv| kv.strip_prefix("ClientToken=")) {
+            self.tokens.lock().unwrap().push((action.clone(), token.to_string()));
+        }
+        let gate_number = (self.gate.lock().unwrap().as_deref() == Some(action.as_str()))
+            .then(|| self.gated.fetch_add(1, Ordering::SeqCst) + 1);
         let is_ec2 = !action.starts_with("S3 ");
         let (latency, fault_per_mille, hold_at, silent_consoles) = {
             let mut s = self.settings.lock().unwrap();
@@ -239,9 +303,17 @@ impl Proxy {
         // Forwarded from a task of its own: a client killed mid-call does not cancel what already reached AWS.
         let request = client.request(forward.body(Full::new(body)).expect("valid request"));
         let forwarding = Arc::clone(&self.forwarding);
-        forwarding.fetch_add(1, Ordering::SeqCst);
+        let mut gate = self.gate_open.subscribe();
+        let gate_answered = Arc::clone(&self.gate_answered);
         let upstream_reply = tokio::spawn(async move {
+            if let Some(n) = gate_number {
+                let _ = gate.wait_for(|open| *open >= n).await;
+            }
+            forwarding.fetch_add(1, Ordering::SeqCst);
             let r = request.await;
+            if gate_number.is_some() {
+                gate_answered.fetch_add(1, Ordering::SeqCst);
+            }
             let r = match r {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
