@@ -173,24 +173,8 @@ pub async fn remove_hosts(
             host.role_name()
         )));
         if health::runs_kubelet(host.role) {
-            let progress = |line: String| reporter.event(Event::Note(line));
-            match drain::drain(&client, &host.name, drain_opts, &progress).await {
-                Ok(d) => reporter.event(Event::Note(format!(
-                    "remove: {} drained ({} pods evicted)",
-                    host.name,
-                    d.evicted.len()
-                ))),
-                Err(drain::DrainError::NoNode { .. }) => {
-                    reporter.event(Event::Note(format!("remove: {} has no Node to drain", host.name)))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            let nodes: kube::Api<Node> = kube::Api::all(client.clone());
-            match nodes.delete(&host.name, &Default::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => return Err(anyhow::anyhow!("remove: delete Node {}: {e}", host.name)),
-            }
+            drain_node(&client, &host.name, drain_opts, "remove", reporter).await?;
+            delete_node(&client, &host.name, "remove").await?;
         }
         if host.role == HostRole::Master
             && let Some(conn) = stays.take()
@@ -472,24 +456,57 @@ async fn roll_in_place(
     Ok(out)
 }
 
-/// Drains `node` before its machine goes (nothing to do without the cluster's API, or when it never registered).
+/// Drains `node`, saying so in lines that start with `step` (`remove`, `rolling-update`): `true` once drained,
+/// `false` when the node never registered (nothing to drain). A drain that cannot finish is the error.
+async fn drain_node(
+    kube: &kube::Client,
+    node: &str,
+    opts: &drain::DrainOptions,
+    step: &str,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<bool> {
+    let progress = |line: String| reporter.event(Event::Note(format!("{step}: {line}")));
+    match drain::drain(kube, node, opts, &progress).await {
+        Ok(d) => {
+            let left = if d.skipped.is_empty() {
+                "none".to_string()
+            } else {
+                d.skipped.join(", ")
+            };
+            reporter.event(Event::Note(format!(
+                "{step}: {node} drained ({} pods evicted, {} left: {left})",
+                d.evicted.len(),
+                d.skipped.len()
+            )));
+            Ok(true)
+        }
+        Err(drain::DrainError::NoNode { .. }) => {
+            reporter.event(Event::Note(format!("{step}: {node} has no Node to drain")));
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the Node object `node` (gone already is fine).
+async fn delete_node(kube: &kube::Client, node: &str, step: &str) -> anyhow::Result<()> {
+    let nodes: kube::Api<Node> = kube::Api::all(kube.clone());
+    match nodes.delete(node, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => anyhow::bail!("{step}: delete Node {node}: {e}"),
+    }
+}
+
+/// Drains `node` before its machine goes (nothing to do without the cluster's API).
 async fn drain_for_replacement(
     kube: Option<&kube::Client>,
     node: &str,
     opts: &RollOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<()> {
-    let Some(kube) = kube else { return Ok(()) };
-    let progress = |line: String| reporter.event(Event::Note(format!("rolling-update: {line}")));
-    match drain::drain(kube, node, &opts.drain, &progress).await {
-        Ok(d) => reporter.event(Event::Note(format!(
-            "rolling-update: {node} drained ({} pods evicted)",
-            d.evicted.len()
-        ))),
-        Err(drain::DrainError::NoNode { .. }) => {
-            reporter.event(Event::Note(format!("rolling-update: {node} has no Node to drain")))
-        }
-        Err(e) => return Err(e.into()),
+    if let Some(kube) = kube {
+        drain_node(kube, node, &opts.drain, "rolling-update", reporter).await?;
     }
     Ok(())
 }
@@ -650,13 +667,8 @@ pub async fn rolling_update_ec2(
             }
         }
         if let (Some((kube, _)), false) = (&api, opts.cloud_only) {
-            let nodes: kube::Api<Node> = kube::Api::all(kube.clone());
             for i in &old {
-                match nodes.delete(&i.host_name(), &Default::default()).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                    Err(e) => anyhow::bail!("rolling-update: delete Node {}: {e}", i.host_name()),
-                }
+                delete_node(kube, &i.host_name(), "rolling-update").await?;
             }
             // The hosts without the old machines (a surge listed both).
             let found = hosts::discover_ec2(aws, cluster, opts.host_key_timeout, true, reporter).await?;
@@ -728,33 +740,7 @@ async fn roll_host(
         conn
     };
     let kubelet = health::runs_kubelet(host.role);
-    let mut cordoned = false;
-    if kubelet {
-        let progress = |line: String| reporter.event(Event::Note(format!("rolling-update: {line}")));
-        match drain::drain(kube, &host.name, &opts.drain, &progress).await {
-            Ok(d) => {
-                cordoned = true;
-                reporter.event(Event::Note(format!(
-                    "rolling-update: {} drained ({} pods evicted, {} left: {})",
-                    host.name,
-                    d.evicted.len(),
-                    d.skipped.len(),
-                    if d.skipped.is_empty() {
-                        "none".into()
-                    } else {
-                        d.skipped.join(", ")
-                    }
-                )));
-            }
-            Err(drain::DrainError::NoNode { .. }) => {
-                reporter.event(Event::Note(format!(
-                    "rolling-update: {} has no Node to drain",
-                    host.name
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let cordoned = kubelet && drain_node(kube, &host.name, &opts.drain, "rolling-update", reporter).await?;
     // Update what is out of date (the bootstrap of this host alone restarts what reads a changed file)...
     selfbuilt::bootstrap_some(
         store,

@@ -81,8 +81,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         c.downcast_ref::<TimedOut>().is_some()
             || c.downcast_ref::<RunTimedOut>().is_some()
             || c.downcast_ref::<kforge::providers::hosts::HostKeysTimedOut>().is_some()
-    }) || e.to_string().contains("gave up after")
-    {
+    }) {
         return EXIT_TIMEOUT;
     }
     EXIT_FAILURE
@@ -117,7 +116,17 @@ mod tests {
     fn exit_codes_say_what_happened() {
         let rolled_back = anyhow::Error::new(kforge::ecs::RolledBack("the deployment failed".into()));
         assert_eq!(exit_code(&rolled_back.context("deploying web")), EXIT_ROLLED_BACK);
-        assert_eq!(exit_code(&anyhow::anyhow!("service: gave up after 600s")), EXIT_TIMEOUT);
+        let deadline = anyhow::Error::new(kforge::engine::executor::TimedOut {
+            job: "service web".into(),
+            waited: std::time::Duration::from_secs(600),
+            reason: "still draining".into(),
+        });
+        assert_eq!(exit_code(&deadline.context("deleting web")), EXIT_TIMEOUT);
+        // The words alone decide nothing: an SSH connect that gave up is a failure, not a deadline of the run.
+        assert_eq!(
+            exit_code(&anyhow::anyhow!("m1: connect: refused (gave up after 60s)")),
+            EXIT_FAILURE
+        );
         assert_eq!(exit_code(&anyhow::anyhow!("AccessDenied")), EXIT_FAILURE);
     }
 }

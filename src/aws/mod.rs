@@ -46,8 +46,34 @@ pub struct Aws {
 /// Retry attempts when neither `AWS_MAX_ATTEMPTS` nor a profile says otherwise. Infrastructure runs make many
 /// calls; the SDK's default of 3 turns a short throttling burst into a failed run.
 const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// First retry delay (jittered: a random share of it, doubling per attempt up to [`MAX_BACKOFF`]). The SDK's
+/// standard mode starts at 1 s; a create runs a dozen dependency levels of parallel calls, and a level waits for
+/// its slowest call, so under 30 % throttling nearly every level would wait out a full first backoff. 200 ms keeps
+/// the first retries quick; the doubling still reaches seconds for a service that keeps refusing.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// Retry quota of the run (the SDK's default is 500, 5 per retry, given back when a retried call succeeds):
+/// under sustained throttling a cluster's few hundred calls drained it, after which calls failed without a
+/// retry. Still bounded, so an endpoint that fails everything is not retried forever.
+const RETRY_QUOTA: usize = 5_000;
 /// Longest a single AWS API call may take before it is abandoned and retried; API calls are small.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The config builder of SDK crate `$sdk` from the run's config, its calls counted and sharing the run's retry quota.
+macro_rules! counted {
+    ($sdk:ident, $config:expr) => {
+        $sdk::config::Builder::from($config)
+            .interceptor(CountAttempts)
+            .retry_partition(retry_partition())
+    };
+}
+
+/// A client of SDK crate `$sdk` built as [`counted!`] says.
+macro_rules! client {
+    ($sdk:ident, $config:expr) => {
+        $sdk::Client::from_conf(counted!($sdk, $config).build())
+    };
+}
 
 impl Aws {
     pub async fn load(opts: &AwsOptions) -> Aws {
@@ -62,7 +88,15 @@ impl Aws {
             loader = loader.endpoint_url(u);
         }
         if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() && std::env::var_os("AWS_RETRY_MODE").is_none() {
-            loader = loader.retry_config(RetryConfig::adaptive().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+            // Standard mode, not adaptive: adaptive's client-side rate limiter takes every throttled answer as a
+            // sign to slow all calls of the process, and under sustained throttling (20-30 % of calls) it made a
+            // selfbuilt-ha infrastructure create ~35x slower (bench/throttled-create: 5.5 s clean, 192 s; now ~2x).
+            loader = loader.retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(DEFAULT_MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF)
+                    .with_max_backoff(MAX_BACKOFF),
+            );
         }
         // Without an attempt timeout a stalled connection would wait forever; an attempt that times out is retried.
         loader = loader.timeout_config(
@@ -146,93 +180,41 @@ impl Aws {
     }
 
     pub fn ec2(&self) -> &aws_sdk_ec2::Client {
-        self.ec2.get_or_init(|| {
-            aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.ec2.get_or_init(|| client!(aws_sdk_ec2, &self.config))
     }
 
     pub fn eks(&self) -> &aws_sdk_eks::Client {
-        self.eks.get_or_init(|| {
-            aws_sdk_eks::Client::from_conf(
-                aws_sdk_eks::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.eks.get_or_init(|| client!(aws_sdk_eks, &self.config))
     }
 
     pub fn elbv2(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
-        self.elbv2.get_or_init(|| {
-            aws_sdk_elasticloadbalancingv2::Client::from_conf(
-                aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.elbv2
+            .get_or_init(|| client!(aws_sdk_elasticloadbalancingv2, &self.config))
     }
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {
-        self.iam.get_or_init(|| {
-            aws_sdk_iam::Client::from_conf(
-                aws_sdk_iam::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.iam.get_or_init(|| client!(aws_sdk_iam, &self.config))
     }
 
     pub fn autoscaling(&self) -> &aws_sdk_autoscaling::Client {
-        self.autoscaling.get_or_init(|| {
-            aws_sdk_autoscaling::Client::from_conf(
-                aws_sdk_autoscaling::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.autoscaling
+            .get_or_init(|| client!(aws_sdk_autoscaling, &self.config))
     }
 
     pub fn ssm(&self) -> &aws_sdk_ssm::Client {
-        self.ssm.get_or_init(|| {
-            aws_sdk_ssm::Client::from_conf(
-                aws_sdk_ssm::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.ssm.get_or_init(|| client!(aws_sdk_ssm, &self.config))
     }
 
     pub fn ecr(&self) -> &aws_sdk_ecr::Client {
-        self.ecr.get_or_init(|| {
-            aws_sdk_ecr::Client::from_conf(
-                aws_sdk_ecr::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.ecr.get_or_init(|| client!(aws_sdk_ecr, &self.config))
     }
 
     pub fn ecs(&self) -> &aws_sdk_ecs::Client {
-        self.ecs.get_or_init(|| {
-            aws_sdk_ecs::Client::from_conf(
-                aws_sdk_ecs::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.ecs.get_or_init(|| client!(aws_sdk_ecs, &self.config))
     }
 
     pub fn logs(&self) -> &aws_sdk_cloudwatchlogs::Client {
-        self.logs.get_or_init(|| {
-            aws_sdk_cloudwatchlogs::Client::from_conf(
-                aws_sdk_cloudwatchlogs::config::Builder::from(&self.config)
-                    .interceptor(CountAttempts)
-                    .build(),
-            )
-        })
+        self.logs.get_or_init(|| client!(aws_sdk_cloudwatchlogs, &self.config))
     }
 
     /// `aws`, `aws-cn` or `aws-us-gov`: the partition of ARNs in this region.
@@ -242,7 +224,7 @@ impl Aws {
 
     pub fn s3(&self) -> &aws_sdk_s3::Client {
         self.s3.get_or_init(|| {
-            let mut b = aws_sdk_s3::config::Builder::from(&self.config).interceptor(CountAttempts);
+            let mut b = counted!(aws_sdk_s3, &self.config);
             // Emulators (moto, MinIO) on localhost have no virtual-host buckets.
             if self.endpoint_url.is_some() {
                 b = b.force_path_style(true);
@@ -250,6 +232,22 @@ impl Aws {
             aws_sdk_s3::Client::from_conf(b.build())
         })
     }
+}
+
+/// The retry partition every client of the run shares: one quota of [`RETRY_QUOTA`] for the whole run.
+fn retry_partition() -> aws_sdk_ec2::config::retry::RetryPartition {
+    static PARTITION: OnceLock<aws_sdk_ec2::config::retry::RetryPartition> = OnceLock::new();
+    PARTITION
+        .get_or_init(|| {
+            aws_sdk_ec2::config::retry::RetryPartition::custom("kforge")
+                .token_bucket(
+                    aws_smithy_runtime::client::retries::TokenBucket::builder()
+                        .capacity(RETRY_QUOTA)
+                        .build(),
+                )
+                .build()
+        })
+        .clone()
 }
 
 /// Counts AWS calls and their attempts for the run's summary at `-v`: how many attempts were retries, and how many
@@ -457,6 +455,40 @@ mod tests {
         assert!(s.contains("hint: something else still uses"));
         let any: anyhow::Error = e.into();
         assert_eq!(error_code(&any.context("deleting")), Some("DependencyViolation"));
+    }
+
+    /// The retry policy of issue 18 (4): standard mode (adaptive's client-side rate limiter made runs under
+    /// sustained throttling ~35x slower), a quick first backoff, and one quota shared by every client of the run.
+    #[tokio::test]
+    async fn retries_are_standard_with_a_quick_first_backoff_and_one_quota() {
+        if std::env::var_os("AWS_MAX_ATTEMPTS").is_some() || std::env::var_os("AWS_RETRY_MODE").is_some() {
+            return; // the environment's settings win, by design
+        }
+        let aws = Aws::load(&AwsOptions {
+            region: Some("us-east-1".into()),
+            profile: None,
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+        })
+        .await;
+        let retry = aws.ec2().config().retry_config().expect("a retry config");
+        assert_eq!(retry.mode(), aws_config::retry::RetryMode::Standard);
+        assert_eq!(retry.max_attempts(), DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(retry.initial_backoff(), INITIAL_BACKOFF);
+        assert_eq!(retry.max_backoff(), MAX_BACKOFF);
+        let partition = aws
+            .ec2()
+            .config()
+            .retry_partition()
+            .expect("the run's partition")
+            .to_string();
+        assert_eq!(partition, "kforge");
+        for other in [
+            aws.s3().config().retry_partition(),
+            aws.iam().config().retry_partition(),
+            aws.autoscaling().config().retry_partition(),
+        ] {
+            assert_eq!(other.map(|p| p.to_string()).as_deref(), Some("kforge"));
+        }
     }
 
     #[test]

@@ -82,10 +82,13 @@ pub struct BootstrapFailed {
 fn grouped(failures: &[SshError]) -> String {
     let mut by_cause: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     for f in failures {
-        by_cause
+        let hosts = by_cause
             .entry((f.step.clone(), f.message.clone(), f.hint.clone()))
-            .or_default()
-            .push(f.host.clone());
+            .or_default();
+        // A failure seen from every host of a stage (the API endpoint, the asset manifest) carries one name: once.
+        if !hosts.contains(&f.host) {
+            hosts.push(f.host.clone());
+        }
     }
     by_cause
         .into_iter()
@@ -766,4 +769,33 @@ pub async fn pending_changes(
         return Err(fail("check", failed));
     }
     Ok(work.into_iter().map(|h| (h.host.name, h.pending)).collect())
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    fn failure(host: &str, message: &str) -> SshError {
+        SshError {
+            host: host.into(),
+            step: "api".into(),
+            message: message.into(),
+            hint: "check it".into(),
+            transient: false,
+        }
+    }
+
+    #[test]
+    fn a_failure_names_each_host_once() {
+        // Seven hosts' checks of one endpoint fail alike: the endpoint is named once, not seven times.
+        let same: Vec<SshError> = (0..7).map(|_| failure("https://10.0.0.5:6443", "not ready")).collect();
+        let text = grouped(&same);
+        assert_eq!(text.matches("https://10.0.0.5:6443").count(), 1, "{text}");
+        // Different hosts failing alike are listed together; different causes on lines of their own.
+        let mixed = [failure("m1", "down"), failure("m2", "down"), failure("w1", "full")];
+        assert_eq!(
+            grouped(&mixed),
+            "  - m1, m2: api: down\n    hint: check it\n  - w1: api: full\n    hint: check it"
+        );
+    }
 }

@@ -393,53 +393,24 @@ impl Connection {
 
     /// Runs `command` through the login shell and returns what it printed and its exit status.
     pub fn run(&self, step: &str, command: &str) -> Result<Output, SshError> {
-        let broken = |e: &dyn std::fmt::Display| {
-            self.fail(
-                step,
-                format!("the connection broke: {e}"),
-                "re-run; steps are idempotent",
-            )
-        };
-        let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
-        let command = if self.sudo {
-            format!("sudo -n sh -c {}", shell_quote(command))
-        } else {
-            command.to_string()
-        };
-        channel.exec(&command).map_err(|e| broken(&e))?;
-        let mut stdout = String::new();
-        channel.read_to_string(&mut stdout).map_err(|e| broken(&e))?;
-        let mut stderr = String::new();
-        channel.stderr().read_to_string(&mut stderr).map_err(|e| broken(&e))?;
-        channel.wait_close().map_err(|e| broken(&e))?;
-        let status = channel.exit_status().map_err(|e| broken(&e))?;
-        Ok(Output { status, stdout, stderr })
+        let (status, stdout, stderr) =
+            self.exec(step, command, "the connection broke", "re-run; steps are idempotent")?;
+        Ok(Output {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr,
+        })
     }
 
     /// The bytes of `path` on the host, read as root (through sudo where the login needs it) and streamed over
     /// the channel, so a file only root may read (an etcd snapshot) comes back without a copy anyone else could.
     pub fn read_file(&self, step: &str, path: &str) -> Result<Vec<u8>, SshError> {
-        let broken = |e: &dyn std::fmt::Display| {
-            self.fail(
-                step,
-                format!("reading {path} broke off: {e}"),
-                "re-run; nothing was changed",
-            )
-        };
-        let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
-        let command = format!("cat {}", shell_quote(path));
-        let command = if self.sudo {
-            format!("sudo -n sh -c {}", shell_quote(&command))
-        } else {
-            command
-        };
-        channel.exec(&command).map_err(|e| broken(&e))?;
-        let mut bytes = Vec::new();
-        channel.read_to_end(&mut bytes).map_err(|e| broken(&e))?;
-        let mut stderr = String::new();
-        channel.stderr().read_to_string(&mut stderr).map_err(|e| broken(&e))?;
-        channel.wait_close().map_err(|e| broken(&e))?;
-        let status = channel.exit_status().map_err(|e| broken(&e))?;
+        let (status, bytes, stderr) = self.exec(
+            step,
+            &format!("cat {}", shell_quote(path)),
+            &format!("reading {path} broke off"),
+            "re-run; nothing was changed",
+        )?;
         if status != 0 {
             return Err(self.fail(
                 step,
@@ -448,6 +419,26 @@ impl Connection {
             ));
         }
         Ok(bytes)
+    }
+
+    /// Runs `command` on a channel of its own (through `sudo -n` when the login needs it): exit status, stdout's
+    /// bytes, stderr. A broken channel is `broken: <cause>` with `hint`.
+    fn exec(&self, step: &str, command: &str, broken: &str, hint: &str) -> Result<(i32, Vec<u8>, String), SshError> {
+        let broken = |e: &dyn std::fmt::Display| self.fail(step, format!("{broken}: {e}"), hint);
+        let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
+        let command = if self.sudo {
+            format!("sudo -n sh -c {}", shell_quote(command))
+        } else {
+            command.to_string()
+        };
+        channel.exec(&command).map_err(|e| broken(&e))?;
+        let mut stdout = Vec::new();
+        channel.read_to_end(&mut stdout).map_err(|e| broken(&e))?;
+        let mut stderr = String::new();
+        channel.stderr().read_to_string(&mut stderr).map_err(|e| broken(&e))?;
+        channel.wait_close().map_err(|e| broken(&e))?;
+        let status = channel.exit_status().map_err(|e| broken(&e))?;
+        Ok((status, stdout, stderr))
     }
 
     /// Runs `command`; a non-zero exit is an error naming the step, with the end of what it printed.

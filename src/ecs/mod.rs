@@ -481,10 +481,12 @@ pub async fn delete_service(
         let until = std::time::Instant::now() + deadline;
         while resources::describe_service(&ctx, cluster, name).await?.is_some() {
             if std::time::Instant::now() > until {
-                anyhow::bail!(
-                    "{what}: still draining after {}s; gave up after the deadline\n  hint: run the delete again to keep waiting",
-                    deadline.as_secs()
-                );
+                return Err(crate::engine::executor::TimedOut {
+                    job: what,
+                    waited: deadline,
+                    reason: "still draining".into(),
+                }
+                .into());
             }
             reporter.event(Event::Waiting {
                 id: format!("service/{name}"),
@@ -610,7 +612,12 @@ pub async fn delete_service(
                 Step::Done(()) => break,
                 Step::Retry { reason, .. } | Step::Blocked { reason } => {
                     if std::time::Instant::now() > until {
-                        anyhow::bail!("security group {id}: {reason}; gave up after the deadline");
+                        return Err(crate::engine::executor::TimedOut {
+                            job: format!("security group {id}"),
+                            waited: deadline,
+                            reason,
+                        }
+                        .into());
                     }
                     tokio::time::sleep(Duration::from_secs(5)).await;
                 }

@@ -283,14 +283,13 @@ impl Resource for AutoScalingGroupRes {
             }
             update.send().await.map_err(aws_err(&what, "UpdateAutoScalingGroup"))?;
         }
-        if (changed("launchTemplate") || changed("instanceTypes"))
-            && let Err(e) = start_instance_refresh(&ctx.aws, &actual.id).await
-        {
-            // The group already launches the new version; replacing the running instances is the refresh's job
-            // and can be started again by hand, so this does not fail the apply.
+        if changed("launchTemplate") || changed("instanceTypes") {
+            // New instances start from the new version; the running ones are replaced by `rolling-update`, which
+            // drains each first (an instance refresh would terminate them without a drain, as kops also avoids).
             tracing::warn!(
-                "{what}: the running instances were not rolled: {e:#}\n  hint: `aws autoscaling start-instance-refresh --auto-scaling-group-name {}` replaces them",
-                actual.id
+                "{what}: the group launches its new template version from now on; its running instances are out \
+                 of date\n  hint: `kforge rolling-update cluster {}` replaces them one at a time, drained first",
+                ctx.cluster
             );
         }
         if changed("tags") {
@@ -334,25 +333,6 @@ impl Resource for AutoScalingGroupRes {
     }
     async fn delete(&self, ctx: &Ctx, actual: &Observed) -> anyhow::Result<Step<()>> {
         delete_auto_scaling_group(&ctx.aws, &actual.id).await
-    }
-}
-
-/// Rolls the group's instances onto its current template; a refresh already running is left to finish.
-async fn start_instance_refresh(aws: &Aws, name: &str) -> anyhow::Result<()> {
-    let r = aws
-        .autoscaling()
-        .start_instance_refresh()
-        .auto_scaling_group_name(name)
-        .send()
-        .await;
-    match r.map_err(|e| {
-        anyhow::Error::from(aws_err(format!("auto-scaling-group ({name})"), "StartInstanceRefresh")(
-            e,
-        ))
-    }) {
-        Ok(_) => Ok(()),
-        Err(e) if error_code(&e) == Some("InstanceRefreshInProgress") => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

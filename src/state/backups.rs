@@ -115,42 +115,7 @@ impl StateStore {
 
     /// The file names under the cluster's `backups/`.
     async fn backup_files(&self, cluster: &str) -> anyhow::Result<Vec<String>> {
-        match self {
-            StateStore::Local { root } => match std::fs::read_dir(root.join(self.key(cluster, "backups"))) {
-                Ok(dir) => Ok(dir
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| e.file_name().into_string().ok())
-                    .collect()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-                Err(e) => Err(self
-                    .store_error(
-                        format!("cannot list the backups: {e}"),
-                        "check the directory's permissions",
-                    )
-                    .into()),
-            },
-            StateStore::S3 { aws, bucket, .. } => {
-                let prefix = self.backup_key(cluster, "");
-                let mut names = Vec::new();
-                let mut pages = aws
-                    .s3()
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(&prefix)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(aws_err(format!("s3://{bucket}/{prefix}"), "ListObjectsV2"))?;
-                    names.extend(
-                        page.contents()
-                            .iter()
-                            .filter_map(|o| o.key()?.strip_prefix(&prefix).map(str::to_string))
-                            .filter(|n| !n.is_empty() && !n.contains('/')),
-                    );
-                }
-                Ok(names)
-            }
-        }
+        self.names_in(&self.key(cluster, "backups")).await
     }
 
     /// Writes a secret: 0600 locally (as every file of the store), server-side encrypted in S3.

@@ -238,31 +238,16 @@ impl StateStore {
                     loaded: BTreeMap::new(),
                 })
             }
-            StateStore::S3 { aws, bucket, .. } => {
+            StateStore::S3 { .. } => {
                 let temp = tempfile::Builder::new().prefix("kforge-pki-").tempdir()?;
                 let path = temp.path().join("pki");
                 crate::fsutil::create_private_dir(&path)?;
-                let prefix = format!("{}/", self.key(cluster, "pki"));
+                let dir = self.key(cluster, "pki");
                 let mut loaded = BTreeMap::new();
-                let mut pages = aws
-                    .s3()
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(&prefix)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(aws_err(format!("s3://{bucket}/{prefix}"), "ListObjectsV2"))?;
-                    for o in page.contents() {
-                        let Some(key) = o.key() else { continue };
-                        let name = key.trim_start_matches(&prefix);
-                        if name.is_empty() || name.contains('/') {
-                            continue;
-                        }
-                        if let Some(bytes) = self.read(key).await? {
-                            crate::fsutil::write_private(&path.join(name), &bytes)?;
-                            loaded.insert(name.to_string(), bytes);
-                        }
+                for name in self.names_in(&dir).await? {
+                    if let Some(bytes) = self.read(&format!("{dir}/{name}")).await? {
+                        crate::fsutil::write_private(&path.join(&name), &bytes)?;
+                        loaded.insert(name, bytes);
                     }
                 }
                 Ok(PkiDir {
@@ -317,11 +302,49 @@ impl StateStore {
                 }
             }
             StateStore::S3 { .. } => {
-                let dir = self.open_pki(cluster).await?;
-                for name in dir.loaded.keys() {
-                    self.delete(&format!("{}/{name}", self.key(cluster, "pki"))).await?;
+                let dir = self.key(cluster, "pki");
+                for name in self.names_in(&dir).await? {
+                    self.delete(&format!("{dir}/{name}")).await?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// The names of the files directly in `dir` (a key without its trailing `/`); none if it does not exist.
+    pub(crate) async fn names_in(&self, dir: &str) -> anyhow::Result<Vec<String>> {
+        match self {
+            StateStore::Local { root } => match std::fs::read_dir(root.join(dir)) {
+                Ok(entries) => Ok(entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(self
+                    .store_error(format!("cannot list {dir}: {e}"), "check the directory's permissions")
+                    .into()),
+            },
+            StateStore::S3 { aws, bucket, .. } => {
+                let prefix = format!("{dir}/");
+                let mut names = Vec::new();
+                let mut pages = aws
+                    .s3()
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(aws_err(format!("s3://{bucket}/{prefix}"), "ListObjectsV2"))?;
+                    names.extend(
+                        page.contents()
+                            .iter()
+                            .filter_map(|o| o.key()?.strip_prefix(&prefix).map(str::to_string))
+                            .filter(|n| !n.is_empty() && !n.contains('/')),
+                    );
+                }
+                Ok(names)
             }
         }
     }

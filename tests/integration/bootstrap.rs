@@ -194,11 +194,18 @@ impl Lab {
 
     /// etcd's own answer about every member, asked on master-1 with kforge's client certificate.
     fn etcd_health(&self) -> (i32, String) {
+        self.etcdctl("endpoint health --cluster")
+    }
+
+    /// kforge's etcdctl on master-1, against its local member with the health-check client certificate.
+    pub(crate) fn etcdctl(&self, args: &str) -> (i32, String) {
         self.hosts.exec(
             "master-1",
-            "ETCDCTL_API=3 /opt/kforge/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kforge/pki/etcd/ca.crt \
-             --cert=/etc/kforge/pki/etcd/healthcheck-client.crt --key=/etc/kforge/pki/etcd/healthcheck-client.key \
-             endpoint health --cluster",
+            &format!(
+                "ETCDCTL_API=3 /opt/kforge/bin/etcdctl --endpoints=https://127.0.0.1:2379 \
+                 --cacert=/etc/kforge/pki/etcd/ca.crt --cert=/etc/kforge/pki/etcd/healthcheck-client.crt \
+                 --key=/etc/kforge/pki/etcd/healthcheck-client.key {args}"
+            ),
         )
     }
 }

@@ -103,13 +103,7 @@ fn a_create_landing_after_the_rerun_listed_leaves_no_twin() {
     let spec = s(&spec);
     let args = ["create", "cluster", "-f", spec, "--phase", "network"];
     env.proxy.gate_action("CreateRouteTable");
-    let mut killed = env
-        .kforge()
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut killed = env.spawn_quiet(&args);
     // eks-minimal has three route tables (public, one private per zone), created at once.
     wait_until("the first run's route table creates", || env.proxy.gated() == 3);
     killed.kill().unwrap();
@@ -225,13 +219,7 @@ fn kill_campaign_over_eks_minimal_converges_20_of_20() {
         env.proxy.reset();
         let _ = std::fs::remove_dir_all(env.state_dir());
         env.proxy.set_latency(std::time::Duration::from_millis(40));
-        let mut child = env
-            .kforge()
-            .args(["create", "cluster", "-f", spec, "-q"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = env.spawn_quiet(&["create", "cluster", "-f", spec, "-q"]);
         std::thread::sleep(std::time::Duration::from_millis(400 + 90 * trial));
         child.kill().unwrap();
         child.wait().unwrap();

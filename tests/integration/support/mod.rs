@@ -154,14 +154,18 @@ impl TestEnv {
         self.wait_held(args)
     }
 
-    fn wait_held(&self, args: &[&str]) -> std::process::Child {
-        let mut child = self
-            .kforge()
+    /// Starts kforge with `args` in the background, its output discarded (a run a test will kill).
+    pub fn spawn_quiet(&self, args: &[&str]) -> std::process::Child {
+        self.kforge()
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn wait_held(&self, args: &[&str]) -> std::process::Child {
+        let mut child = self.spawn_quiet(args);
         let start = std::time::Instant::now();
         while !self.proxy.holding() {
             if let Some(status) = child.try_wait().unwrap() {
