@@ -173,12 +173,13 @@ impl Inventory {
         }
     }
 
-    /// Notes `cloud_id` as an empty duplicate of `logical` for apply to delete.
-    pub fn set_aside(&self, cloud_id: &str, logical: &str) {
+    /// Notes `cloud_id` as an empty duplicate of `logical` for apply to delete; `false` if it already was.
+    pub fn set_aside(&self, cloud_id: &str, logical: &str) -> bool {
         self.surplus
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(cloud_id.into(), logical.into());
+            .insert(cloud_id.into(), logical.into())
+            .is_none()
     }
 
     /// The empty duplicates set aside so far (cloud id -> logical id).
@@ -941,6 +942,51 @@ pub fn settle_duplicates<'a, T>(
     };
     let rest = matching.into_iter().filter(|i| id_of(i) != id_of(keeper)).collect();
     Ok((keeper, rest))
+}
+
+/// [`by_logical_id`] for kinds whose twins can be told apart by what they hold (see [`settle_duplicates`]): the
+/// item kept, with each empty twin set aside in `inventory` for apply to delete and named in a warning, instead of
+/// the plan refusing.
+#[allow(clippy::too_many_arguments)]
+pub fn settled_by_logical_id<'a, T>(
+    inventory: &Inventory,
+    items: &'a [T],
+    kind: &'static str,
+    logical: &str,
+    tags_of: impl Fn(&T) -> &[Tag],
+    id_of: impl Fn(&T) -> Option<&str>,
+    holds_something: impl Fn(&T) -> bool,
+) -> anyhow::Result<Option<&'a T>> {
+    let matching: Vec<&T> = items
+        .iter()
+        .filter(|i| {
+            ec2_tag_map(tags_of(i))
+                .get(tags::RESOURCE)
+                .is_some_and(|v| v == logical)
+        })
+        .collect();
+    if matching.len() < 2 {
+        return Ok(matching.first().copied());
+    }
+    let (keeper, twins) = settle_duplicates(
+        matching,
+        kind,
+        &inventory.cluster,
+        logical,
+        None,
+        holds_something,
+        &id_of,
+    )?;
+    let kept = id_of(keeper).unwrap_or_default();
+    for twin in twins {
+        let id = id_of(twin).unwrap_or_default();
+        if inventory.set_aside(id, logical) {
+            tracing::warn!(
+                "{logical}: {kind} {id} duplicates {kept} and holds nothing (a create interrupted and repeated): apply deletes it"
+            );
+        }
+    }
+    Ok(Some(keeper))
 }
 
 /// Logical id of a tagged item, for reports.

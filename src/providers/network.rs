@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, NatGatewayState, ResourceType, RouteTable, VpcAttributeName,
 };
 
-use crate::aws::inventory::{by_logical_id, settle_duplicates};
+use crate::aws::inventory::{by_logical_id, settle_duplicates, settled_by_logical_id};
 use crate::aws::tags::{Tagger, ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
 use crate::aws::{Aws, aws_err, error_code};
 use crate::engine::{
@@ -255,8 +255,7 @@ impl Resource for Vpc {
             .attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let vpcs = ctx.inventory.vpcs(&ctx.aws).await?;
-        let found = by_logical_id(vpcs, "VPC", &ctx.cluster, &self.id, |v| v.tags(), |v| v.vpc_id())?;
+        let found = find_vpc(ctx, &self.id).await?;
         Ok(found.map(|v| {
             let id = v.vpc_id().unwrap_or_default();
             observed(
@@ -328,8 +327,7 @@ impl Resource for VpcDns {
             .attr("enableDnsHostnames", true, Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let vpcs = ctx.inventory.vpcs(&ctx.aws).await?;
-        let Some(vpc) = by_logical_id(vpcs, "VPC", &ctx.cluster, "vpc", |v| v.tags(), |v| v.vpc_id())? else {
+        let Some(vpc) = find_vpc(ctx, "vpc").await? else {
             return Ok(None);
         };
         let vpc_id = vpc.vpc_id().unwrap_or_default();
@@ -488,15 +486,7 @@ impl Resource for InternetGateway {
         Desired::default().attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let igws = ctx.inventory.internet_gateways(&ctx.aws).await?;
-        let found = by_logical_id(
-            igws,
-            "internet gateway",
-            &ctx.cluster,
-            &self.id,
-            |g| g.tags(),
-            |g| g.internet_gateway_id(),
-        )?;
+        let found = find_igw(ctx, &self.id).await?;
         Ok(found.map(|g| {
             observed(
                 g.internet_gateway_id().unwrap_or_default(),
@@ -580,16 +570,7 @@ impl Resource for IgwAttachment {
             .attr("vpc", inputs.get("vpc", "id"), Mutability::Replace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let igws = ctx.inventory.internet_gateways(&ctx.aws).await?;
-        let Some(g) = by_logical_id(
-            igws,
-            "internet gateway",
-            &ctx.cluster,
-            "igw",
-            |g| g.tags(),
-            |g| g.internet_gateway_id(),
-        )?
-        else {
+        let Some(g) = find_igw(ctx, "igw").await? else {
             return Ok(None);
         };
         let igw = g.internet_gateway_id().unwrap_or_default();
@@ -656,15 +637,7 @@ impl Resource for SubnetRes {
             .attr("tags", render(&self.tags), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let subnets = ctx.inventory.subnets(&ctx.aws).await?;
-        let found = by_logical_id(
-            subnets,
-            "subnet",
-            &ctx.cluster,
-            &self.id,
-            |s| s.tags(),
-            |s| s.subnet_id(),
-        )?;
+        let found = find_subnet(ctx, &self.id).await?;
         Ok(found.map(|s| {
             observed(
                 s.subnet_id().unwrap_or_default(),
@@ -734,15 +707,7 @@ impl Resource for SubnetPublicIp {
             .attr("mapPublicIpOnLaunch", true, Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let subnets = ctx.inventory.subnets(&ctx.aws).await?;
-        let found = by_logical_id(
-            subnets,
-            "subnet",
-            &ctx.cluster,
-            &self.subnet,
-            |s| s.tags(),
-            |s| s.subnet_id(),
-        )?;
+        let found = find_subnet(ctx, &self.subnet).await?;
         Ok(found.map(|s| {
             let id = s.subnet_id().unwrap_or_default();
             observed(
@@ -797,13 +762,23 @@ impl Resource for ElasticIp {
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
         let eips = ctx.inventory.addresses(&ctx.aws).await?;
-        let found = by_logical_id(
+        // A twin address is associated with nothing and no NAT gateway uses it.
+        let nats = ctx.inventory.nat_gateways(&ctx.aws).await?;
+        let found = settled_by_logical_id(
+            &ctx.inventory,
             eips,
             "elastic IP",
-            &ctx.cluster,
             &self.id,
             |a| a.tags(),
             |a| a.allocation_id(),
+            |a| {
+                a.association_id().is_some()
+                    || nats.iter().any(|n| {
+                        n.nat_gateway_addresses()
+                            .iter()
+                            .any(|x| x.allocation_id().is_some() && x.allocation_id() == a.allocation_id())
+                    })
+            },
         )?;
         Ok(found.map(|a| {
             let mut o = observed(
@@ -895,13 +870,22 @@ impl Resource for NatGateway {
             .filter(|n| crate::aws::inventory::nat_is_live(n))
             .cloned()
             .collect();
-        let found = by_logical_id(
+        // A twin NAT gateway is the target of no route.
+        let tables = ctx.inventory.route_tables(&ctx.aws).await?;
+        let found = settled_by_logical_id(
+            &ctx.inventory,
             &nats,
             "NAT gateway",
-            &ctx.cluster,
             &self.id,
             |n| n.tags(),
             |n| n.nat_gateway_id(),
+            |n| {
+                tables.iter().any(|t| {
+                    t.routes()
+                        .iter()
+                        .any(|r| r.nat_gateway_id().is_some() && r.nat_gateway_id() == n.nat_gateway_id())
+                })
+            },
         )?;
         Ok(found.map(|n| {
             observed(
@@ -1031,6 +1015,56 @@ pub async fn delete_nat_gateway(aws: &Aws, nat_id: &str, wait: bool) -> anyhow::
     }
 }
 
+/// The cluster's VPC `logical`. A twin VPC (a create repeated after a crash) holds none of the cluster's subnets
+/// and no gateway is attached to it.
+async fn find_vpc<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'a aws_sdk_ec2::types::Vpc>> {
+    let vpcs = ctx.inventory.vpcs(&ctx.aws).await?;
+    let subnets = ctx.inventory.subnets(&ctx.aws).await?;
+    let igws = ctx.inventory.internet_gateways(&ctx.aws).await?;
+    settled_by_logical_id(
+        &ctx.inventory,
+        vpcs,
+        "VPC",
+        logical,
+        |v| v.tags(),
+        |v| v.vpc_id(),
+        |v| {
+            subnets.iter().any(|s| s.vpc_id() == v.vpc_id())
+                || igws
+                    .iter()
+                    .any(|g| g.attachments().iter().any(|a| a.vpc_id() == v.vpc_id()))
+        },
+    )
+}
+
+/// The cluster's internet gateway `logical`; a twin is attached to no VPC.
+async fn find_igw<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'a aws_sdk_ec2::types::InternetGateway>> {
+    let igws = ctx.inventory.internet_gateways(&ctx.aws).await?;
+    settled_by_logical_id(
+        &ctx.inventory,
+        igws,
+        "internet gateway",
+        logical,
+        |g| g.tags(),
+        |g| g.internet_gateway_id(),
+        |g| !g.attachments().is_empty(),
+    )
+}
+
+/// The cluster's subnet `logical`. (Subnets have no twins to settle: AWS refuses a second subnet with an
+/// overlapping CIDR in one VPC, so a repeated create fails instead of duplicating.)
+async fn find_subnet<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'a aws_sdk_ec2::types::Subnet>> {
+    let subnets = ctx.inventory.subnets(&ctx.aws).await?;
+    by_logical_id(
+        subnets,
+        "subnet",
+        &ctx.cluster,
+        logical,
+        |s| s.tags(),
+        |s| s.subnet_id(),
+    )
+}
+
 // ---------------------------------------------------------------- Route tables, routes, associations
 
 struct RouteTableRes {
@@ -1039,39 +1073,18 @@ struct RouteTableRes {
     tags: BTreeMap<String, String>,
 }
 
-/// The cluster's route table `logical`. Empty twins of it (a crashed run's create that landed after the next run
-/// had looked) are set aside for apply to delete instead of failing the plan.
+/// The cluster's route table `logical`; empty twins are set aside for apply to delete.
 async fn find_table<'a>(ctx: &'a Ctx, logical: &str) -> anyhow::Result<Option<&'a RouteTable>> {
     let tables = ctx.inventory.route_tables(&ctx.aws).await?;
-    let matching: Vec<&RouteTable> = tables
-        .iter()
-        .filter(|t| {
-            ec2_tag_map(t.tags())
-                .get(crate::aws::tags::RESOURCE)
-                .is_some_and(|v| v == logical)
-        })
-        .collect();
-    if matching.len() < 2 {
-        return Ok(matching.first().copied());
-    }
-    let (keeper, twins) = settle_duplicates(
-        matching,
+    settled_by_logical_id(
+        &ctx.inventory,
+        tables,
         "route table",
-        &ctx.cluster,
         logical,
-        None,
-        table_holds_something,
+        |t| t.tags(),
         |t| t.route_table_id(),
-    )?;
-    for twin in twins {
-        let id = twin.route_table_id().unwrap_or_default();
-        tracing::warn!(
-            "{logical}: route table {id} duplicates {} and holds nothing (a create interrupted and repeated): apply deletes it",
-            keeper.route_table_id().unwrap_or_default()
-        );
-        ctx.inventory.set_aside(id, logical);
-    }
-    Ok(Some(keeper))
+        table_holds_something,
+    )
 }
 
 /// Whether a route table carries more than its VPC's local route: another route or a subnet association.
@@ -1312,16 +1325,7 @@ impl Resource for Association {
             .attr("table", inputs.get(&self.table, "id"), Mutability::InPlace)
     }
     async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let subnets = ctx.inventory.subnets(&ctx.aws).await?;
-        let Some(subnet) = by_logical_id(
-            subnets,
-            "subnet",
-            &ctx.cluster,
-            &self.subnet,
-            |s| s.tags(),
-            |s| s.subnet_id(),
-        )?
-        else {
+        let Some(subnet) = find_subnet(ctx, &self.subnet).await? else {
             return Ok(None);
         };
         let subnet_id = subnet.subnet_id().unwrap_or_default();

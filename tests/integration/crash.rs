@@ -152,50 +152,144 @@ fn a_create_landing_after_the_rerun_listed_leaves_no_twin() {
     assert_eq!(first, second, "tokens of the killed run and of the re-run");
     assert_eq!(first.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
 
-    // A twin that lands after the run's second look (here: made by hand with the same tags) is found by the next
-    // plan, which keeps the table holding the routes and lists the empty one for deletion; apply deletes it.
+    // Twins that land after the run's second look (here: made by hand with the same tags: a route table, an
+    // internet gateway, an elastic IP, a NAT gateway and a VPC, each holding nothing; AWS refuses a subnet twin, its
+    // CIDR overlaps) are found by the next plan, which keeps
+    // the resource in use and lists each empty twin for deletion; apply deletes them.
     let ec2 = env.ec2("us-east-1");
-    let twin = crate::support::rt().block_on(async {
-        let cluster_tag = aws_sdk_ec2::types::Filter::builder()
-            .name("tag:kforge.dev/cluster")
-            .values("eks-minimal")
-            .build();
-        let public = aws_sdk_ec2::types::Filter::builder()
-            .name("tag:kforge.dev/resource")
-            .values("rtb/public")
-            .build();
+    let twins: Vec<String> = crate::support::rt().block_on(async {
+        use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+        let cluster_tag = || {
+            Filter::builder()
+                .name("tag:kforge.dev/cluster")
+                .values("eks-minimal")
+                .build()
+        };
+        let logical = |id: &str| Filter::builder().name("tag:kforge.dev/resource").values(id).build();
+        let spec_of = |kind: ResourceType, tags: &[Tag]| {
+            TagSpecification::builder()
+                .resource_type(kind)
+                .set_tags(Some(tags.to_vec()))
+                .build()
+        };
         let tables = ec2
             .describe_route_tables()
-            .filters(cluster_tag)
-            .filters(public)
+            .filters(cluster_tag())
+            .filters(logical("rtb/public"))
             .send()
             .await
             .unwrap();
         let table = &tables.route_tables()[0];
-        let made = ec2
+        let vpc = table.vpc_id().unwrap();
+        let rtb = ec2
             .create_route_table()
-            .vpc_id(table.vpc_id().unwrap())
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::RouteTable)
-                    .set_tags(Some(table.tags().to_vec()))
-                    .build(),
-            )
+            .vpc_id(vpc)
+            .tag_specifications(spec_of(ResourceType::RouteTable, table.tags()))
             .send()
             .await
             .unwrap();
-        made.route_table().unwrap().route_table_id().unwrap().to_string()
+        let igws = ec2
+            .describe_internet_gateways()
+            .filters(cluster_tag())
+            .filters(logical("igw"))
+            .send()
+            .await
+            .unwrap();
+        let igw = ec2
+            .create_internet_gateway()
+            .tag_specifications(spec_of(
+                ResourceType::InternetGateway,
+                igws.internet_gateways()[0].tags(),
+            ))
+            .send()
+            .await
+            .unwrap();
+        let eips = ec2
+            .describe_addresses()
+            .filters(cluster_tag())
+            .filters(logical("eip/nat-us-east-1a"))
+            .send()
+            .await
+            .unwrap();
+        let eip = ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .tag_specifications(spec_of(ResourceType::ElasticIp, eips.addresses()[0].tags()))
+            .send()
+            .await
+            .unwrap();
+        let nats = ec2
+            .describe_nat_gateways()
+            .filter(cluster_tag())
+            .filter(logical("nat/us-east-1a"))
+            .send()
+            .await
+            .unwrap();
+        let nat = &nats.nat_gateways()[0];
+        let spare_ip = ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .send()
+            .await
+            .unwrap();
+        let nat_twin = ec2
+            .create_nat_gateway()
+            .subnet_id(nat.subnet_id().unwrap())
+            .allocation_id(spare_ip.allocation_id().unwrap())
+            .tag_specifications(spec_of(ResourceType::Natgateway, nat.tags()))
+            .send()
+            .await
+            .unwrap();
+        let vpcs = ec2
+            .describe_vpcs()
+            .filters(cluster_tag())
+            .filters(logical("vpc"))
+            .send()
+            .await
+            .unwrap();
+        let twin_vpc = ec2
+            .create_vpc()
+            .cidr_block("10.99.0.0/16")
+            .tag_specifications(spec_of(ResourceType::Vpc, vpcs.vpcs()[0].tags()))
+            .send()
+            .await
+            .unwrap();
+        vec![
+            rtb.route_table().unwrap().route_table_id().unwrap().to_string(),
+            igw.internet_gateway()
+                .unwrap()
+                .internet_gateway_id()
+                .unwrap()
+                .to_string(),
+            eip.allocation_id().unwrap().to_string(),
+            nat_twin.nat_gateway().unwrap().nat_gateway_id().unwrap().to_string(),
+            twin_vpc.vpc().unwrap().vpc_id().unwrap().to_string(),
+        ]
     });
     let plan = env.run(&["plan", "-f", spec, "--phase", "network", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{}{}", plan.stdout, plan.stderr);
-    assert!(
-        plan.stdout.contains(&twin),
-        "the empty twin listed for deletion: {}",
-        plan.stdout
-    );
-    assert!(plan.stderr.contains("holds nothing"), "{}", plan.stderr);
+    for twin in &twins {
+        assert!(
+            plan.stdout.contains(twin.as_str()),
+            "the empty twin {twin} listed for deletion: {}",
+            plan.stdout
+        );
+    }
+    assert_eq!(plan.stderr.matches("holds nothing").count(), 5, "{}", plan.stderr);
     env.ok(&args);
-    assert_eq!(env.tagged("eks-minimal", "us-east-1")["route-table"], 3);
+    let tagged = env.tagged("eks-minimal", "us-east-1");
+    assert_eq!(
+        (
+            tagged["route-table"],
+            tagged["subnet"],
+            tagged["internet-gateway"],
+            tagged["elastic-ip"],
+            tagged["nat-gateway"],
+            tagged["vpc"]
+        ),
+        (3, 4, 1, 1, 1, 1),
+        "{tagged:?}"
+    );
     let plan = env.run(&["plan", "-f", spec, "--phase", "network", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
 }

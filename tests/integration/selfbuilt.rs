@@ -837,3 +837,35 @@ fn rolling_update_replaces_outdated_workers_one_at_a_time() {
     assert_eq!(last.len(), 4, "back at size after the surge: {last:?}");
     assert!(second.iter().all(|id| !last.contains_key(id)), "{second:?} {last:?}");
 }
+
+/// Issue 18 (6): once in three runs under load, a plan right after a selfbuilt-ha create was not empty. Eight
+/// rounds of create then plan (infrastructure phases, then the whole spec), each plan must say nothing to do; a plan
+/// that differs prints every attribute with its old and new value, which the failure shows. Ignored (about two
+/// minutes); it passed 16 of 16 rounds with the machine's two cores kept busy by 2 and 4 spinning processes.
+#[test]
+#[ignore]
+fn plan_right_after_create_is_empty_every_time() {
+    let env = TestEnv::new();
+    let spec = example("selfbuilt-ha.yaml");
+    for round in 0..8 {
+        crate::support::moto::shared().reset();
+        env.proxy.reset();
+        let _ = std::fs::remove_dir_all(env.state_dir());
+        env.ok(&[
+            "create",
+            "cluster",
+            "-f",
+            s(&spec),
+            "--host-key-timeout",
+            "60s",
+            "--phase",
+            INFRA,
+            "-q",
+        ]);
+        let scoped: &[&str] = if round % 2 == 0 { &["--phase", INFRA] } else { &[] };
+        let mut args = vec!["plan", "-f", s(&spec), "--detailed-exitcode"];
+        args.extend_from_slice(scoped);
+        let plan = env.run(&args);
+        assert_eq!(plan.code, 0, "round {round}: {}\n{}", plan.stdout, plan.stderr);
+    }
+}
