@@ -167,7 +167,15 @@ impl Aws {
         }
     }
 
-    /// An `Aws` whose ECS client is given (tests: aws-smithy-mocks rules).
+    /// An `Aws` whose Auto Scaling client is given (tests: aws-smithy-mocks rules).
+    #[cfg(test)]
+    pub(crate) fn with_autoscaling(autoscaling: aws_sdk_autoscaling::Client) -> Aws {
+        let aws = Aws::with_clients(None, None, None);
+        let _ = aws.autoscaling.set(autoscaling);
+        aws
+    }
+
+    /// An `Aws` whose ECS client is given (tests).
     #[cfg(test)]
     pub(crate) fn with_ecs(ecs: aws_sdk_ecs::Client) -> Aws {
         let aws = Aws::with_clients(None, None, None);

@@ -6,12 +6,13 @@
 //! ones terminated with the capacity lowered again.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_autoscaling::types::AutoScalingGroup;
 
 use crate::aws::inventory::Inventory;
 use crate::aws::{Aws, aws_err, tags};
+use crate::engine::executor::TimedOut;
 use crate::progress::{Event, Reporter};
 use crate::providers::ec2::GROUP_TAG;
 
@@ -213,7 +214,7 @@ pub async fn wait_settled(
     expect_new: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
-    let until = Instant::now() + timeout;
+    let until = tokio::time::Instant::now() + timeout;
     loop {
         let g = group(aws, cluster, asg).await?;
         let desired = g.desired_capacity().unwrap_or(0) as usize;
@@ -222,20 +223,24 @@ pub async fn wait_settled(
         if !gone.iter().any(|id| ids.contains(id)) && in_service >= desired && new.len() >= expect_new {
             return Ok(new);
         }
-        if Instant::now() > until {
-            anyhow::bail!(
-                "group {asg} did not settle in {}s ({in_service} of {desired} instances in service, {} new of {expect_new} \
-                 expected, still there: {})\n  hint: see the group's activity history (`aws autoscaling \
-                 describe-scaling-activities --auto-scaling-group-name {asg}`), then re-run the rolling update (it \
-                 resumes)",
-                timeout.as_secs(),
-                new.len(),
-                gone.iter()
-                    .filter(|id| ids.contains(*id))
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if tokio::time::Instant::now() > until {
+            let left: Vec<String> = gone.iter().filter(|id| ids.contains(*id)).cloned().collect();
+            return Err(TimedOut {
+                job: format!("Auto Scaling group {asg}"),
+                waited: timeout,
+                reason: format!(
+                    "did not settle ({in_service} of {desired} instances in service, {} new of {expect_new} expected, \
+                     still there: {}); see its activity history (`aws autoscaling describe-scaling-activities \
+                     --auto-scaling-group-name {asg}`), then re-run the rolling update (it resumes)",
+                    new.len(),
+                    if left.is_empty() {
+                        "none".to_string()
+                    } else {
+                        left.join(", ")
+                    }
+                ),
+            }
+            .into());
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
@@ -290,6 +295,80 @@ pub async fn restore_max(aws: &Aws, asg: &str, max: i32) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A group that never replaces its instance (what moto cannot show: it always replaces; answered here by
+    /// aws-smithy-mocks) makes the wait end at its deadline as a deadline (exit 4), naming what is still there.
+    #[tokio::test]
+    async fn a_group_that_never_settles_ends_at_the_deadline_naming_what_is_left() {
+        use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+        use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState, TagDescription};
+        use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+
+        let stuck = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
+            let old = Instance::builder()
+                .instance_id("i-old")
+                .availability_zone("us-east-1a")
+                .lifecycle_state(LifecycleState::InService)
+                .health_status("Healthy")
+                .protected_from_scale_in(false)
+                .build();
+            let group = AutoScalingGroup::builder()
+                .auto_scaling_group_name("kforge-c.workers")
+                .min_size(1)
+                .max_size(2)
+                .desired_capacity(2)
+                .default_cooldown(300)
+                .availability_zones("us-east-1a")
+                .health_check_type("EC2")
+                .created_time(aws_sdk_autoscaling::primitives::DateTime::from_secs(0))
+                .tags(TagDescription::builder().key(tags::CLUSTER).value("c").build())
+                .instances(old)
+                .build();
+            DescribeAutoScalingGroupsOutput::builder()
+                .auto_scaling_groups(group)
+                .build()
+        });
+        let client = aws_sdk_autoscaling::Client::from_conf(
+            aws_sdk_autoscaling::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+                    "a", "b", None, None, "test",
+                ))
+                .http_client(create_mock_http_client())
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&stuck),
+                )
+                .build(),
+        );
+        let aws = Aws::with_autoscaling(client);
+        let before = BTreeSet::from(["i-old".to_string()]);
+        let err = wait_settled(
+            &aws,
+            "c",
+            "kforge-c.workers",
+            &before,
+            &["i-old".to_string()],
+            1,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        let timed_out = err.downcast_ref::<TimedOut>().expect("a deadline, not a failure");
+        assert_eq!(timed_out.waited, Duration::from_secs(1));
+        let text = err.to_string();
+        assert!(
+            text.contains("1 of 2 instances in service, 0 new of 1 expected, still there: i-old"),
+            "{text}"
+        );
+        assert!(
+            stuck.num_calls() >= 2,
+            "asked again after waiting: {}",
+            stuck.num_calls()
+        );
+    }
 
     #[test]
     fn an_instance_is_out_of_date_when_its_launch_version_is_not_its_groups() {
