@@ -867,6 +867,18 @@ pub fn role_path(cluster: &str) -> String {
     format!("/kforge/{cluster}/")
 }
 
+/// The items whose `kforge.dev/resource` tag is `logical`.
+fn tagged_as<'a, T>(items: &'a [T], logical: &str, tags_of: impl Fn(&T) -> &[Tag]) -> Vec<&'a T> {
+    items
+        .iter()
+        .filter(|i| {
+            ec2_tag_map(tags_of(i))
+                .get(tags::RESOURCE)
+                .is_some_and(|v| v == logical)
+        })
+        .collect()
+}
+
 /// Picks the one item whose `kforge.dev/resource` tag is `logical`; `None` if there is none.
 pub fn by_logical_id<'a, T>(
     items: &'a [T],
@@ -876,14 +888,7 @@ pub fn by_logical_id<'a, T>(
     tags_of: impl Fn(&T) -> &[Tag],
     id_of: impl Fn(&T) -> Option<&str>,
 ) -> anyhow::Result<Option<&'a T>> {
-    let matching: Vec<&T> = items
-        .iter()
-        .filter(|i| {
-            ec2_tag_map(tags_of(i))
-                .get(tags::RESOURCE)
-                .is_some_and(|v| v == logical)
-        })
-        .collect();
+    let matching = tagged_as(items, logical, &tags_of);
     match matching.len() {
         0 => Ok(None),
         1 => Ok(Some(matching[0])),
@@ -957,14 +962,7 @@ pub fn settled_by_logical_id<'a, T>(
     id_of: impl Fn(&T) -> Option<&str>,
     holds_something: impl Fn(&T) -> bool,
 ) -> anyhow::Result<Option<&'a T>> {
-    let matching: Vec<&T> = items
-        .iter()
-        .filter(|i| {
-            ec2_tag_map(tags_of(i))
-                .get(tags::RESOURCE)
-                .is_some_and(|v| v == logical)
-        })
-        .collect();
+    let matching = tagged_as(items, logical, &tags_of);
     if matching.len() < 2 {
         return Ok(matching.first().copied());
     }
