@@ -418,24 +418,6 @@ fn failures(errors: &[anyhow::Error]) -> ResourcesFailed {
     }
 }
 
-/// Says where a full run stopped because this version lacks the next phase.
-fn note_unbuilt(reporter: &dyn progress::Reporter, cluster: &Cluster, ran: &[Phase]) {
-    let unbuilt = providers::unbuilt_phases(cluster.provider);
-    if unbuilt.is_empty() {
-        return;
-    }
-    let after = ran
-        .iter()
-        .max()
-        .map(|p| format!("after the {p} phase"))
-        .unwrap_or_else(|| "before any phase".into());
-    reporter.event(Event::Note(format!(
-        "cluster {}: stopped {after}: the {} phase is not available in this version of kforge; the hosts above are ready for it",
-        cluster.name,
-        unbuilt.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-    )));
-}
-
 fn report_hosts(reporter: &dyn progress::Reporter, list: &providers::hosts::HostList) {
     for h in &list.hosts {
         let via = h
@@ -584,9 +566,6 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
             phases.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
             started.elapsed().as_secs_f64()
         )));
-        if args.phase.is_empty() {
-            note_unbuilt(reporter.as_ref(), &cluster, &phases);
-        }
         Ok(Finished::Ok)
     })
     .await

@@ -33,78 +33,26 @@ pub fn phases(provider: Provider) -> &'static [Phase] {
     }
 }
 
-fn implemented(provider: Provider, phase: Phase) -> bool {
-    matches!(
-        (provider, phase),
-        (
-            Provider::Eks | Provider::Ec2,
-            Phase::Network | Phase::Security | Phase::Cluster
-        ) | (Provider::Ec2 | Provider::Hosts, Phase::Bootstrap)
-    )
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PhaseError {
     #[error("provider {provider} has no {phase} phase\n  hint: its phases are {}", list(.provider))]
     NotAPhase { provider: Provider, phase: Phase },
-    #[error(
-        "provider {provider}: the {phase} phase is not available in this version of kforge, so nothing was changed\n  hint: {hint}"
-    )]
-    NotBuilt {
-        provider: Provider,
-        phase: Phase,
-        hint: String,
-    },
 }
 
 fn list(p: &Provider) -> String {
     phases(*p).iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// The phases a run covers: those asked for (`--phase network,security`), or all those this version has built
-/// ([`unbuilt_phases`] names the rest, so the run can say where it stopped).
+/// The phases a run covers: those asked for (`--phase network,security`), or all of the provider's.
 pub fn selected_phases(provider: Provider, only: &[Phase]) -> Result<Vec<Phase>, PhaseError> {
     let all = phases(provider);
     if let Some(p) = only.iter().find(|p| !all.contains(p)) {
         return Err(PhaseError::NotAPhase { provider, phase: *p });
     }
-    let mut wanted: Vec<Phase> = if only.is_empty() {
-        all.iter().copied().filter(|p| implemented(provider, *p)).collect()
-    } else {
-        only.to_vec()
-    };
+    let mut wanted: Vec<Phase> = if only.is_empty() { all.to_vec() } else { only.to_vec() };
     wanted.sort();
     wanted.dedup();
-    if let Some(missing) = wanted.iter().find(|p| !implemented(provider, **p)) {
-        let built: Vec<String> = all
-            .iter()
-            .filter(|p| implemented(provider, **p))
-            .map(|p| p.to_string())
-            .collect();
-        let hint = if built.is_empty() {
-            format!("provider {provider} cannot be applied yet; `kforge validate spec` checks the spec meanwhile")
-        } else {
-            format!(
-                "run the phases that are available (--phase {}) to create those parts now",
-                built.join(",")
-            )
-        };
-        return Err(PhaseError::NotBuilt {
-            provider,
-            phase: *missing,
-            hint,
-        });
-    }
     Ok(wanted)
-}
-
-/// The provider's phases this version of kforge cannot run yet (a full `create` stops before them).
-pub fn unbuilt_phases(provider: Provider) -> Vec<Phase> {
-    phases(provider)
-        .iter()
-        .copied()
-        .filter(|p| !implemented(provider, *p))
-        .collect()
 }
 
 /// Every resource of the phases up to the last selected one: earlier phases are read (their outputs feed later
@@ -148,7 +96,6 @@ mod tests {
         );
         // Self-built clusters have every phase.
         assert_eq!(selected_phases(Provider::Ec2, &[]).unwrap(), Phase::ALL);
-        assert!(unbuilt_phases(Provider::Ec2).is_empty());
         let e = selected_phases(Provider::Eks, &[Phase::Bootstrap])
             .unwrap_err()
             .to_string();
