@@ -28,8 +28,30 @@ def patch_launch_template_versions() -> None:
     LaunchTemplateVersion.user_data = property(user_data)
 
 
+def patch_conditional_puts() -> None:
+    """moto checks a PutObject's If-Match / If-None-Match and then writes, with other requests' threads free to run
+    in between, so two conditional writes against one ETag can both succeed; S3 makes the check and the write one
+    step (kforge's stale-lock takeover depends on it, and a test races two runs for it). Conditional PutObjects
+    are serialized here; a fix to the emulator, not to what kforge sends."""
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self):  # type: ignore[no-untyped-def]
+        if self.headers.get("If-Match") or self.headers.get("If-None-Match"):
+            with lock:
+                return original(self)
+        return original(self)
+
+    S3Response.put_object = put_object
+
+
 def main() -> None:
     patch_launch_template_versions()
+    patch_conditional_puts()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     _, port = server.get_host_and_port()

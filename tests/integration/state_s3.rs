@@ -127,11 +127,12 @@ fn two_applies_racing_over_a_stale_lock_have_exactly_one_winner() {
     let local_state = local.path().join("state");
     for state in [format!("s3://{BUCKET}/team"), local_state.display().to_string()] {
         let apply = ["apply", "-f", s(&spec), "--phase", "network", "--state", &state, "-q"];
-        // The network exists after the first apply, so the racing rounds are quick no-change runs; added latency
-        // keeps the winner inside the lock while the other run tries.
+        // The network exists after the first apply, so the racing rounds are quick no-change runs. The winner's
+        // first AWS call (made only once it holds the lock) is held at the proxy's gate until the other run has
+        // ended, so a slow start of one process on a busy machine cannot let the two runs take turns.
         env.ok(&apply);
-        env.proxy.set_latency(std::time::Duration::from_millis(150));
         for round in 0..20 {
+            env.proxy.gate_action("DescribeVpcs");
             let body = stale_lock(round);
             if state.starts_with("s3://") {
                 rt().block_on(async {
@@ -157,6 +158,18 @@ fn two_applies_racing_over_a_stale_lock_have_exactly_one_winner() {
                         .unwrap()
                 })
                 .collect();
+            let mut racers = racers;
+            // One run ends (the loser, refused at the lock) while the other waits at the gate; two at the gate
+            // would be two runs holding the lock.
+            let started = std::time::Instant::now();
+            while !racers.iter_mut().any(|c| c.try_wait().unwrap().is_some()) && env.proxy.gated() < 2 {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(60),
+                    "round {round}: neither run ended"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            env.proxy.remove_gate();
             let mut outcomes: Vec<(i32, String)> = racers
                 .into_iter()
                 .map(|c| {
@@ -179,7 +192,6 @@ fn two_applies_racing_over_a_stale_lock_have_exactly_one_winner() {
                 outcomes[1].1
             );
         }
-        env.proxy.set_latency(std::time::Duration::ZERO);
         let lock_left = if state.starts_with("s3://") {
             lock_exists(&env)
         } else {
