@@ -591,10 +591,11 @@ pub(crate) fn parse_kind<T: DeserializeOwned + Serialize>(
         });
     }
     // A key given twice in one mapping: typed parsing would keep the last one silently (maps such as tags).
-    if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text)
+    let untyped = serde_norway::from_str::<serde_norway::Value>(text);
+    if let Err(e) = &untyped
         && e.to_string().contains("duplicate entry")
     {
-        return Err(parse_error(&e, origin));
+        return Err(parse_error(e, origin));
     }
     // Check apiVersion/kind first so a document of another kind gets a clear message instead of
     // a list of unknown fields.
@@ -619,7 +620,7 @@ pub(crate) fn parse_kind<T: DeserializeOwned + Serialize>(
         }
     }
     let parsed: T = serde_norway::from_str(text).map_err(|e| parse_error(&e, origin))?;
-    if let Some(path) = null_in_a_string(text, &parsed) {
+    if let Some(path) = untyped.ok().and_then(|input| null_in_a_string(&input, &parsed)) {
         return Err(SpecLoadError::Parse {
             location: null_location(text, &path)
                 .map_or_else(|| origin.to_string(), |(l, c)| format!("{origin}:{l}:{c}")),
@@ -634,7 +635,7 @@ pub(crate) fn parse_kind<T: DeserializeOwned + Serialize>(
 /// gives a plain `null` to a `String` field as the text "null", so `address: null` would reach AWS or SSH as a
 /// host called null. Found by comparing the untyped document with the typed value written back: where the
 /// document says null and the typed value holds a string, the field wanted a string.
-fn null_in_a_string<T: Serialize>(text: &str, parsed: &T) -> Option<String> {
+fn null_in_a_string<T: Serialize>(input: &serde_norway::Value, parsed: &T) -> Option<String> {
     use serde_norway::Value;
     fn walk(input: &Value, typed: &Value, path: &str) -> Option<String> {
         match (input, typed) {
@@ -656,9 +657,8 @@ fn null_in_a_string<T: Serialize>(text: &str, parsed: &T) -> Option<String> {
             _ => None,
         }
     }
-    let input: Value = serde_norway::from_str(text).ok()?;
     let typed = serde_norway::to_value(parsed).ok()?;
-    walk(&input, &typed, "")
+    walk(input, &typed, "")
 }
 
 /// Line and column of the null at `path`, when exactly one line of the document gives the path's last key a null
