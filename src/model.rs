@@ -19,6 +19,8 @@ use crate::spec::{
 
 /// Kubernetes minor versions kforge can create; the last one is the default.
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.30", "1.31", "1.32", "1.33", "1.34"];
+/// The version of a spec that names none (EKS offers it, and kforge has the self-built manifest of it).
+pub const DEFAULT_VERSION: &str = "1.34";
 pub const DEFAULT_VPC_CIDR: &str = "10.0.0.0/16";
 pub const DEFAULT_INSTANCE_TYPE: &str = "m5.large";
 pub const DEFAULT_MASTER_INSTANCE_TYPE: &str = "t3.medium";
@@ -31,8 +33,10 @@ const EKS_ADDONS: &[&str] = &[
 ];
 /// EKS control-plane log types, in the order EKS lists them.
 pub const EKS_LOG_TYPES: &[&str] = &["api", "audit", "authenticator", "controllerManager", "scheduler"];
-/// The addons the self-built bootstrap applies itself (templates/addons/; `bootstrap::addons` renders each).
-pub const SELF_BUILT_ADDONS: &[&str] = &["flannel", "coredns"];
+/// The addons a self-built cluster's spec may list (templates/addons/; `bootstrap::addons` renders each).
+pub const SELF_BUILT_ADDONS: &[&str] = &["flannel", "coredns", "metrics-server", "aws-ebs-csi-driver"];
+/// Self-built addons that need AWS (provider ec2 only).
+const EC2_ONLY_ADDONS: &[&str] = &["aws-ebs-csi-driver"];
 const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2"];
 /// AWS's 50 tags per resource, less kforge's own (cluster, resource, managed-by, kubernetes.io/cluster, Name,
 /// and a subnet's role).
@@ -68,6 +72,17 @@ pub struct Cluster {
     pub tags: BTreeMap<String, String>,
     /// Self-built clusters' downloads.
     pub assets: Assets,
+    /// Self-built clusters' kubelet settings.
+    pub kubelet: Kubelet,
+}
+
+/// `spec.kubelet` with its defaults applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kubelet {
+    /// The kubelet refuses cgroup v1 hosts (1.35's default).
+    pub fail_cgroup_v1: bool,
+    /// Whether the spec said so (a round trip writes back only what the spec set).
+    pub fail_cgroup_v1_set: bool,
 }
 
 /// Where a self-built cluster's hosts get their files (see `bootstrap::assets`).
@@ -75,11 +90,15 @@ pub struct Cluster {
 pub struct Assets {
     pub mirror: Option<String>,
     pub files: BTreeMap<String, AssetOverride>,
+    /// The registry addon and sandbox images are pulled from instead of their upstream ones.
+    pub image_registry: Option<String>,
 }
 
-/// Another source for one asset: URL (with `{arch}`) and/or digest (`sha256:HEX` / `sha512:HEX`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Another source for one asset: version, URL (with `{arch}`, `{version}`) and/or digest (`sha256:HEX` /
+/// `sha512:HEX`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AssetOverride {
+    pub version: Option<String>,
     pub url: Option<String>,
     pub digest: Option<String>,
 }
@@ -475,12 +494,18 @@ impl Cluster {
         let kubernetes_version = body
             .kubernetes_version
             .clone()
-            .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string());
-        if !SUPPORTED_VERSIONS.contains(&kubernetes_version.as_str()) {
+            .unwrap_or_else(|| DEFAULT_VERSION.to_string());
+        // EKS runs what AWS offers; a self-built cluster what kforge has an asset manifest (pinned binaries) for.
+        let supported: Vec<&str> = if provider == Provider::Eks {
+            SUPPORTED_VERSIONS.to_vec()
+        } else {
+            crate::bootstrap::assets::known_versions()
+        };
+        if !supported.contains(&kubernetes_version.as_str()) {
             c.err(
                 "spec.kubernetesVersion",
-                format!("version `{kubernetes_version}` is not supported"),
-                format!("use one of {}", SUPPORTED_VERSIONS.join(", ")),
+                format!("version `{kubernetes_version}` is not supported with provider {provider}"),
+                format!("use one of {}", supported.join(", ")),
             );
         }
 
@@ -573,6 +598,7 @@ impl Cluster {
         let image = image(&mut c, body.image.as_deref(), provider);
 
         let assets = assets(&mut c, body.assets.as_ref(), provider, &kubernetes_version);
+        let kubelet = kubelet(&mut c, body.kubelet.as_ref(), provider, &kubernetes_version);
         if provider == Provider::Ec2
             && ssh.public_key.is_none()
             && body.ssh.as_ref().is_none_or(|s| s.public_key_file.is_none())
@@ -635,6 +661,7 @@ impl Cluster {
             image,
             tags,
             assets,
+            kubelet,
         })
     }
 
@@ -807,8 +834,12 @@ impl Cluster {
                 }),
                 image: self.image.as_ref().map(MachineImage::as_spec),
                 tags: Some(self.tags.clone()),
+                kubelet: self.kubelet.fail_cgroup_v1_set.then_some(spec::KubeletSpec {
+                    fail_cgroup_v1: Some(self.kubelet.fail_cgroup_v1),
+                }),
                 assets: (self.assets != Assets::default()).then(|| spec::AssetsSpec {
                     mirror: self.assets.mirror.clone(),
+                    image_registry: self.assets.image_registry.clone(),
                     files: Some(
                         self.assets
                             .files
@@ -823,6 +854,7 @@ impl Cluster {
                                 (
                                     k.clone(),
                                     spec::AssetFileSpec {
+                                        version: o.version.clone(),
                                         url: o.url.clone(),
                                         sha256: digest("sha256:"),
                                         sha512: digest("sha512:"),
@@ -891,6 +923,27 @@ fn assets(c: &mut Checker, spec: Option<&spec::AssetsSpec>, provider: Provider, 
         if f.sha256.is_some() && f.sha512.is_some() {
             c.err(&path, "both sha256 and sha512 given", "give one digest");
         }
+        if let Some(v) = &f.version {
+            let digits = v.strip_prefix('v').unwrap_or(v);
+            if digits.is_empty()
+                || !digits
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ".-+".contains(ch))
+            {
+                c.err(
+                    format!("{path}.version"),
+                    format!("`{v}` is not a version"),
+                    "give the release's version, e.g. v1.7.28",
+                );
+            }
+            if digest.is_none() {
+                c.err(
+                    &path,
+                    format!("version {v} without a digest"),
+                    "add sha256 (or sha512) of that version's file: the manifest pins only its own version",
+                );
+            }
+        }
         if let Some(u) = &f.url {
             if !http(u) {
                 c.err(
@@ -910,15 +963,61 @@ fn assets(c: &mut Checker, spec: Option<&spec::AssetsSpec>, provider: Provider, 
         files.insert(
             name.clone(),
             AssetOverride {
+                version: f.version.clone(),
                 url: f.url.clone(),
                 digest,
             },
         );
     }
+    if let Some(r) = &spec.image_registry
+        && (r.is_empty() || r.contains("://") || r.chars().any(char::is_whitespace) || r.ends_with('/'))
+    {
+        c.err(
+            "spec.assets.imageRegistry",
+            format!("`{r}` is not a registry"),
+            "give the registry host and optional path, without a scheme, e.g. mirror.internal:5000/k8s",
+        );
+    }
     Assets {
         mirror: spec.mirror.as_ref().map(|m| m.trim_end_matches('/').to_string()),
         files,
+        image_registry: spec.image_registry.clone(),
     }
+}
+
+/// `spec.kubelet`: self-built only; cgroup v1 cannot be allowed where Kubernetes requires v2 (1.35 on).
+fn kubelet(c: &mut Checker, spec: Option<&spec::KubeletSpec>, provider: Provider, version: &str) -> Kubelet {
+    let v2_required = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|m| m >= 35);
+    let mut out = Kubelet {
+        fail_cgroup_v1: v2_required,
+        fail_cgroup_v1_set: false,
+    };
+    let Some(spec) = spec else { return out };
+    if provider == Provider::Eks {
+        c.err(
+            "spec.kubelet",
+            "provider eks configures its nodes' kubelets itself",
+            "remove spec.kubelet",
+        );
+        return out;
+    }
+    if let Some(fail) = spec.fail_cgroup_v1 {
+        if v2_required && !fail {
+            c.err(
+                "spec.kubelet.failCgroupV1",
+                format!("Kubernetes {version} requires cgroup v2: a kubelet that runs on cgroup v1 is not supported"),
+                "remove the setting and run the hosts on cgroup v2 (systemd.unified_cgroup_hierarchy=1), or use \
+                 Kubernetes 1.34",
+            );
+        }
+        out.fail_cgroup_v1 = fail || v2_required;
+        out.fail_cgroup_v1_set = true;
+    }
+    out
 }
 
 /// `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`
@@ -1938,16 +2037,20 @@ fn hosts(c: &mut Checker, spec: Option<&[HostSpec]>, ctx: &Context, provider: Pr
 }
 
 fn addons(c: &mut Checker, spec: Option<&[AddonSpec]>, provider: Provider) -> Vec<Addon> {
-    let known = if provider == Provider::Eks {
-        EKS_ADDONS
-    } else {
-        SELF_BUILT_ADDONS
+    let known: Vec<&str> = match provider {
+        Provider::Eks => EKS_ADDONS.to_vec(),
+        Provider::Ec2 => SELF_BUILT_ADDONS.to_vec(),
+        Provider::Hosts => SELF_BUILT_ADDONS
+            .iter()
+            .copied()
+            .filter(|a| !EC2_ONLY_ADDONS.contains(a))
+            .collect(),
     };
     let Some(spec) = spec else {
-        let defaults: &[&str] = if provider == Provider::Eks {
-            &["vpc-cni", "coredns", "kube-proxy"]
-        } else {
-            &["flannel", "coredns"]
+        let defaults: &[&str] = match provider {
+            Provider::Eks => &["vpc-cni", "coredns", "kube-proxy"],
+            Provider::Ec2 => &["flannel", "coredns", "aws-ebs-csi-driver"],
+            Provider::Hosts => &["flannel", "coredns"],
         };
         return defaults
             .iter()
@@ -1957,10 +2060,37 @@ fn addons(c: &mut Checker, spec: Option<&[AddonSpec]>, provider: Provider) -> Ve
             })
             .collect();
     };
+    for (i, a) in spec.iter().enumerate() {
+        let path = format!("spec.addons[{i}].name");
+        if known.contains(&a.name.as_str()) {
+            continue;
+        }
+        // The addons kforge cannot apply, each refused with why (the generic refusal follows for the rest).
+        let why = match (provider, a.name.as_str()) {
+            (Provider::Hosts, n) if EC2_ONLY_ADDONS.contains(&n) => Some((
+                format!("`{n}` needs AWS, and provider hosts has no cloud"),
+                "remove it; bring your own storage provisioner for existing machines".to_string(),
+            )),
+            (Provider::Ec2, crate::bootstrap::addons::CLOUD_CONTROLLER) => Some((
+                "the AWS cloud controller manager comes with every provider ec2 cluster".to_string(),
+                "remove it from spec.addons".to_string(),
+            )),
+            (p, "calico") if p != Provider::Eks => Some((
+                "`calico` is not an addon kforge installs: the bootstrap's pod network is flannel".to_string(),
+                "use flannel, or leave flannel out of spec.addons and install calico through the API after create"
+                    .to_string(),
+            )),
+            _ => None,
+        };
+        if let Some((message, hint)) = why {
+            c.err(path, message, hint);
+        }
+    }
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for (i, a) in spec.iter().enumerate() {
-        if !known.contains(&a.name.as_str()) {
+        let refused_above = c.errors.iter().any(|e| e.path == format!("spec.addons[{i}].name"));
+        if !known.contains(&a.name.as_str()) && !refused_above {
             let bring_your_own = if provider == Provider::Eks {
                 String::new()
             } else {
@@ -2196,6 +2326,7 @@ mod tests {
         let e = Cluster::from_spec(&spec::parse(text, "t").unwrap(), &ctx()).unwrap_err();
         assert_eq!(paths(&e), ["metadata.name", "spec.kubernetesVersion"]);
         assert!(e.to_string().contains("hint: use one of 1.30"), "{e}");
+        assert!(e.to_string().contains("not supported with provider eks"), "{e}");
     }
 
     #[test]
@@ -2232,20 +2363,108 @@ mod tests {
         let ec2 = "  provider: ec2\n  ssh: {publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me}\n  region: us-east-1\n";
         let c = check(ec2).unwrap();
         let names: Vec<&str> = c.addons.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["flannel", "coredns"]);
+        assert_eq!(names, ["flannel", "coredns", "aws-ebs-csi-driver"]);
         let none = check(&format!("{ec2}  addons: []\n")).unwrap();
         assert!(none.addons.is_empty());
+        let ok = check(&format!(
+            "{ec2}  addons: [{{name: coredns}}, {{name: metrics-server}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.addons.len(), 2);
         let e = check(&format!(
-            "{ec2}  addons: [{{name: coredns}}, {{name: calico}}, {{name: metrics-server}}, {{name: flannel, version: v1}}]\n"
+            "{ec2}  addons: [{{name: coredns}}, {{name: calico}}, {{name: aws-cloud-controller-manager}}, {{name: flannel, version: v1}}, {{name: weave}}]\n"
         ))
         .unwrap_err();
         assert_eq!(
             paths(&e),
-            ["spec.addons[1].name", "spec.addons[2].name", "spec.addons[3].version"]
+            [
+                "spec.addons[1].name",
+                "spec.addons[2].name",
+                "spec.addons[3].version",
+                "spec.addons[4].name"
+            ]
         );
+        let text = e.to_string();
         assert!(
-            e.to_string().contains("`calico` is not an addon kforge installs"),
+            text.contains("`calico` is not an addon kforge installs: the bootstrap's pod network is flannel"),
+            "{text}"
+        );
+        assert!(text.contains("comes with every provider ec2 cluster"), "{text}");
+        // Provider hosts has no cloud: the EBS CSI driver cannot work there.
+        let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
+        let c = check(hosts).unwrap();
+        let names: Vec<&str> = c.addons.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["flannel", "coredns"]);
+        let e = check(&format!(
+            "{hosts}  addons: [{{name: metrics-server}}, {{name: aws-ebs-csi-driver}}]\n"
+        ))
+        .unwrap_err();
+        assert_eq!(paths(&e), ["spec.addons[1].name"]);
+        assert!(
+            e.to_string().contains("needs AWS, and provider hosts has no cloud"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn self_built_versions_are_those_with_a_manifest() {
+        let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
+        for v in ["1.33", "1.34", "1.35"] {
+            let c = check(&format!("{hosts}  kubernetesVersion: '{v}'\n")).unwrap();
+            assert_eq!(c.kubernetes_version, v);
+        }
+        assert_eq!(check(hosts).unwrap().kubernetes_version, DEFAULT_VERSION);
+        for v in ["1.32", "1.36"] {
+            let e = check(&format!("{hosts}  kubernetesVersion: '{v}'\n")).unwrap_err();
+            assert_eq!(paths(&e), ["spec.kubernetesVersion"]);
+            assert!(e.to_string().contains("use one of 1.33, 1.34, 1.35"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cgroup_v1_cannot_be_allowed_where_kubernetes_requires_v2() {
+        let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
+        assert!(!check(hosts).unwrap().kubelet.fail_cgroup_v1);
+        assert!(
+            check(&format!("{hosts}  kubernetesVersion: '1.35'\n"))
+                .unwrap()
+                .kubelet
+                .fail_cgroup_v1
+        );
+        let strict = check(&format!("{hosts}  kubelet: {{failCgroupV1: true}}\n")).unwrap();
+        assert!(strict.kubelet.fail_cgroup_v1);
+        let e = check(&format!(
+            "{hosts}  kubernetesVersion: '1.35'\n  kubelet: {{failCgroupV1: false}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(paths(&e), ["spec.kubelet.failCgroupV1"]);
+        assert!(e.to_string().contains("requires cgroup v2"), "{e}");
+        let e = check("  provider: eks\n  region: us-east-1\n  kubelet: {failCgroupV1: true}\n").unwrap_err();
+        assert_eq!(paths(&e), ["spec.kubelet"]);
+    }
+
+    #[test]
+    fn asset_versions_need_a_digest_and_the_image_registry_a_registry() {
+        let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
+        let sha = "a".repeat(64);
+        let c = check(&format!(
+            "{hosts}  assets:\n    imageRegistry: mirror.internal:5000/k8s\n    files:\n      containerd: {{version: v1.7.28, sha256: {sha}}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.assets.image_registry.as_deref(), Some("mirror.internal:5000/k8s"));
+        assert_eq!(c.assets.files["containerd"].version.as_deref(), Some("v1.7.28"));
+        assert_eq!(Cluster::from_spec(&c.to_spec(), &ctx()).unwrap(), c, "round trip");
+        let e = check(&format!(
+            "{hosts}  assets:\n    imageRegistry: https://mirror/\n    files:\n      containerd: {{version: v1.7.28}}\n      etcd: {{version: 'v3 6', sha256: {sha}}}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            paths(&e),
+            [
+                "spec.assets.files.containerd",
+                "spec.assets.files.etcd.version",
+                "spec.assets.imageRegistry"
+            ]
         );
     }
 

@@ -38,34 +38,65 @@ fn api_url(list: &HostList, masters: &[crate::bootstrap::pki::Member]) -> String
     }
 }
 
-/// The PKI of the cluster, created or brought up to date in the state store.
-pub(crate) async fn ensure_pki(store: &StateStore, cluster: &Cluster, list: &HostList) -> anyhow::Result<Pki> {
-    let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
-    let request = PkiRequest {
+/// What the cluster's certificates must name.
+pub fn pki_request(cluster: &Cluster, list: &HostList) -> anyhow::Result<PkiRequest> {
+    Ok(PkiRequest {
         cluster: cluster.name.clone(),
-        masters,
-        nodes: list
-            .hosts
-            .iter()
-            .filter(|h| h.role == HostRole::Worker)
-            .map(|h| h.name.clone())
-            .collect(),
+        masters: run::members(&list.hosts).map_err(anyhow::Error::msg)?,
+        nodes: run::nodes(&list.hosts).map_err(anyhow::Error::msg)?,
         api_endpoint: list
             .api_endpoint
             .as_deref()
             .map(|e| e.rsplit_once(':').map(|(h, _)| h).unwrap_or(e).to_string()),
         service_cidr: SERVICE_CIDR.parse().expect("valid CIDR"),
         cluster_domain: CLUSTER_DOMAIN.into(),
-    };
+    })
+}
+
+/// Every file the bootstrap would write to each host of `list`, by host name, rendered with the PKI in `pki_dir`
+/// (created there when missing): what `create` puts on the machines, without connecting to any.
+pub fn rendered_files(
+    cluster: &Cluster,
+    list: &HostList,
+    pki_dir: &std::path::Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<ssh::FileSpec>>> {
+    let (pki, _) = Pki::ensure(pki_dir, &pki_request(cluster, list)?)?;
+    let facts = cluster_facts(cluster, list)?;
+    Ok(list
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), run::host_files(&facts, &pki, h)))
+        .collect())
+}
+
+/// The PKI of the cluster, created or brought up to date in the state store.
+pub(crate) async fn ensure_pki(store: &StateStore, cluster: &Cluster, list: &HostList) -> anyhow::Result<Pki> {
+    let request = pki_request(cluster, list)?;
     let dir = store.open_pki(&cluster.name).await?;
     let (pki, _) = Pki::ensure(&dir.path, &request)?;
     store.save_pki(&cluster.name, &dir).await?;
     Ok(pki)
 }
 
+/// The addons the bootstrap applies: the spec's, after the cloud controller on provider ec2 (its kubelets run
+/// with `--cloud-provider=external` and keep their Nodes tainted uninitialized until it runs).
+pub fn addon_names(cluster: &Cluster) -> Vec<String> {
+    let cloud = (cluster.provider == crate::spec::Provider::Ec2)
+        .then(|| crate::bootstrap::addons::CLOUD_CONTROLLER.to_string());
+    cloud
+        .into_iter()
+        .chain(cluster.addons.iter().map(|a| a.name.clone()))
+        .collect()
+}
+
 /// What every host's files are rendered from.
 pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Result<ClusterFacts> {
     let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
+    let manifest = crate::bootstrap::assets::manifest(&cluster.kubernetes_version)?;
+    let registry = cluster.assets.image_registry.as_deref();
+    let containerd = manifest
+        .version_of("containerd", &cluster.assets.files)
+        .context("the asset manifest has no containerd")?;
     Ok(ClusterFacts {
         cluster: cluster.name.clone(),
         api_url: api_url(list, &masters),
@@ -74,6 +105,12 @@ pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Resul
         pod_cidr: POD_CIDR.into(),
         cluster_domain: CLUSTER_DOMAIN.into(),
         cluster_dns: CLUSTER_DNS.into(),
+        containerd_major: crate::bootstrap::assets::major_of(&containerd),
+        external_cloud: cluster.provider == crate::spec::Provider::Ec2,
+        fail_cgroup_v1: cluster.kubelet.fail_cgroup_v1,
+        sandbox_image: manifest
+            .image("pause", registry)
+            .context("the asset manifest has no pause image")?,
     })
 }
 
@@ -106,7 +143,7 @@ pub async fn bootstrap(
         pki,
         &cluster.kubernetes_version,
         cluster.assets.clone(),
-        &cluster.addons.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        &addon_names(cluster),
         opts,
         reporter,
     )

@@ -1,5 +1,6 @@
-//! The core addons of a self-built cluster, flannel (pod network) and CoreDNS, applied through the API server
-//! with server-side apply once the control plane is ready. kforge speaks to the API itself (TLS pinned to the
+//! The addons of a self-built cluster, applied through the API server with server-side apply once the control
+//! plane is ready: flannel (pod network) and CoreDNS, metrics-server, and on provider ec2 the AWS cloud controller
+//! manager and the EBS CSI driver with its default `gp3` StorageClass. kforge speaks to the API itself (TLS pinned to the
 //! cluster CA, the admin client certificate), so the machine running kforge needs no kubectl. Server-side apply
 //! is idempotent by design; an object counts as changed only when its resourceVersion moved, so a re-run
 //! reports zero changes.
@@ -17,8 +18,21 @@ use super::units::{self, ClusterFacts};
 
 pub const FLANNEL: &str = include_str!("../../templates/addons/flannel.yaml");
 pub const COREDNS: &str = include_str!("../../templates/addons/coredns.yaml");
-/// Every addon the bootstrap applies, in order, with its template (`model::SELF_BUILT_ADDONS` names the same).
-pub const TEMPLATES: [(&str, &str); 2] = [("flannel", FLANNEL), ("coredns", COREDNS)];
+pub const METRICS_SERVER: &str = include_str!("../../templates/addons/metrics-server.yaml");
+pub const AWS_CLOUD_CONTROLLER_MANAGER: &str = include_str!("../../templates/addons/aws-cloud-controller-manager.yaml");
+pub const AWS_EBS_CSI_DRIVER: &str = include_str!("../../templates/addons/aws-ebs-csi-driver.yaml");
+/// The cloud integration of provider ec2: applied on every ec2 cluster (its kubelets wait for it), not chosen in
+/// `spec.addons`.
+pub const CLOUD_CONTROLLER: &str = "aws-cloud-controller-manager";
+/// Every addon the bootstrap applies, in order, with its template (`model::SELF_BUILT_ADDONS` names those a spec
+/// may list; the cloud controller comes with provider ec2).
+pub const TEMPLATES: [(&str, &str); 5] = [
+    (CLOUD_CONTROLLER, AWS_CLOUD_CONTROLLER_MANAGER),
+    ("flannel", FLANNEL),
+    ("coredns", COREDNS),
+    ("metrics-server", METRICS_SERVER),
+    ("aws-ebs-csi-driver", AWS_EBS_CSI_DRIVER),
+];
 /// The field manager kforge applies as (what `kubectl get -o yaml --show-managed-fields` names).
 pub const FIELD_MANAGER: &str = "kforge";
 
@@ -54,6 +68,11 @@ fn resource_of(kind: &str) -> Option<(&'static str, bool)> {
         "ClusterRoleBinding" => ("clusterrolebindings", false),
         "DaemonSet" => ("daemonsets", true),
         "Deployment" => ("deployments", true),
+        "Role" => ("roles", true),
+        "RoleBinding" => ("rolebindings", true),
+        "StorageClass" => ("storageclasses", false),
+        "CSIDriver" => ("csidrivers", false),
+        "APIService" => ("apiservices", false),
         _ => return None,
     })
 }
@@ -98,30 +117,44 @@ fn object_of(addon: &'static str, body: serde_json::Value) -> Result<Object, Str
 }
 
 /// The addons' objects for this cluster, in the order they are applied (namespaces before what they hold).
+/// `images` are the manifest's, already pointed at `spec.assets.imageRegistry` when one is set.
 pub fn objects(
     facts: &ClusterFacts,
     images: &BTreeMap<String, String>,
     names: &[String],
 ) -> Result<Vec<Object>, String> {
-    let image = |name: &str| {
-        images
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("the asset manifest names no image for {name}"))
-    };
-    let vars = [
-        ("pod_cidr", facts.pod_cidr.clone()),
-        ("cluster_dns", facts.cluster_dns.clone()),
-        ("cluster_domain", facts.cluster_domain.clone()),
-        ("flannel_image", image("flannel")?),
-        ("flannel_cni_plugin_image", image("flannel-cni-plugin")?),
-        ("coredns_image", image("coredns")?),
+    let mut vars: Vec<(String, String)> = vec![
+        ("cluster".into(), facts.cluster.clone()),
+        ("pod_cidr".into(), facts.pod_cidr.clone()),
+        ("cluster_dns".into(), facts.cluster_dns.clone()),
+        ("cluster_domain".into(), facts.cluster_domain.clone()),
+        // Two controllers where there are masters for both: each runs on the host network of its own master.
+        (
+            "ebs_controller_replicas".into(),
+            facts.masters.len().clamp(1, 2).to_string(),
+        ),
     ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vars.extend(
+        images
+            .iter()
+            .map(|(name, reference)| (format!("image:{name}"), reference.clone())),
+    );
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut out = Vec::new();
     for (addon, template) in TEMPLATES {
         if !names.iter().any(|n| n == addon) {
             continue;
+        }
+        let missing: Vec<&str> = template
+            .match_indices("{{image:")
+            .filter_map(|(i, _)| template[i + 8..].split_once("}}").map(|(n, _)| n))
+            .filter(|n| !images.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "{addon}: the asset manifest names no image for {}",
+                missing.join(", ")
+            ));
         }
         let text = units::render(template, &vars);
         for doc in serde_norway::Deserializer::from_str(&text) {
@@ -362,7 +395,13 @@ mod tests {
                 name: "m1".into(),
                 address: "127.0.0.1".parse().unwrap(),
             }],
-            nodes: vec!["m1".into(), "w1".into()],
+            nodes: ["m1", "w1"]
+                .iter()
+                .map(|n| Member {
+                    name: n.to_string(),
+                    address: "127.0.0.1".parse().unwrap(),
+                })
+                .collect(),
             api_endpoint: None,
             service_cidr: "10.96.0.0/12".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
@@ -422,22 +461,29 @@ mod tests {
             pod_cidr: pod_cidr.into(),
             cluster_domain: "cluster.local".into(),
             cluster_dns: "10.96.0.10".into(),
+            containerd_major: 1,
+            sandbox_image: "registry.k8s.io/pause:3.10".into(),
+            external_cloud: false,
+            fail_cgroup_v1: false,
         }
     }
 
     fn all() -> Vec<String> {
-        crate::model::SELF_BUILT_ADDONS.iter().map(|s| s.to_string()).collect()
+        TEMPLATES.iter().map(|(s, _)| s.to_string()).collect()
     }
 
     #[test]
     fn every_addon_the_spec_accepts_has_objects_and_only_listed_ones_are_applied() {
-        assert_eq!(
-            TEMPLATES.map(|(n, _)| n).to_vec(),
-            crate::model::SELF_BUILT_ADDONS.to_vec()
-        );
-        for name in crate::model::SELF_BUILT_ADDONS {
+        // What a spec may list, and the cloud controller that comes with provider ec2.
+        let mut expected = vec![CLOUD_CONTROLLER];
+        expected.extend(crate::model::SELF_BUILT_ADDONS);
+        let mut templates = TEMPLATES.map(|(n, _)| n).to_vec();
+        templates.sort();
+        expected.sort();
+        assert_eq!(templates, expected);
+        for name in TEMPLATES.map(|(n, _)| n) {
             let only = objects(&facts("10.244.0.0/16"), &images(), &[name.to_string()]).unwrap();
-            assert!(!only.is_empty() && only.iter().all(|o| o.addon == *name), "{name}");
+            assert!(!only.is_empty() && only.iter().all(|o| o.addon == name), "{name}");
         }
         assert!(objects(&facts("10.244.0.0/16"), &images(), &[]).unwrap().is_empty());
     }
@@ -517,7 +563,83 @@ mod tests {
             images()["flannel"].as_str()
         );
         let missing = super::objects(&facts("10.244.0.0/16"), &BTreeMap::new(), &all()).unwrap_err();
-        assert!(missing.contains("no image for flannel"), "{missing}");
+        assert!(missing.contains("no image for"), "{missing}");
+    }
+
+    #[test]
+    fn the_cloud_addons_run_where_they_must_with_the_clusters_tag_and_the_mirror() {
+        let images = crate::bootstrap::assets::manifest("1.34")
+            .unwrap()
+            .images_in(Some("mirror.internal:5000/k8s"));
+        let objects = objects(&facts("10.244.0.0/16"), &images, &all()).unwrap();
+        let find = |d: &str| {
+            objects
+                .iter()
+                .find(|o| o.describe() == d)
+                .unwrap_or_else(|| panic!("{d}"))
+        };
+        // Every image of every addon comes from the mirror.
+        for o in &objects {
+            let text = o.body.to_string();
+            for upstream in ["registry.k8s.io", "ghcr.io", "public.ecr.aws"] {
+                assert!(!text.contains(upstream), "{} names {upstream}", o.describe());
+            }
+        }
+        let ccm = &find("DaemonSet kube-system/aws-cloud-controller-manager").body["spec"]["template"]["spec"];
+        assert_eq!(ccm["nodeSelector"]["node-role.kubernetes.io/control-plane"], "");
+        assert_eq!(ccm["hostNetwork"], true);
+        let args = ccm["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("--cluster-name=lab") && args.contains("--leader-elect=true"),
+            "{args}"
+        );
+        assert!(
+            ccm["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("mirror.internal:5000/k8s/provider-aws/")
+        );
+        let tolerated: Vec<&str> = ccm["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["key"].as_str())
+            .collect();
+        assert!(
+            tolerated.contains(&"node.cloudprovider.kubernetes.io/uninitialized"),
+            "{tolerated:?}"
+        );
+        let ebs = &find("Deployment kube-system/ebs-csi-controller").body["spec"];
+        assert!(
+            ebs["template"]["spec"]["containers"][0]["args"]
+                .to_string()
+                .contains("--k8s-tag-cluster-id=lab")
+        );
+        assert_eq!(
+            ebs["template"]["spec"]["nodeSelector"]["node-role.kubernetes.io/control-plane"],
+            ""
+        );
+        assert_eq!(ebs["replicas"], 1, "one master here: one controller");
+        let gp3 = &find("StorageClass gp3").body;
+        assert_eq!(
+            gp3["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+            "true"
+        );
+        assert_eq!(gp3["parameters"]["encrypted"], "true");
+        assert_eq!(
+            find("StorageClass gp3").path,
+            "/apis/storage.k8s.io/v1/storageclasses/gp3"
+        );
+        let ms = &find("Deployment kube-system/metrics-server").body["spec"]["template"]["spec"];
+        let args = ms["containers"][0]["args"].to_string();
+        assert!(
+            args.contains("--kubelet-certificate-authority=") && !args.contains("insecure"),
+            "metrics-server verifies the kubelets: {args}"
+        );
+        assert_eq!(
+            find("APIService v1beta1.metrics.k8s.io").path,
+            "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.metrics.k8s.io"
+        );
     }
 
     #[tokio::test]

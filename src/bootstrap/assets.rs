@@ -11,7 +11,11 @@ use crate::model::AssetOverride;
 use crate::spec::HostRole;
 
 /// Built-in manifests by Kubernetes minor version.
-const MANIFESTS: &[(&str, &str)] = &[("1.34", include_str!("../../templates/assets/1.34.yaml"))];
+const MANIFESTS: &[(&str, &str)] = &[
+    ("1.33", include_str!("../../templates/assets/1.33.yaml")),
+    ("1.34", include_str!("../../templates/assets/1.34.yaml")),
+    ("1.35", include_str!("../../templates/assets/1.35.yaml")),
+];
 
 /// When in the bootstrap an asset is installed: the etcd cluster first, then the container runtime, then the
 /// Kubernetes binaries.
@@ -30,11 +34,11 @@ pub struct Asset {
     pub version: String,
     pub stage: Stage,
     pub roles: Vec<HostRole>,
-    /// Upstream URL; `{arch}` is the host's architecture.
+    /// Upstream URL; `{arch}` is the host's architecture, `{version}` the version without its leading `v`.
     pub url: String,
     /// `sha256:HEX` or `sha512:HEX` by architecture.
     pub digest: BTreeMap<String, String>,
-    /// Archive member → installed path.
+    /// Archive member (`{arch}`, `{version}` as in the URL) → installed path.
     #[serde(default)]
     pub extract: BTreeMap<String, String>,
     /// Every file of the archive into this directory.
@@ -50,10 +54,81 @@ pub struct Asset {
 pub struct Manifest {
     pub kubernetes_version: String,
     pub release: String,
-    /// Container images of the core addons by name (`flannel`, `flannel-cni-plugin`, `coredns`).
+    /// Container images by name: the sandbox (`pause`) and the addons' (`flannel`, `coredns`, `metrics-server`,
+    /// `aws-cloud-controller-manager`, `aws-ebs-csi-driver` and the CSI sidecars).
     #[serde(default)]
     pub images: BTreeMap<String, String>,
     pub assets: Vec<Asset>,
+    /// The etcd release a cluster on an older 3.5 passes through before this manifest's etcd (etcd's upgrade
+    /// guide: 3.5.26 or later before 3.6), with its digests.
+    #[serde(default)]
+    pub etcd_upgrade_bridge: Option<Bridge>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bridge {
+    pub version: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+/// How a master gets the etcd a run installs, given the version it has (the version stamp, or what the installed
+/// binary says), the version wanted and the manifest's bridge version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdMove {
+    /// Nothing installed yet, the same minor, or one a plain binary swap and restart reaches.
+    Install,
+    /// 3.5 before the bridge release to 3.6: through the bridge first (one member at a time), then on.
+    Bridge(String),
+    /// What etcd does not support by replacing binaries, with what to do.
+    Refuse(String),
+}
+
+/// `(major, minor, patch)` of `v3.5.26` / `3.5.26` / `etcd Version: 3.5.26`.
+fn triple(version: &str) -> Option<(u32, u32, u32)> {
+    let v = version.trim().rsplit(' ').next()?.trim_start_matches('v');
+    let mut parts = v.split(['.', '-', '+']).map(|p| p.parse::<u32>());
+    Some((parts.next()?.ok()?, parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
+/// See [`EtcdMove`]. Unknown installed versions are left to the install (a host with no stamp and no binary).
+pub fn etcd_move(installed: Option<&str>, wanted: &str, bridge: Option<&str>) -> EtcdMove {
+    let (Some(have), Some(want)) = (installed.and_then(triple), triple(wanted)) else {
+        return EtcdMove::Install;
+    };
+    let pin = "pin spec.assets.files.etcd to the version kforge installed before, with its digest";
+    if (want.0, want.1) < (have.0, have.1) {
+        return EtcdMove::Refuse(format!(
+            "etcd {} is installed and {wanted} is wanted: etcd does not move back a minor version by a binary \
+             swap\n  hint: {pin}",
+            installed.unwrap_or_default().trim()
+        ));
+    }
+    if (want.0, want.1) == (have.0, have.1) {
+        return EtcdMove::Install;
+    }
+    if want.0 != have.0 || want.1 != have.1 + 1 {
+        return EtcdMove::Refuse(format!(
+            "etcd {} is installed and {wanted} is wanted: etcd moves one minor version at a time\n  hint: {pin}, \
+             then move one minor version per run",
+            installed.unwrap_or_default().trim()
+        ));
+    }
+    match bridge.and_then(|b| Some((b, triple(b)?))) {
+        Some((b, bridge)) if (bridge.0, bridge.1) == (have.0, have.1) && have.2 < bridge.2 => {
+            EtcdMove::Bridge(b.to_string())
+        }
+        _ => EtcdMove::Install,
+    }
+}
+
+/// Prints the etcd version a master has: its version stamp, else (a host installed by an older kforge) what the
+/// installed binary says; nothing when there is none.
+pub fn installed_etcd_version_command() -> String {
+    format!(
+        "cat {STAMP_DIR}/etcd.version 2>/dev/null || {{ [ -x /opt/kforge/bin/etcd ] && /opt/kforge/bin/etcd --version \
+         | sed -n 's/^etcd Version: /v/p'; }} || true"
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +205,7 @@ impl Asset {
         self.roles.contains(&role)
     }
 
-    /// Where `arch` gets this asset from, with the spec's override and mirror applied.
+    /// Where `arch` gets this asset from, with the spec's override (version, URL, digest) and mirror applied.
     pub fn resolve(
         &self,
         arch: &str,
@@ -139,10 +214,15 @@ impl Asset {
         k8s_version: &str,
     ) -> Result<Resolved, AssetError> {
         let own = overrides.get(&self.name);
-        let upstream = own
-            .and_then(|o| o.url.clone())
-            .unwrap_or_else(|| self.url.clone())
-            .replace("{arch}", arch);
+        let version = own
+            .and_then(|o| o.version.clone())
+            .unwrap_or_else(|| self.version.clone());
+        let fill = |s: &str| {
+            s.replace("{arch}", arch)
+                .replace("{version}", version.strip_prefix('v').unwrap_or(&version))
+        };
+        let upstream = fill(&own.and_then(|o| o.url.clone()).unwrap_or_else(|| self.url.clone()));
+        // The manifest's digest pins the manifest's version only (the model requires a digest with a version).
         let digest = own
             .and_then(|o| o.digest.clone())
             .or_else(|| self.digest.get(arch).cloned())
@@ -156,20 +236,95 @@ impl Asset {
             Some(m) => mirrored(m, &upstream),
             None => upstream.clone(),
         };
-        let a = |s: &String| s.replace("{arch}", arch);
         Ok(Resolved {
             name: self.name.clone(),
-            version: self.version.clone(),
+            version: version.clone(),
             stage: self.stage,
             upstream,
             url,
             algorithm: algorithm.into(),
             hex: hex.into(),
-            extract: self.extract.iter().map(|(k, v)| (a(k), a(v))).collect(),
+            extract: self.extract.iter().map(|(k, v)| (fill(k), fill(v))).collect(),
             extract_all: self.extract_all.clone(),
             binary: self.binary.clone(),
         })
     }
+}
+
+impl Manifest {
+    /// The etcd bridge release as an install for `arch` (same paths and stamp as the etcd asset).
+    pub fn etcd_bridge(
+        &self,
+        arch: &str,
+        mirror: Option<&str>,
+        k8s_version: &str,
+    ) -> Result<Option<Resolved>, AssetError> {
+        let (Some(bridge), Some(etcd)) = (&self.etcd_upgrade_bridge, self.assets.iter().find(|a| a.name == "etcd"))
+        else {
+            return Ok(None);
+        };
+        let digest = bridge.digest.get(arch).cloned().ok_or_else(|| AssetError::NoDigest {
+            name: format!("etcd {}", bridge.version),
+            arch: arch.into(),
+            version: k8s_version.into(),
+        })?;
+        let pin = BTreeMap::from([(
+            "etcd".to_string(),
+            AssetOverride {
+                version: Some(bridge.version.clone()),
+                digest: Some(digest),
+                url: None,
+            },
+        )]);
+        etcd.resolve(arch, mirror, &pin, k8s_version).map(Some)
+    }
+
+    /// The version of asset `name` a cluster with `overrides` installs (the spec's pin, else the manifest's).
+    pub fn version_of(&self, name: &str, overrides: &BTreeMap<String, AssetOverride>) -> Option<String> {
+        overrides
+            .get(name)
+            .and_then(|o| o.version.clone())
+            .or_else(|| self.assets.iter().find(|a| a.name == name).map(|a| a.version.clone()))
+    }
+
+    /// Every image by name, from `registry` instead of their own when one is given.
+    pub fn images_in(&self, registry: Option<&str>) -> BTreeMap<String, String> {
+        self.images
+            .keys()
+            .filter_map(|n| Some((n.clone(), self.image(n, registry)?)))
+            .collect()
+    }
+
+    /// Image `name`, from `registry` instead of its own when one is given (see [`in_registry`]).
+    pub fn image(&self, name: &str, registry: Option<&str>) -> Option<String> {
+        let upstream = self.images.get(name)?;
+        Some(match registry {
+            Some(r) => in_registry(upstream, r),
+            None => upstream.clone(),
+        })
+    }
+}
+
+/// The major version of `v2.2.3` / `1.7.22` (0 when it is not a version).
+pub fn major_of(version: &str) -> u32 {
+    version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `reference` pulled from `registry` instead: the registry host of the reference (its first path component
+/// when that names a host: it has a dot or a port, or is `localhost`) is replaced, the repository path and tag or
+/// digest kept. `registry.k8s.io/coredns/coredns:v1.12.1` in `mirror:5000/k8s` is
+/// `mirror:5000/k8s/coredns/coredns:v1.12.1`; Docker Hub's `library/busybox:1` keeps its whole path.
+pub fn in_registry(reference: &str, registry: &str) -> String {
+    let path = match reference.split_once('/') {
+        Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => rest,
+        _ => reference,
+    };
+    format!("{}/{path}", registry.trim_end_matches('/'))
 }
 
 /// Exit codes of the install script that mean something to kforge.
@@ -278,6 +433,12 @@ impl Resolved {
                 cached = q(&cached)
             );
         }
+        // The version stamp first: the digest stamp is what says "installed", and it is written last.
+        s += &format!(
+            "echo {version} > {vstamp}.new && mv -f {vstamp}.new {vstamp}\n",
+            version = q(&self.version),
+            vstamp = q(&format!("{STAMP_DIR}/{}.version", self.name))
+        );
         s += &format!(
             "echo {want} > {stamp}.new && mv -f {stamp}.new {stamp}\necho installed\n",
             want = q(&self.digest()),
@@ -352,18 +513,27 @@ mod tests {
         for v in known_versions() {
             let m = manifest(v).unwrap();
             assert_eq!(m.kubernetes_version, v);
-            for a in &m.assets {
+            let bridge = m
+                .etcd_upgrade_bridge
+                .iter()
+                .map(|b| (format!("etcd {}", b.version), &b.digest));
+            for (name, digests) in m.assets.iter().map(|a| (a.name.clone(), &a.digest)).chain(bridge) {
                 for arch in ["amd64", "arm64"] {
-                    let d = a.digest.get(arch).unwrap_or_else(|| panic!("{} {arch}", a.name));
+                    let d = digests.get(arch).unwrap_or_else(|| panic!("{name} {arch}"));
                     let (algo, hex) = d.split_once(':').unwrap();
                     let len = match algo {
                         "sha256" => 64,
                         "sha512" => 128,
                         other => panic!("{other}"),
                     };
-                    assert_eq!(hex.len(), len, "{}", a.name);
-                    assert!(hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+                    assert_eq!(hex.len(), len, "{v}: {name}");
+                    assert!(
+                        hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                        "{v}: {name}"
+                    );
                 }
+            }
+            for a in &m.assets {
                 let ways = [!a.extract.is_empty(), a.extract_all.is_some(), a.binary.is_some()];
                 assert_eq!(ways.iter().filter(|w| **w).count(), 1, "{} installs one way", a.name);
                 assert!(a.url.starts_with("https://"), "{}", a.name);
@@ -380,16 +550,21 @@ mod tests {
             .unwrap();
         assert_eq!(
             r.url,
-            "http://10.0.0.5:8080/k/github.com/etcd-io/etcd/releases/download/v3.5.12/etcd-v3.5.12-linux-amd64.tar.gz"
+            "http://10.0.0.5:8080/k/github.com/etcd-io/etcd/releases/download/v3.6.5/etcd-v3.6.5-linux-amd64.tar.gz"
         );
         assert_eq!(r.algorithm, "sha256");
-        assert!(r.installs().contains(&"/opt/kforge/bin/etcdctl".to_string()));
+        assert!(r.installs().contains(&"/opt/kforge/bin/etcdutl".to_string()));
+        assert!(
+            r.extract.contains_key("etcd-v3.6.5-linux-amd64/etcdctl"),
+            "{:?}",
+            r.extract
+        );
         let mut over = BTreeMap::new();
         over.insert(
             "etcd".to_string(),
             AssetOverride {
-                url: None,
                 digest: Some(format!("sha256:{}", "a".repeat(64))),
+                ..AssetOverride::default()
             },
         );
         let r = etcd.resolve("arm64", None, &over, "1.34").unwrap();
@@ -398,8 +573,155 @@ mod tests {
     }
 
     #[test]
+    fn a_pinned_version_moves_url_members_and_stamps() {
+        let m = manifest("1.34").unwrap();
+        let mut over = BTreeMap::new();
+        over.insert(
+            "etcd".to_string(),
+            AssetOverride {
+                version: Some("v3.5.26".into()),
+                digest: Some(format!("sha256:{}", "b".repeat(64))),
+                ..AssetOverride::default()
+            },
+        );
+        let etcd = m.assets.iter().find(|a| a.name == "etcd").unwrap();
+        let r = etcd.resolve("amd64", None, &over, "1.34").unwrap();
+        assert_eq!(r.version, "v3.5.26");
+        assert_eq!(
+            r.url,
+            "https://github.com/etcd-io/etcd/releases/download/v3.5.26/etcd-v3.5.26-linux-amd64.tar.gz"
+        );
+        assert!(r.extract.contains_key("etcd-v3.5.26-linux-amd64/etcd"));
+        assert!(r.install_script().contains("/var/lib/kforge/assets/etcd.version"));
+        assert_eq!(m.version_of("etcd", &over).as_deref(), Some("v3.5.26"));
+        assert_eq!(m.version_of("containerd", &over).as_deref(), Some("v2.2.3"));
+        assert_eq!(major_of("v2.2.3"), 2);
+        assert_eq!(major_of("1.7.22"), 1);
+    }
+
+    #[test]
+    fn every_version_has_the_assets_and_images_a_cluster_needs() {
+        // What the bootstrap installs on each role and what the addons and containerd name.
+        let files = [
+            "etcd",
+            "containerd",
+            "runc",
+            "cni-plugins",
+            "kubernetes-server",
+            "kubernetes-node",
+        ];
+        let images = [
+            "pause",
+            "flannel",
+            "flannel-cni-plugin",
+            "coredns",
+            "metrics-server",
+            "aws-cloud-controller-manager",
+            "aws-ebs-csi-driver",
+            "csi-provisioner",
+            "csi-attacher",
+            "csi-resizer",
+            "csi-node-driver-registrar",
+            "livenessprobe",
+        ];
+        assert_eq!(known_versions(), ["1.33", "1.34", "1.35"]);
+        for v in known_versions() {
+            let m = manifest(v).unwrap();
+            for f in files {
+                assert!(m.assets.iter().any(|a| a.name == f), "{v}: {f}");
+            }
+            for role in [HostRole::Master, HostRole::Worker] {
+                let has = |name: &str| m.assets.iter().any(|a| a.name == name && a.for_role(role));
+                assert!(
+                    has("kubernetes-node") && has("containerd") && has("cni-plugins"),
+                    "{v} {role:?}"
+                );
+            }
+            for i in images {
+                let image = m.images.get(i).unwrap_or_else(|| panic!("{v}: image {i}"));
+                assert!(image.contains('/') && image.rsplit_once(':').is_some(), "{v}: {image}");
+            }
+            assert!(m.release.starts_with(&format!("v{v}.")), "{v}: release {}", m.release);
+            let version = |name: &str| m.version_of(name, &BTreeMap::new()).unwrap();
+            let minor: u32 = v[2..].parse().unwrap();
+            // etcd 3.6 from 1.34 on (kubeadm's), containerd 2.x from 1.34 on (1.36 drops 1.7).
+            assert_eq!(version("etcd").starts_with("v3.6."), minor >= 34, "{v}");
+            assert_eq!(major_of(&version("containerd")) >= 2, minor >= 34, "{v}");
+            // Kubernetes' own tarballs carry the release's version in their URL.
+            let server = m.assets.iter().find(|a| a.name == "kubernetes-server").unwrap();
+            let r = server.resolve("amd64", None, &BTreeMap::new(), v).unwrap();
+            assert!(r.url.contains(&format!("/{}/", m.release)), "{}", r.url);
+            assert_eq!(r.algorithm, "sha512");
+        }
+    }
+
+    #[test]
+    fn etcd_moves_one_minor_at_a_time_and_through_3_5_26_to_3_6() {
+        let m = manifest("1.34").unwrap();
+        let bridge = m.etcd_upgrade_bridge.as_ref().map(|b| b.version.as_str());
+        assert_eq!(bridge, Some("v3.5.26"));
+        assert_eq!(etcd_move(None, "v3.6.5", bridge), EtcdMove::Install);
+        assert_eq!(etcd_move(Some("v3.6.5"), "v3.6.5", bridge), EtcdMove::Install);
+        assert_eq!(etcd_move(Some("v3.6.0"), "v3.6.5", bridge), EtcdMove::Install);
+        // What an older kforge installed (and what its binary prints).
+        assert_eq!(
+            etcd_move(Some("v3.5.12"), "v3.6.5", bridge),
+            EtcdMove::Bridge("v3.5.26".into())
+        );
+        assert_eq!(
+            etcd_move(Some("etcd Version: 3.5.12\n"), "v3.6.5", bridge),
+            EtcdMove::Bridge("v3.5.26".into())
+        );
+        assert_eq!(etcd_move(Some("v3.5.26"), "v3.6.5", bridge), EtcdMove::Install);
+        assert_eq!(etcd_move(Some("v3.5.27"), "v3.6.5", bridge), EtcdMove::Install);
+        assert!(matches!(etcd_move(Some("v3.4.23"), "v3.6.5", bridge), EtcdMove::Refuse(m) if m.contains("one minor")));
+        assert!(matches!(etcd_move(Some("v3.6.5"), "v3.5.26", bridge), EtcdMove::Refuse(m) if m.contains("back")));
+        assert_eq!(etcd_move(Some("v3.4.23"), "v3.5.26", None), EtcdMove::Install);
+        // The bridge is the etcd asset at 3.5.26, with the publisher's digest, at the same paths and stamp.
+        let r = m.etcd_bridge("amd64", None, "1.34").unwrap().unwrap();
+        assert_eq!(r.name, "etcd");
+        assert_eq!(r.version, "v3.5.26");
+        assert!(r.url.ends_with("/v3.5.26/etcd-v3.5.26-linux-amd64.tar.gz"), "{}", r.url);
+        assert_eq!(
+            r.hex,
+            "0a682a91201dc8351d507210bc30b021a11e254eab806f03224b51e8fad29abb"
+        );
+        assert!(r.installs().contains(&"/opt/kforge/bin/etcd".to_string()));
+        assert!(manifest("1.33").unwrap().etcd_upgrade_bridge.is_none());
+        let sh = std::process::Command::new("sh")
+            .args(["-n", "-c", &installed_etcd_version_command()])
+            .output()
+            .unwrap();
+        assert!(sh.status.success());
+    }
+
+    #[test]
+    fn an_image_registry_replaces_the_registry_host_only() {
+        let m = manifest("1.34").unwrap();
+        let r = Some("mirror.internal:5000/k8s");
+        assert_eq!(
+            m.image("coredns", r).unwrap(),
+            "mirror.internal:5000/k8s/coredns/coredns:v1.12.1"
+        );
+        assert_eq!(
+            m.image("aws-ebs-csi-driver", r).unwrap(),
+            "mirror.internal:5000/k8s/ebs-csi-driver/aws-ebs-csi-driver:v1.50.0"
+        );
+        assert_eq!(
+            m.image("flannel", r).unwrap(),
+            "mirror.internal:5000/k8s/flannel-io/flannel:v0.27.3"
+        );
+        assert_eq!(in_registry("library/busybox:1", "m:1"), "m:1/library/busybox:1");
+        assert_eq!(in_registry("localhost/x:1", "m"), "m/x:1");
+        assert_eq!(m.image("coredns", None).unwrap(), m.images["coredns"]);
+    }
+
+    #[test]
     fn install_script_is_valid_shell_and_guards_on_the_stamp() {
-        for r in listing("1.34", Some("http://m"), &BTreeMap::new()).unwrap() {
+        for r in known_versions()
+            .into_iter()
+            .flat_map(|v| listing(v, Some("http://m"), &BTreeMap::new()).unwrap())
+        {
             let script = r.install_script();
             let out = std::process::Command::new("sh")
                 .args(["-n", "-c", &script])

@@ -48,15 +48,25 @@ pub fn units_of(role: HostRole) -> &'static [&'static str] {
             "kforge-kube-apiserver",
             "kforge-kube-controller-manager",
             "kforge-kube-scheduler",
+            KUBELET,
+            KUBE_PROXY,
         ],
         HostRole::Worker => &["kforge-containerd", KUBELET, KUBE_PROXY],
     }
 }
 
-/// Whether hosts of `role` run a kubelet (and so must be Nodes) and kube-proxy.
-pub fn runs_kubelet(role: HostRole) -> bool {
-    role == HostRole::Worker
+/// Whether hosts of `role` run a kubelet (and so must be Nodes) and kube-proxy: every host does, the masters as
+/// Nodes with the control-plane label and `NoSchedule` taint (as kubeadm and kops make them), so what must run on
+/// the control plane (the cloud controller manager, the EBS CSI controller) has a place to run.
+pub fn runs_kubelet(_role: HostRole) -> bool {
+    true
 }
+
+/// The label and taint a master's Node carries (kubeadm's).
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+/// The label that keeps the masters out of Service load balancers' targets (kubeadm sets it on its control plane;
+/// the AWS cloud controller manager honours it).
+pub const EXCLUDE_FROM_LOAD_BALANCERS: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
 
 /// `/readyz` of the local API server, asked with the API server's own kubelet-client certificate (system:masters).
 pub fn readyz_command() -> String {
@@ -109,6 +119,8 @@ fn probes(role: HostRole) -> Vec<Probe> {
                 command: format!("{curl} -k https://127.0.0.1:10259/healthz"),
                 healthy: says_ok,
             },
+            kubelet_probe(),
+            kube_proxy_probe(),
         ],
         HostRole::Worker => vec![kubelet_probe(), kube_proxy_probe()],
     }
@@ -360,6 +372,16 @@ pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Chec
             Some(node) => {
                 let (ready, detail) = node_ready(node);
                 out.push(Check::new(&h.name, "node ready", ready, detail));
+                if h.role == HostRole::Master {
+                    let problem = control_plane_problem(node);
+                    let ok = problem.is_none();
+                    out.push(Check::new(
+                        &h.name,
+                        "control-plane node",
+                        ok,
+                        problem.unwrap_or_else(|| format!("labelled and tainted {CONTROL_PLANE_ROLE}:NoSchedule")),
+                    ));
+                }
             }
             None => out.push(Check::new(
                 &h.name,
@@ -446,6 +468,37 @@ pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Chec
         }
     }
     out
+}
+
+/// What a master's Node lacks of the control-plane role: the label (workloads and the cloud integration find
+/// the control plane by it) or the `NoSchedule` taint (without it, ordinary pods land on the masters).
+pub fn control_plane_problem(node: &serde_json::Value) -> Option<String> {
+    let labelled = node
+        .pointer("/metadata/labels")
+        .and_then(|l| l.get(CONTROL_PLANE_ROLE))
+        .is_some();
+    let tainted = node
+        .pointer("/spec/taints")
+        .and_then(|t| t.as_array())
+        .is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == CONTROL_PLANE_ROLE && t["effect"] == "NoSchedule")
+        });
+    let mut missing = Vec::new();
+    if !labelled {
+        missing.push(format!("the label {CONTROL_PLANE_ROLE}"));
+    }
+    if !tainted {
+        missing.push(format!(
+            "the taint {CONTROL_PLANE_ROLE}:NoSchedule (ordinary pods can land on it)"
+        ));
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the Node lacks {} (`kforge apply` puts them back)",
+            missing.join(" and ")
+        )
+    })
 }
 
 /// Waits until the API server on `conn`'s master answers /readyz ok, within `deadline`.
@@ -640,9 +693,25 @@ mod tests {
     }
 
     #[test]
+    fn a_master_node_needs_the_control_plane_label_and_taint() {
+        let taint = json!([{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}]);
+        let good = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}}, "spec": {"taints": taint}});
+        assert_eq!(control_plane_problem(&good), None);
+        let unlabelled = json!({"metadata": {"labels": {}}, "spec": {"taints": taint}});
+        assert!(control_plane_problem(&unlabelled).unwrap().contains("the label"));
+        let untainted = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}}, "spec": {}});
+        assert!(control_plane_problem(&untainted).unwrap().contains("ordinary pods"));
+        let prefer = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}},
+                            "spec": {"taints": [{"key": CONTROL_PLANE_ROLE, "effect": "PreferNoSchedule"}]}});
+        assert!(control_plane_problem(&prefer).is_some());
+    }
+
+    #[test]
     fn every_role_has_its_units_and_probes() {
         assert!(units_of(HostRole::Worker).contains(&KUBELET));
         assert!(units_of(HostRole::Master).contains(&"kforge-kube-apiserver"));
+        // The masters are Nodes too.
+        assert!(units_of(HostRole::Master).contains(&KUBELET) && units_of(HostRole::Master).contains(&KUBE_PROXY));
         let master: Vec<&str> = probes(HostRole::Master).iter().map(|p| p.check).collect();
         assert_eq!(
             master,
@@ -650,7 +719,9 @@ mod tests {
                 "etcd health",
                 "apiserver readyz",
                 "controller-manager healthz",
-                "scheduler healthz"
+                "scheduler healthz",
+                "kubelet healthz",
+                "kube-proxy healthz"
             ]
         );
         let ok = Output {

@@ -42,8 +42,8 @@ pub struct Member {
 pub struct PkiRequest {
     pub cluster: String,
     pub masters: Vec<Member>,
-    /// Every machine that runs a kubelet (masters included), by node name.
-    pub nodes: Vec<String>,
+    /// Every machine that runs a kubelet (masters included): its node name and address.
+    pub nodes: Vec<Member>,
     /// The API endpoint clients use (load balancer DNS name or address), when it is not a master's address.
     pub api_endpoint: Option<String>,
     /// The service network; its first address is the `kubernetes` service's.
@@ -180,15 +180,29 @@ impl PkiRequest {
             );
         }
         for n in &self.nodes {
+            let name = &n.name;
             out.insert(
-                format!("kubelet-{n}"),
+                format!("kubelet-{name}"),
                 leaf(
                     CLUSTER_CA,
-                    &format!("system:node:{n}"),
+                    &format!("system:node:{name}"),
                     Some("system:nodes"),
                     false,
                     true,
                     Vec::new(),
+                ),
+            );
+            // The kubelet's serving certificate, signed by the cluster CA rather than self-signed, so that the API
+            // server (`--kubelet-certificate-authority`) and metrics-server can verify whom they talk to.
+            out.insert(
+                format!("kubelet-serving-{name}"),
+                leaf(
+                    CLUSTER_CA,
+                    &format!("system:node:{name}"),
+                    Some("system:nodes"),
+                    true,
+                    false,
+                    vec![name.clone(), n.address.to_string()],
                 ),
             );
         }
@@ -460,8 +474,13 @@ mod tests {
                 address: format!("172.30.0.{}", 11 + i).parse().unwrap(),
             })
             .collect();
-        let mut nodes: Vec<String> = masters.iter().map(|m| m.name.clone()).collect();
-        nodes.extend(["w1".to_string(), "w2".to_string()]);
+        let mut nodes: Vec<Member> = masters.clone();
+        for (i, w) in ["w1", "w2"].iter().enumerate() {
+            nodes.push(Member {
+                name: w.to_string(),
+                address: format!("172.30.1.{}", 11 + i).parse().unwrap(),
+            });
+        }
         PkiRequest {
             cluster: "lab".into(),
             masters,
@@ -587,7 +606,7 @@ mod tests {
         assert_eq!(report.reissued, ["apiserver"]);
         assert_eq!(
             report.created,
-            ["etcd-peer-m4", "etcd-server-m4", "kubelet-m4"],
+            ["etcd-peer-m4", "etcd-server-m4", "kubelet-m4", "kubelet-serving-m4"],
             "the new master's own certificates"
         );
         assert_eq!(first.certs["ca"].cert_pem, third.certs["ca"].cert_pem, "the CA is kept");

@@ -125,17 +125,18 @@ const MASTER_PORTS: &[Port] = &[
     ),
     port(10259, "kube-scheduler", &["kforge-kube-scheduler.service"]),
 ];
-const WORKER_PORTS: &[Port] = &[
+const NODE_PORTS: &[Port] = &[
     port(10250, "kubelet", KUBELET_OWNERS),
     port(10248, "kubelet healthz", KUBELET_OWNERS),
     port(10256, "kube-proxy healthz", &["kforge-kube-proxy.service"]),
 ];
 
-/// The ports the components of a `role` host listen on.
-pub fn ports_of(role: HostRole) -> &'static [Port] {
+/// The ports the components of a `role` host listen on (every host is a Node: the kubelet's and kube-proxy's
+/// ports on masters too).
+pub fn ports_of(role: HostRole) -> Vec<&'static Port> {
     match role {
-        HostRole::Master => MASTER_PORTS,
-        HostRole::Worker => WORKER_PORTS,
+        HostRole::Master => MASTER_PORTS.iter().chain(NODE_PORTS).collect(),
+        HostRole::Worker => NODE_PORTS.iter().collect(),
     }
 }
 
@@ -159,8 +160,9 @@ fn minor(version: &str) -> u32 {
 }
 
 /// What stops the bootstrap of a `role` host with `facts` for Kubernetes `version`, and what only deserves a
-/// warning.
-pub fn judge(facts: &HostFacts, role: HostRole, version: &str) -> (Vec<Problem>, Vec<String>) {
+/// warning. `fail_cgroup_v1`: the kubelet is configured to refuse cgroup v1 (1.35's default, or the spec's
+/// `kubelet.failCgroupV1`).
+pub fn judge(facts: &HostFacts, role: HostRole, version: &str, fail_cgroup_v1: bool) -> (Vec<Problem>, Vec<String>) {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     if health::runs_kubelet(role) {
@@ -193,6 +195,12 @@ pub fn judge(facts: &HostFacts, role: HostRole, version: &str) -> (Vec<Problem>,
                     format!("the host runs cgroup v1: Kubernetes {version} requires cgroup v2"),
                     "boot the host with the unified hierarchy (systemd.unified_cgroup_hierarchy=1; every current \
                      distribution's default), or use Kubernetes 1.34",
+                ));
+            } else if fail_cgroup_v1 {
+                problems.push(problem(
+                    "the host runs cgroup v1, and spec.kubelet.failCgroupV1 makes the kubelet refuse it",
+                    "boot the host with the unified hierarchy (systemd.unified_cgroup_hierarchy=1), or set \
+                     spec.kubelet.failCgroupV1: false",
                 ));
             } else {
                 warnings
@@ -368,10 +376,10 @@ mod tests {
     #[test]
     fn a_worker_without_iptables_or_with_swap_is_refused_with_what_to_do() {
         let mut f = healthy();
-        assert_eq!(judge(&f, HostRole::Worker, "1.34"), (vec![], vec![]));
+        assert_eq!(judge(&f, HostRole::Worker, "1.34", false), (vec![], vec![]));
         f.iptables = false;
         f.swap_devices = 2;
-        let (p, _) = judge(&f, HostRole::Worker, "1.34");
+        let (p, _) = judge(&f, HostRole::Worker, "1.34", false);
         assert_eq!(p.len(), 2);
         assert!(
             p[0].message.contains("iptables") && p[0].hint.contains("install"),
@@ -381,8 +389,8 @@ mod tests {
             p[1].message.contains("swap") && p[1].hint.contains("swapoff -a"),
             "{p:?}"
         );
-        // Masters run no kube-proxy or kubelet (yet): neither matters there.
-        assert_eq!(judge(&f, HostRole::Master, "1.34").0, vec![]);
+        // Masters are Nodes too: they need the same.
+        assert_eq!(judge(&f, HostRole::Master, "1.34", false).0, p);
     }
 
     #[test]
@@ -391,9 +399,9 @@ mod tests {
             cgroup_v2: false,
             ..healthy()
         };
-        let (p, w) = judge(&f, HostRole::Worker, "1.34");
+        let (p, w) = judge(&f, HostRole::Worker, "1.34", false);
         assert!(p.is_empty() && w.len() == 1, "{p:?} {w:?}");
-        let (p, _) = judge(&f, HostRole::Worker, "1.35");
+        let (p, _) = judge(&f, HostRole::Worker, "1.35", true);
         assert!(p[0].message.contains("requires cgroup v2"), "{p:?}");
     }
 
@@ -411,7 +419,7 @@ mod tests {
             l(10257, "nginx", "nginx.service"),
             l(10259, "python3", "-"),
         ];
-        let (p, _) = judge(&f, HostRole::Master, "1.34");
+        let (p, _) = judge(&f, HostRole::Master, "1.34", false);
         let messages: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(
             messages,
@@ -421,11 +429,11 @@ mod tests {
             ]
         );
         f.listeners = vec![l(10250, "kubelet", "k3s.service")];
-        assert_eq!(judge(&f, HostRole::Worker, "1.34").0.len(), 1);
+        assert_eq!(judge(&f, HostRole::Worker, "1.34", false).0.len(), 1);
         // Owners unknown (no right to read other processes' descriptors): a unit that may hold the port runs.
         f.listeners = vec![l(2379, "?", "-"), l(6443, "?", "-")];
         f.active_units = vec!["etcd.service".into()];
-        let (p, _) = judge(&f, HostRole::Master, "1.34");
+        let (p, _) = judge(&f, HostRole::Master, "1.34", false);
         let messages: Vec<&str> = p.iter().map(|p| p.message.as_str()).collect();
         assert_eq!(
             messages,

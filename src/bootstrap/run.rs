@@ -108,6 +108,10 @@ struct HostWork {
     clock: Option<ClockSample>,
     /// What a check-only pass found out of date on the host.
     pending: Vec<String>,
+    /// The assets this run installed on the host (their units must restart to run them).
+    installed: Vec<String>,
+    /// Whether etcd was running before this run installed a new etcd (so it must be restarted, in turn).
+    etcd_was_active: bool,
 }
 
 impl HostWork {
@@ -120,6 +124,8 @@ impl HostWork {
             warnings: Vec::new(),
             clock: None,
             pending: Vec::new(),
+            installed: Vec::new(),
+            etcd_was_active: false,
         }
     }
 
@@ -159,10 +165,17 @@ struct Shared {
 
 /// The masters as etcd and the certificates name them (addresses resolved once).
 pub fn members(hosts: &[BootstrapHost]) -> Result<Vec<Member>, String> {
+    resolved(hosts.iter().filter(|h| h.role == HostRole::Master))
+}
+
+/// Every host as the kubelets' serving certificates name it (every host is a Node).
+pub fn nodes(hosts: &[BootstrapHost]) -> Result<Vec<Member>, String> {
+    resolved(hosts.iter())
+}
+
+fn resolved<'a>(hosts: impl Iterator<Item = &'a BootstrapHost>) -> Result<Vec<Member>, String> {
     use std::net::ToSocketAddrs as _;
     hosts
-        .iter()
-        .filter(|h| h.role == HostRole::Master)
         .map(|h| {
             let address = h
                 .address
@@ -259,9 +272,87 @@ fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<
             });
         }
         let changed = out.stdout.contains("installed");
+        if changed {
+            h.installed.push(asset.name.clone());
+        }
         h.record(&step, changed, Vec::new());
     }
     Ok(())
+}
+
+/// The units that run the binaries of asset `name` (restarted when a run installs a new one).
+fn units_of_asset(name: &str) -> &'static [&'static str] {
+    match name {
+        "etcd" => &["kforge-etcd"],
+        "containerd" | "runc" => &["kforge-containerd"],
+        "kubernetes-server" => &[
+            "kforge-kube-apiserver",
+            "kforge-kube-controller-manager",
+            "kforge-kube-scheduler",
+        ],
+        "kubernetes-node" => &[health::KUBELET, health::KUBE_PROXY],
+        _ => &[],
+    }
+}
+
+/// `restart` and the units among `units` whose binaries this run `installed`, in `units`' order.
+fn with_new_binaries(installed: &[String], units: &[String], restart: Vec<String>) -> Vec<String> {
+    let new: Vec<&str> = installed
+        .iter()
+        .flat_map(|a| units_of_asset(a).iter().copied())
+        .collect();
+    units
+        .iter()
+        .filter(|u| restart.contains(u) || new.contains(&u.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Moves a master whose etcd is a 3.5 before the manifest's bridge release onto it first (etcd's upgrade path to
+/// 3.6), restarting its member and waiting until every member is healthy; refuses what etcd cannot do by a binary
+/// swap. Runs one master at a time.
+fn etcd_bridge_step(h: &mut HostWork, shared: &Shared) -> Result<(), SshError> {
+    let step = "etcd: upgrade path";
+    let have = h.conn().run_ok(step, &assets::installed_etcd_version_command())?.stdout;
+    let have = have.trim();
+    let Some(wanted) = shared.manifest.version_of("etcd", &shared.assets.files) else {
+        return Ok(());
+    };
+    let bridge = shared.manifest.etcd_upgrade_bridge.as_ref().map(|b| b.version.as_str());
+    let failed = |message: String, hint: &str| SshError {
+        host: h.host.name.clone(),
+        step: step.into(),
+        message,
+        hint: hint.into(),
+        transient: false,
+    };
+    match assets::etcd_move((!have.is_empty()).then_some(have), &wanted, bridge) {
+        assets::EtcdMove::Install => Ok(()),
+        assets::EtcdMove::Refuse(why) => {
+            let (message, hint) = why.split_once("\n  hint: ").unwrap_or((&why, ""));
+            Err(failed(message.to_string(), hint))
+        }
+        assets::EtcdMove::Bridge(via) => {
+            let resolved = shared
+                .manifest
+                .etcd_bridge(&h.arch, shared.assets.mirror.as_deref(), &shared.version)
+                .map_err(|e| failed(e.to_string(), "pin the asset in spec.assets.files"))?
+                .ok_or_else(|| failed("the manifest has no etcd bridge".into(), ""))?;
+            let out = h.conn().run(step, &resolved.install_script())?;
+            if out.status != 0 {
+                let (message, hint) = resolved.failure(out.status, &out.stderr);
+                return Err(failed(message, &hint));
+            }
+            h.conn().run_ok(step, "systemctl restart kforge-etcd")?;
+            etcd::wait_healthy(h.conn(), shared.facts.masters.len(), shared.opts.health_timeout)?;
+            h.record(
+                &format!("etcd {have} -> {via} (on the way to {wanted})"),
+                true,
+                Vec::new(),
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Enables `units`, restarts those in `restart` (after a daemon-reload, since unit files may have changed) and
@@ -328,10 +419,10 @@ fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
 }
 
 /// The read-only checks of one host; `Err` names everything that stops it.
-fn preflight_step(h: &mut HostWork, version: &str) -> Result<(), SshError> {
+fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Result<(), SshError> {
     let out = h.conn().run_ok("preflight", &preflight::probe_script())?;
     let facts = preflight::parse_probe(&out.stdout);
-    let (problems, warnings) = preflight::judge(&facts, h.host.role, version);
+    let (problems, warnings) = preflight::judge(&facts, h.host.role, version, fail_cgroup_v1);
     h.warnings = warnings;
     h.clock = Some(preflight::sample_clock(h.conn())?);
     if problems.is_empty() {
@@ -457,7 +548,14 @@ pub async fn run(
     // Preflight: read-only checks of every host and of their clocks against each other; nothing is installed
     // anywhere unless every host passes.
     let version_of = shared.version.clone();
-    let failed = stage(&mut work, n, |_| true, move |h| preflight_step(h, &version_of)).await;
+    let fail_cgroup_v1 = shared.facts.fail_cgroup_v1;
+    let failed = stage(
+        &mut work,
+        n,
+        |_| true,
+        move |h| preflight_step(h, &version_of, fail_cgroup_v1),
+    )
+    .await;
     if !failed.is_empty() {
         return Err(fail("preflight", failed, &work));
     }
@@ -496,9 +594,17 @@ pub async fn run(
     }
     done("preflight passed on every host");
 
-    // 2. etcd on the masters, then its health through kforge's client certificate.
+    // 2. etcd on the masters, then its health through kforge's client certificate. A 3.5 member before the bridge
+    //    release moves onto it first, one master at a time; a member that was running when a new etcd was installed
+    //    is restarted afterwards, one at a time, each waited healthy (a binary swap must not cost the quorum).
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, 1, HostWork::is_master, move |h| etcd_bridge_step(h, &s)).await;
+    if !failed.is_empty() {
+        return Err(fail("etcd upgrade", failed, &work));
+    }
     let s = Arc::clone(&shared);
     let failed = stage(&mut work, n, HostWork::is_master, move |h| {
+        h.etcd_was_active = h.conn().run("etcd", "systemctl is-active --quiet kforge-etcd")?.status == 0;
         install_assets(h, &s, Stage::Etcd)?;
         let me = s
             .facts
@@ -509,9 +615,30 @@ pub async fn run(
             .clone();
         let r = etcd::ensure_member(h.conn(), &s.pki, &s.facts.cluster, &me, &s.facts.masters, ETCD_BINARY)?;
         let changed = r.changed();
+        // A restart by ensure_member already runs the new binary.
+        if r.restarted {
+            h.etcd_was_active = false;
+        }
         h.record("etcd member", changed, r.uploaded);
         Ok(())
     })
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("etcd", failed, &work));
+    }
+    let s = Arc::clone(&shared);
+    let failed = stage(
+        &mut work,
+        1,
+        |h| h.etcd_was_active && h.installed.iter().any(|a| a == "etcd"),
+        move |h| {
+            h.conn()
+                .run_ok("etcd: restart on the new binary", "systemctl restart kforge-etcd")?;
+            etcd::wait_healthy(h.conn(), s.facts.masters.len(), s.opts.health_timeout)?;
+            h.record("etcd restarted on the new binary", true, Vec::new());
+            Ok(())
+        },
+    )
     .await;
     if !failed.is_empty() {
         return Err(fail("etcd", failed, &work));
@@ -548,8 +675,9 @@ pub async fn run(
         let uploaded = h.conn().sync_files("containerd: files", &files)?;
         let distro = disable_distro_unit(h, "containerd: disable the distribution's containerd", "containerd.service")?;
         let containerd = ["kforge-containerd".to_string()];
-        let restart = if uploaded.is_empty() { &[][..] } else { &containerd[..] };
-        let restarted = ensure_running(h, "containerd: start", &containerd, restart)?;
+        let restart = if uploaded.is_empty() { Vec::new() } else { containerd.to_vec() };
+        let restart = with_new_binaries(&h.installed, &containerd, restart);
+        let restarted = ensure_running(h, "containerd: start", &containerd, &restart)?;
         h.conn().run_ok(
             "containerd: check",
             &format!(
@@ -594,12 +722,9 @@ pub async fn run(
             .clone();
         let files = units::control_plane_files(&s.facts, &s.pki, &me);
         let uploaded = h.conn().sync_files("control plane: files", &files)?;
-        let restarted = ensure_running(
-            h,
-            "control plane: start",
-            &units::units_in(&files),
-            &units::restarts_for(&files, &uploaded),
-        )?;
+        let units = units::units_in(&files);
+        let restart = with_new_binaries(&h.installed, &units, units::restarts_for(&files, &uploaded));
+        let restarted = ensure_running(h, "control plane: start", &units, &restart)?;
         health::wait_apiserver_ready(h.conn(), s.opts.health_timeout)?;
         h.record("control plane", !uploaded.is_empty() || restarted, uploaded);
         Ok(())
@@ -610,30 +735,29 @@ pub async fn run(
     }
     done("control plane ready on every master");
 
-    // 6. kubelet and kube-proxy on the workers.
+    // 6. kubelet and kube-proxy on every host (the masters are Nodes too, tainted NoSchedule and labelled
+    //    control-plane through the API once registered).
     let s = Arc::clone(&shared);
     let failed = stage(
         &mut work,
         n,
-        |h| !h.is_master(),
+        |_| true,
         move |h| {
-            let files = units::node_files(
-                &s.facts,
-                &s.pki,
-                &h.host.name,
-                &h.host.address,
-                &h.host.labels,
-                &h.host.taints,
-            );
+            if s.facts.external_cloud {
+                verify_provider_id(h)?;
+            }
+            let files = units::node_files(&s.facts, &s.pki, &node_identity(&h.host));
             let uploaded = h.conn().sync_files("node: files", &files)?;
-            let restarted = ensure_running(
-                h,
-                "node: start",
-                &units::units_in(&files),
-                &units::restarts_for(&files, &uploaded),
-            )?;
+            let units = units::units_in(&files);
+            let restart = with_new_binaries(&h.installed, &units, units::restarts_for(&files, &uploaded));
+            let restarted = ensure_running(h, "node: start", &units, &restart)?;
             health::wait_node(h.conn(), &h.host.name, &s.api, &s.rt, s.opts.health_timeout)?;
-            h.record("kubelet and kube-proxy", !uploaded.is_empty() || restarted, uploaded);
+            let labelled = h.is_master() && s.rt.block_on(ensure_control_plane_role(&s.api, &h.host.name))?;
+            h.record(
+                "kubelet and kube-proxy",
+                !uploaded.is_empty() || restarted || labelled,
+                uploaded,
+            );
             Ok(())
         },
     )
@@ -641,7 +765,7 @@ pub async fn run(
     if !failed.is_empty() {
         return Err(fail("nodes", failed, &work));
     }
-    done("kubelet and kube-proxy healthy on every worker, each registered as a Node");
+    done("kubelet and kube-proxy healthy on every host, each registered as a Node");
 
     // 7. The core addons (flannel, CoreDNS) through the API, as the cluster's admin.
     let api = shared.facts.api_url.clone();
@@ -671,9 +795,137 @@ pub async fn run(
     })
 }
 
+/// The Node `host` registers as (the provider ID of an ec2 instance from what EC2 says of it; the node stage has
+/// checked it against the instance's own metadata).
+fn node_identity(host: &BootstrapHost) -> units::NodeIdentity<'_> {
+    units::NodeIdentity {
+        name: &host.name,
+        address: &host.address,
+        labels: &host.labels,
+        taints: &host.taints,
+        master: host.role == HostRole::Master,
+        provider_id: host
+            .zone
+            .as_deref()
+            .zip(host.instance_id.as_deref())
+            .map(|(zone, id)| units::aws_provider_id(zone, id)),
+    }
+}
+
+/// The instance metadata (IMDSv2: a session token first; kforge's instances refuse v1) asked for the instance ID
+/// and zone of the host behind `h`'s connection.
+const IMDS_IDENTITY: &str = "t=$(curl -sS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+     http://169.254.169.254/latest/api/token) && \
+     z=$(curl -sS --max-time 5 -H \"X-aws-ec2-metadata-token: $t\" \
+     http://169.254.169.254/latest/meta-data/placement/availability-zone) && \
+     i=$(curl -sS --max-time 5 -H \"X-aws-ec2-metadata-token: $t\" http://169.254.169.254/latest/meta-data/instance-id) && \
+     echo \"$z $i\"";
+
+/// Checks that the instance the host's metadata names is the one kforge found in EC2 for it (so the provider ID
+/// the kubelet registers with is the machine's own), and fills it in when EC2 did not say.
+fn verify_provider_id(h: &mut HostWork) -> Result<(), SshError> {
+    let step = "node: instance metadata";
+    let out = h.conn().run_ok(step, IMDS_IDENTITY)?;
+    let (zone, id) = parse_imds_identity(&out.stdout).ok_or_else(|| SshError {
+        host: h.host.name.clone(),
+        step: step.into(),
+        message: format!(
+            "the instance metadata answered {:?}, not a zone and an instance ID",
+            out.stdout.trim()
+        ),
+        hint: "the kubelet's provider ID comes from the instance metadata (IMDSv2): check that the instance's \
+               metadata endpoint is enabled"
+            .into(),
+        transient: true,
+    })?;
+    match (&h.host.instance_id, &h.host.zone) {
+        (Some(known), Some(known_zone)) if (known, known_zone) != (&id, &zone) => Err(SshError {
+            host: h.host.name.clone(),
+            step: step.into(),
+            message: format!(
+                "the host at {} is instance {id} in {zone} by its metadata, but EC2 lists {known} in {known_zone} \
+                 at that address",
+                h.host.address
+            ),
+            hint: "the address moved to another instance since kforge listed them: re-run".into(),
+            transient: false,
+        }),
+        _ => {
+            h.host.instance_id = Some(id);
+            h.host.zone = Some(zone);
+            Ok(())
+        }
+    }
+}
+
+/// `ZONE INSTANCE-ID` as [`IMDS_IDENTITY`] prints it.
+fn parse_imds_identity(text: &str) -> Option<(String, String)> {
+    let (zone, id) = text.trim().split_once(' ')?;
+    (id.starts_with("i-") && zone.chars().next().is_some_and(|c| c.is_ascii_lowercase()) && !zone.contains(' '))
+        .then(|| (zone.to_string(), id.to_string()))
+}
+
+/// Gives master `name`'s Node the control-plane role: the labels (a merge patch of only those, so other labels
+/// stay) and, when it was removed since the kubelet registered with it, the `NoSchedule` taint (added to the
+/// Node's other taints). `Ok(true)` when the Node lacked something.
+async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, SshError> {
+    let failed = |message: String| SshError {
+        host: name.to_string(),
+        step: "node: control-plane role".into(),
+        message,
+        hint: "check the API server's log; re-run to label the Node".into(),
+        transient: true,
+    };
+    let path = format!("/api/v1/nodes/{name}");
+    let (status, node) = api.get_json(&path).await.map_err(failed)?;
+    if !status.is_success() {
+        return Err(failed(format!("GET Node {name}: HTTP {status}")));
+    }
+    if health::control_plane_problem(&node).is_none()
+        && node
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(health::EXCLUDE_FROM_LOAD_BALANCERS))
+            .is_some()
+    {
+        return Ok(false);
+    }
+    let mut taints: Vec<serde_json::Value> = node
+        .pointer("/spec/taints")
+        .and_then(|t| t.as_array())
+        .cloned()
+        .unwrap_or_default();
+    taints.retain(|t| t["key"] != health::CONTROL_PLANE_ROLE);
+    taints.push(serde_json::json!({"key": health::CONTROL_PLANE_ROLE, "effect": "NoSchedule"}));
+    // The resourceVersion makes the patch fail rather than overwrite a taint list another client changed since.
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": node.pointer("/metadata/resourceVersion"),
+            "labels": {health::CONTROL_PLANE_ROLE: "", health::EXCLUDE_FROM_LOAD_BALANCERS: ""},
+        },
+        "spec": {"taints": taints},
+    });
+    let (status, body) = api
+        .send(
+            hyper::Method::PATCH,
+            &path,
+            Some("application/merge-patch+json"),
+            bytes::Bytes::from(patch.to_string()),
+        )
+        .await
+        .map_err(failed)?;
+    if !status.is_success() {
+        return Err(failed(format!(
+            "PATCH Node {name}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        )));
+    }
+    Ok(true)
+}
+
 async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError> {
     let api = &shared.facts.api_url;
-    let objects = addons::objects(&shared.facts, &shared.manifest.images, &shared.addons).map_err(|m| SshError {
+    let images = shared.manifest.images_in(shared.assets.image_registry.as_deref());
+    let objects = addons::objects(&shared.facts, &images, &shared.addons).map_err(|m| SshError {
         host: api.clone(),
         step: "addons: render".into(),
         message: m,
@@ -684,7 +936,7 @@ async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError>
 }
 
 /// Every file the bootstrap renders for `host` (the stages' own lists, in one).
-fn host_files(facts: &ClusterFacts, pki: &Pki, host: &BootstrapHost) -> Vec<ssh::FileSpec> {
+pub fn host_files(facts: &ClusterFacts, pki: &Pki, host: &BootstrapHost) -> Vec<ssh::FileSpec> {
     let mut files = units::runtime_files(facts);
     if host.role == HostRole::Master {
         let me = facts
@@ -697,14 +949,7 @@ fn host_files(facts: &ClusterFacts, pki: &Pki, host: &BootstrapHost) -> Vec<ssh:
     }
     if health::runs_kubelet(host.role) {
         files.extend(preflight::settings_files());
-        files.extend(units::node_files(
-            facts,
-            pki,
-            &host.name,
-            &host.address,
-            &host.labels,
-            &host.taints,
-        ));
+        files.extend(units::node_files(facts, pki, &node_identity(host)));
     }
     files
 }
@@ -774,6 +1019,49 @@ pub async fn pending_changes(
 #[cfg(test)]
 mod failure_tests {
     use super::*;
+
+    #[test]
+    fn a_new_binary_restarts_the_units_that_run_it() {
+        let units: Vec<String> = [
+            "kforge-kube-apiserver",
+            "kforge-kube-controller-manager",
+            "kforge-kube-scheduler",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert!(with_new_binaries(&[], &units, Vec::new()).is_empty());
+        assert_eq!(
+            with_new_binaries(&[], &units, vec!["kforge-kube-scheduler".into()]),
+            ["kforge-kube-scheduler"]
+        );
+        assert_eq!(
+            with_new_binaries(&["kubernetes-server".into()], &units, Vec::new()),
+            units
+        );
+        // Another asset's binaries leave these units alone.
+        assert!(with_new_binaries(&["kubernetes-node".into(), "cni-plugins".into()], &units, Vec::new()).is_empty());
+        let node: Vec<String> = [health::KUBELET, health::KUBE_PROXY].map(String::from).to_vec();
+        assert_eq!(with_new_binaries(&["kubernetes-node".into()], &node, Vec::new()), node);
+        let containerd = vec!["kforge-containerd".to_string()];
+        assert_eq!(with_new_binaries(&["runc".into()], &containerd, Vec::new()), containerd);
+    }
+
+    #[test]
+    fn the_provider_id_comes_from_what_imds_says() {
+        assert_eq!(
+            parse_imds_identity("us-east-1a i-0abc123\n"),
+            Some(("us-east-1a".into(), "i-0abc123".into()))
+        );
+        assert_eq!(parse_imds_identity("<html>404</html>"), None);
+        assert_eq!(parse_imds_identity(""), None);
+        // The command asks IMDSv2 (token first) and sh parses it.
+        assert!(IMDS_IDENTITY.contains("X-aws-ec2-metadata-token-ttl-seconds") && IMDS_IDENTITY.contains("-X PUT"));
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", IMDS_IDENTITY])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 
     fn failure(host: &str, message: &str) -> SshError {
         SshError {

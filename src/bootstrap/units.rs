@@ -10,7 +10,10 @@ use super::pki::{CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA, Member, Pki};
 use super::ssh::FileSpec;
 
 pub const CONTAINERD_UNIT: &str = include_str!("../../templates/containerd.service");
+/// containerd 1.x's configuration (format version 2).
 pub const CONTAINERD_CONFIG: &str = include_str!("../../templates/containerd-config.toml");
+/// containerd 2.x's configuration (format version 3: the CRI plugin split into images and runtime).
+pub const CONTAINERD2_CONFIG: &str = include_str!("../../templates/containerd2-config.toml");
 pub const APISERVER_UNIT: &str = include_str!("../../templates/kube-apiserver.service");
 pub const CONTROLLER_MANAGER_UNIT: &str = include_str!("../../templates/kube-controller-manager.service");
 pub const SCHEDULER_UNIT: &str = include_str!("../../templates/kube-scheduler.service");
@@ -36,6 +39,15 @@ pub struct ClusterFacts {
     pub pod_cidr: String,
     pub cluster_domain: String,
     pub cluster_dns: String,
+    /// The major version of the containerd the cluster installs (its configuration format follows it).
+    pub containerd_major: u32,
+    /// The pod sandbox image (the manifest's `pause`, from `spec.assets.imageRegistry` when set).
+    pub sandbox_image: String,
+    /// Provider ec2: kubelets run with `--cloud-provider=external` and their instance's provider ID, and the AWS
+    /// cloud controller manager initialises their Nodes.
+    pub external_cloud: bool,
+    /// The kubelet refuses to run on a cgroup v1 host (`failCgroupV1`).
+    pub fail_cgroup_v1: bool,
 }
 
 /// Fills `{{key}}` placeholders; panics on one left unfilled (a template bug every test would catch).
@@ -93,13 +105,17 @@ fn vars<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 
 /// containerd's configuration and unit (every host).
 pub fn runtime_files(f: &ClusterFacts) -> Vec<FileSpec> {
-    let v = [("cluster", f.cluster.clone())];
+    let v = [
+        ("cluster", f.cluster.clone()),
+        ("sandbox_image", f.sandbox_image.clone()),
+    ];
+    let config = if f.containerd_major >= 2 {
+        CONTAINERD2_CONFIG
+    } else {
+        CONTAINERD_CONFIG
+    };
     vec![
-        file(
-            "/etc/kforge/containerd/config.toml",
-            render(CONTAINERD_CONFIG, &vars(&v)),
-            0o644,
-        ),
+        file("/etc/kforge/containerd/config.toml", render(config, &vars(&v)), 0o644),
         file(
             format!("{UNIT_DIR}/kforge-containerd.service"),
             render(CONTAINERD_UNIT, &vars(&v)),
@@ -174,28 +190,64 @@ pub fn control_plane_files(f: &ClusterFacts, pki: &Pki, master: &Member) -> Vec<
     out
 }
 
-/// kubelet and kube-proxy of one worker.
-pub fn node_files(
-    f: &ClusterFacts,
-    pki: &Pki,
-    name: &str,
-    address: &str,
-    labels: &BTreeMap<String, String>,
-    taints: &[String],
-) -> Vec<FileSpec> {
-    let mut v = common(f, name, address);
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+/// The Node a host registers as: its name, address, labels and taints, and whether it is a master.
+pub struct NodeIdentity<'a> {
+    pub name: &'a str,
+    pub address: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub taints: &'a [String],
+    pub master: bool,
+    /// `aws:///ZONE/INSTANCE-ID` of an ec2 instance (what the cloud controller finds the instance by).
+    pub provider_id: Option<String>,
+}
+
+/// The provider ID of an EC2 instance, as the AWS cloud provider writes and reads it.
+pub fn aws_provider_id(zone: &str, instance_id: &str) -> String {
+    format!("aws:///{zone}/{instance_id}")
+}
+
+/// The API server a master's kubelet and kube-proxy talk to: its own (the apiserver certificate names
+/// 127.0.0.1), so a master's Node does not depend on the load balancer or on another master.
+const LOCAL_API: &str = "https://127.0.0.1:6443";
+
+/// kubelet and kube-proxy of one host. A master registers with the control-plane `NoSchedule` taint (its label
+/// is set through the API afterwards: the NodeRestriction admission plugin forbids a kubelet to label itself
+/// `node-role.kubernetes.io/*`).
+pub fn node_files(f: &ClusterFacts, pki: &Pki, node: &NodeIdentity<'_>) -> Vec<FileSpec> {
+    let name = node.name;
+    let mut v = common(f, name, node.address);
+    let labels: Vec<String> = node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     v.push(("labels", labels.join(",")));
-    v.push(("register_with_taints", register_with_taints(taints)));
+    let mut taints = node.taints.to_vec();
+    if node.master {
+        taints.push(format!("{}:NoSchedule", super::health::CONTROL_PLANE_ROLE));
+    }
+    v.push(("register_with_taints", register_with_taints(&taints)));
+    // The cloud's flag on the command line (it has no configuration field); the provider ID in the configuration.
+    let (cloud_flags, provider_id) = match (&node.provider_id, f.external_cloud) {
+        (Some(id), true) => (
+            " \\\n  --cloud-provider=external".to_string(),
+            format!("providerID: {id}\n"),
+        ),
+        (None, true) => (" \\\n  --cloud-provider=external".to_string(), String::new()),
+        (_, false) => (String::new(), String::new()),
+    };
+    v.push(("cloud_flags", cloud_flags));
+    v.push(("fail_cgroup_v1", f.fail_cgroup_v1.to_string()));
+    v.push(("provider_id", provider_id));
     let vv = vars(&v);
+    let api = if node.master { LOCAL_API } else { f.api_url.as_str() };
     let (ca, _) = cert(pki, CLUSTER_CA);
     let (kc, kk) = cert(pki, &format!("kubelet-{name}"));
+    let (sc, sk) = cert(pki, &format!("kubelet-serving-{name}"));
     let (pc, pk) = cert(pki, "kube-proxy");
     vec![
         file(format!("{PKI_DIR}/{CLUSTER_CA}.crt"), ca.clone(), 0o644),
+        file(format!("{PKI_DIR}/kubelet-serving.crt"), sc, 0o644),
+        file(format!("{PKI_DIR}/kubelet-serving.key"), sk, 0o600),
         file(
             "/etc/kforge/kubelet.kubeconfig",
-            kubeconfig(&f.cluster, &f.api_url, &ca, &format!("system:node:{name}"), &kc, &kk),
+            kubeconfig(&f.cluster, api, &ca, &format!("system:node:{name}"), &kc, &kk),
             0o600,
         ),
         file("/etc/kforge/kubelet-config.yaml", render(KUBELET_CONFIG, &vv), 0o644),
@@ -206,7 +258,7 @@ pub fn node_files(
         ),
         file(
             "/etc/kforge/kube-proxy.kubeconfig",
-            kubeconfig(&f.cluster, &f.api_url, &ca, "system:kube-proxy", &pc, &pk),
+            kubeconfig(&f.cluster, api, &ca, "system:kube-proxy", &pc, &pk),
             0o600,
         ),
         file(
@@ -261,6 +313,7 @@ fn readers(path: &str) -> Option<&'static [&'static str]> {
             // The cluster CA: client CA of the API server and the kubelet, signer of the controller manager.
             "ca.crt" => &[APISERVER, CONTROLLER_MANAGER, KUBELET],
             "ca.key" => &[CONTROLLER_MANAGER],
+            "kubelet-serving.crt" | "kubelet-serving.key" => &[KUBELET],
             "sa.key" => &[APISERVER, CONTROLLER_MANAGER],
             "sa.pub" => &[APISERVER],
             "front-proxy-ca.crt" => &[APISERVER, CONTROLLER_MANAGER],
@@ -378,6 +431,158 @@ mod tests {
         );
     }
 
+    fn facts(external_cloud: bool, containerd_major: u32) -> ClusterFacts {
+        ClusterFacts {
+            cluster: "c".into(),
+            masters: vec![Member {
+                name: "m1".into(),
+                address: "10.0.0.11".parse().unwrap(),
+            }],
+            api_url: "https://api.c.example:6443".into(),
+            service_cidr: "10.96.0.0/12".into(),
+            pod_cidr: "10.244.0.0/16".into(),
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: "10.96.0.10".into(),
+            containerd_major,
+            sandbox_image: "mirror:5000/pause:3.10".into(),
+            external_cloud,
+            fail_cgroup_v1: false,
+        }
+    }
+
+    fn pki(dir: &std::path::Path) -> Pki {
+        let m1 = Member {
+            name: "m1".into(),
+            address: "10.0.0.11".parse().unwrap(),
+        };
+        let w1 = Member {
+            name: "w1".into(),
+            address: "10.0.0.21".parse().unwrap(),
+        };
+        let request = super::super::pki::PkiRequest {
+            cluster: "c".into(),
+            masters: vec![m1.clone()],
+            nodes: vec![m1, w1],
+            api_endpoint: None,
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            cluster_domain: "cluster.local".into(),
+        };
+        Pki::ensure(dir, &request).unwrap().0
+    }
+
+    fn text_of<'a>(files: &'a [FileSpec], path: &str) -> &'a str {
+        let f = files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path}"));
+        std::str::from_utf8(&f.bytes).unwrap()
+    }
+
+    #[test]
+    fn a_master_is_a_tainted_node_of_its_own_api_server_and_a_worker_of_the_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let f = facts(false, 2);
+        let labels = BTreeMap::new();
+        let node = |name, master| NodeIdentity {
+            name,
+            address: if master { "10.0.0.11" } else { "10.0.0.21" },
+            labels: &labels,
+            taints: &[],
+            master,
+            provider_id: None,
+        };
+        let master = node_files(&f, &pki, &node("m1", true));
+        let config: serde_json::Value =
+            serde_norway::from_str(text_of(&master, "/etc/kforge/kubelet-config.yaml")).unwrap();
+        assert_eq!(
+            config["registerWithTaints"],
+            serde_json::json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])
+        );
+        assert_eq!(config["tlsCertFile"], "/etc/kforge/pki/kubelet-serving.crt");
+        assert_eq!(config["failCgroupV1"], false);
+        assert!(config.get("providerID").is_none());
+        assert!(text_of(&master, "/etc/kforge/kubelet.kubeconfig").contains("server: https://127.0.0.1:6443"));
+        assert!(text_of(&master, "/etc/kforge/kube-proxy.kubeconfig").contains("server: https://127.0.0.1:6443"));
+        assert!(!text_of(&master, "/etc/systemd/system/kforge-kubelet.service").contains("--cloud-provider"));
+        // The serving certificate names the node and its address (what the API server and metrics-server dial).
+        let serving = text_of(&master, "/etc/kforge/pki/kubelet-serving.crt");
+        let parsed = x509_parser::pem::parse_x509_pem(serving.as_bytes()).unwrap().1;
+        let cert = parsed.parse_x509().unwrap();
+        let sans = format!(
+            "{:?}",
+            cert.subject_alternative_name().unwrap().unwrap().value.general_names
+        );
+        assert!(sans.contains("\"m1\"") && sans.contains("[10, 0, 0, 11]"), "{sans}");
+        assert_eq!(
+            master
+                .iter()
+                .find(|f| f.path.ends_with("kubelet-serving.key"))
+                .unwrap()
+                .mode,
+            0o600
+        );
+
+        let worker = node_files(&f, &pki, &node("w1", false));
+        let config: serde_json::Value =
+            serde_norway::from_str(text_of(&worker, "/etc/kforge/kubelet-config.yaml")).unwrap();
+        assert_eq!(config["registerWithTaints"], serde_json::json!([]));
+        assert!(text_of(&worker, "/etc/kforge/kubelet.kubeconfig").contains("server: https://api.c.example:6443"));
+    }
+
+    #[test]
+    fn an_ec2_kubelet_is_external_to_the_cloud_with_its_instances_provider_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let labels = BTreeMap::new();
+        let id = aws_provider_id("us-east-1a", "i-0123456789abcdef0");
+        assert_eq!(id, "aws:///us-east-1a/i-0123456789abcdef0");
+        let files = node_files(
+            &facts(true, 2),
+            &pki,
+            &NodeIdentity {
+                name: "w1",
+                address: "10.0.0.21",
+                labels: &labels,
+                taints: &[],
+                master: false,
+                provider_id: Some(id.clone()),
+            },
+        );
+        let unit = text_of(&files, "/etc/systemd/system/kforge-kubelet.service");
+        assert!(
+            unit.contains("  --node-labels= \\\n  --cloud-provider=external\n"),
+            "{unit}"
+        );
+        let config: serde_json::Value =
+            serde_norway::from_str(text_of(&files, "/etc/kforge/kubelet-config.yaml")).unwrap();
+        assert_eq!(config["providerID"], id.as_str());
+    }
+
+    #[test]
+    fn containerd_gets_the_configuration_format_of_its_major_version() {
+        let one = runtime_files(&facts(false, 1));
+        let one = text_of(&one, "/etc/kforge/containerd/config.toml");
+        assert!(one.contains("version = 2") && one.contains("sandbox_image = \"mirror:5000/pause:3.10\""));
+        let two = runtime_files(&facts(false, 2));
+        let two = text_of(&two, "/etc/kforge/containerd/config.toml");
+        assert!(
+            two.contains("version = 3") && two.contains("sandbox = \"mirror:5000/pause:3.10\""),
+            "{two}"
+        );
+        assert!(
+            !two.contains("io.containerd.grpc.v1.cri"),
+            "2.x split the CRI plugin: {two}"
+        );
+        for text in [one, two] {
+            assert!(
+                text.contains(&format!("[grpc]\n  address = \"{CONTAINERD_SOCKET}\"")),
+                "{text}"
+            );
+            assert!(!text.contains("{{"), "{text}");
+        }
+    }
+
     #[test]
     fn taints_go_into_the_kubelet_configuration() {
         assert_eq!(register_with_taints(&[]), "[]");
@@ -398,6 +603,8 @@ mod tests {
                 ("cluster_domain", "cluster.local"),
                 ("cluster_dns", "10.96.0.10"),
                 ("register_with_taints", &rendered),
+                ("provider_id", ""),
+                ("fail_cgroup_v1", "false"),
             ],
         );
         let doc: serde_json::Value = serde_norway::from_str(&config).unwrap();

@@ -164,7 +164,8 @@ pub fn master_policy(cluster: &str) -> serde_json::Value {
                     "ec2:DescribeAvailabilityZones", "ec2:DescribeInstances", "ec2:DescribeInstanceTopology",
                     "ec2:DescribeRegions", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
                     "ec2:DescribeSnapshots", "ec2:DescribeSubnets", "ec2:DescribeTags", "ec2:DescribeVolumes",
-                    "ec2:DescribeVolumesModifications", "ec2:DescribeVpcs",
+                    "ec2:DescribeVolumesModifications", "ec2:DescribeVpcs", "ec2:DescribeInstanceTypes",
+                    "autoscaling:DescribeLaunchConfigurations",
                     "elasticloadbalancing:Describe*", "kms:DescribeKey"
                 ],
                 "Resource": "*"
@@ -217,8 +218,21 @@ pub fn master_policy(cluster: &str) -> serde_json::Value {
                     "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:DeleteListener",
                     "elasticloadbalancing:DeleteTargetGroup", "elasticloadbalancing:ModifyListener",
                     "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:ModifyTargetGroup",
+                    "elasticloadbalancing:ModifyTargetGroupAttributes",
                     "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
-                    "elasticloadbalancing:SetSecurityGroups"
+                    "elasticloadbalancing:SetSecurityGroups",
+                    // Classic load balancers (the cloud controller's default for a Service of type LoadBalancer).
+                    "elasticloadbalancing:ApplySecurityGroupsToLoadBalancer",
+                    "elasticloadbalancing:AttachLoadBalancerToSubnets",
+                    "elasticloadbalancing:DetachLoadBalancerFromSubnets",
+                    "elasticloadbalancing:ConfigureHealthCheck",
+                    "elasticloadbalancing:CreateLoadBalancerListeners",
+                    "elasticloadbalancing:DeleteLoadBalancerListeners",
+                    "elasticloadbalancing:CreateLoadBalancerPolicy",
+                    "elasticloadbalancing:SetLoadBalancerPoliciesForBackendServer",
+                    "elasticloadbalancing:SetLoadBalancerPoliciesOfListener",
+                    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                    "elasticloadbalancing:DeregisterInstancesFromLoadBalancer"
                 ],
                 "Resource": "*",
                 "Condition": owned
@@ -664,6 +678,104 @@ mod tests {
         ] {
             assert!(ids.contains(&id.to_string()), "{id} in {ids:?}");
         }
+    }
+
+    /// Whether `policy` has a statement allowing `action` (a trailing `*` in a granted action matches a prefix).
+    fn allows(policy: &serde_json::Value, action: &str) -> bool {
+        policy["Statement"].as_array().unwrap().iter().any(|s| {
+            let granted: Vec<&str> = match &s["Action"] {
+                serde_json::Value::String(a) => vec![a.as_str()],
+                v => v.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect(),
+            };
+            s["Effect"] == "Allow"
+                && granted.iter().any(|g| match g.strip_suffix('*') {
+                    Some(prefix) => action.starts_with(prefix),
+                    None => *g == action,
+                })
+        })
+    }
+
+    #[test]
+    fn master_policy_allows_what_the_cloud_controller_and_the_ebs_csi_controller_call() {
+        let p = master_policy("demo");
+        // The AWS cloud controller manager (cloud-provider-aws's documented controller policy): nodes, routes,
+        // classic and network load balancers for Services.
+        let cloud_controller = [
+            "autoscaling:DescribeAutoScalingGroups",
+            "autoscaling:DescribeLaunchConfigurations",
+            "autoscaling:DescribeTags",
+            "ec2:DescribeInstances",
+            "ec2:DescribeInstanceTopology",
+            "ec2:DescribeRegions",
+            "ec2:DescribeRouteTables",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeVolumes",
+            "ec2:DescribeAvailabilityZones",
+            "ec2:DescribeVpcs",
+            "ec2:CreateSecurityGroup",
+            "ec2:CreateTags",
+            "ec2:ModifyInstanceAttribute",
+            "ec2:AuthorizeSecurityGroupIngress",
+            "ec2:RevokeSecurityGroupIngress",
+            "ec2:DeleteSecurityGroup",
+            "ec2:CreateRoute",
+            "ec2:DeleteRoute",
+            "elasticloadbalancing:AddTags",
+            "elasticloadbalancing:ApplySecurityGroupsToLoadBalancer",
+            "elasticloadbalancing:AttachLoadBalancerToSubnets",
+            "elasticloadbalancing:ConfigureHealthCheck",
+            "elasticloadbalancing:CreateListener",
+            "elasticloadbalancing:CreateLoadBalancer",
+            "elasticloadbalancing:CreateLoadBalancerListeners",
+            "elasticloadbalancing:CreateLoadBalancerPolicy",
+            "elasticloadbalancing:CreateTargetGroup",
+            "elasticloadbalancing:DeleteListener",
+            "elasticloadbalancing:DeleteLoadBalancer",
+            "elasticloadbalancing:DeleteLoadBalancerListeners",
+            "elasticloadbalancing:DeleteTargetGroup",
+            "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+            "elasticloadbalancing:DeregisterTargets",
+            "elasticloadbalancing:DescribeListeners",
+            "elasticloadbalancing:DescribeLoadBalancerAttributes",
+            "elasticloadbalancing:DescribeLoadBalancerPolicies",
+            "elasticloadbalancing:DescribeLoadBalancers",
+            "elasticloadbalancing:DescribeTargetGroups",
+            "elasticloadbalancing:DescribeTargetHealth",
+            "elasticloadbalancing:DetachLoadBalancerFromSubnets",
+            "elasticloadbalancing:ModifyListener",
+            "elasticloadbalancing:ModifyLoadBalancerAttributes",
+            "elasticloadbalancing:ModifyTargetGroup",
+            "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+            "elasticloadbalancing:RegisterTargets",
+            "elasticloadbalancing:SetLoadBalancerPoliciesForBackendServer",
+            "elasticloadbalancing:SetLoadBalancerPoliciesOfListener",
+            "iam:CreateServiceLinkedRole",
+            "kms:DescribeKey",
+        ];
+        // The EBS CSI controller (aws-ebs-csi-driver's example policy, without fast snapshot restores).
+        let ebs_csi = [
+            "ec2:CreateSnapshot",
+            "ec2:AttachVolume",
+            "ec2:DetachVolume",
+            "ec2:ModifyVolume",
+            "ec2:DescribeAvailabilityZones",
+            "ec2:DescribeInstances",
+            "ec2:DescribeSnapshots",
+            "ec2:DescribeTags",
+            "ec2:DescribeVolumes",
+            "ec2:DescribeVolumesModifications",
+            "ec2:CreateTags",
+            "ec2:CreateVolume",
+            "ec2:DeleteVolume",
+            "ec2:DeleteSnapshot",
+        ];
+        for a in cloud_controller.iter().chain(&ebs_csi) {
+            assert!(allows(&p, a), "the master policy does not allow {a}");
+        }
+        // And it is not everything: the worker policy is not the master's.
+        assert!(!allows(&p, "ec2:RunInstances") && !allows(&p, "iam:PassRole"));
+        assert!(!allows(&node_policy(), "ec2:CreateVolume"));
     }
 
     #[test]

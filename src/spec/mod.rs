@@ -100,6 +100,18 @@ pub struct ClusterBody {
     /// hosts). Default: the upstream URLs of kforge's manifest, each checked against its pinned digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assets: Option<AssetsSpec>,
+    /// Settings of self-built clusters' kubelets (provider ec2 and hosts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet: Option<KubeletSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletSpec {
+    /// Whether the kubelet refuses to run on a cgroup v1 host. Default: true from Kubernetes 1.35 on (which
+    /// requires cgroup v2, so `false` is refused there), false before (a cgroup v1 host gets a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_cgroup_v1: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
@@ -113,12 +125,21 @@ pub struct AssetsSpec {
     /// kubernetes-node): another URL and the digest of the file found there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<BTreeMap<String, AssetFileSpec>>,
+    /// Registry every addon image and the sandbox (pause) image are pulled from instead of their upstream
+    /// registries (air-gapped installs): `registry.k8s.io/coredns/coredns:v1.12.1` becomes
+    /// `IMAGE_REGISTRY/coredns/coredns:v1.12.1`. `kforge get assets --version V` lists the images to mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AssetFileSpec {
-    /// Download URL; `{arch}` becomes amd64 or arm64.
+    /// Another version than the manifest's (e.g. `v1.7.28` for containerd): its URL follows, and a digest is
+    /// required since the manifest pins only its own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Download URL; `{arch}` becomes amd64 or arm64, `{version}` the version without its leading `v`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Hex sha256 of the file (required when url is given, unless sha512 is).

@@ -40,7 +40,14 @@ fn files_per_host(hosts: &Hosts, pki_dir: &Path) -> Vec<Vec<FileSpec>> {
     let request = PkiRequest {
         cluster: "lab".into(),
         masters: members.clone(),
-        nodes: NAMES.iter().map(|n| n.to_string()).collect(),
+        nodes: NAMES
+            .iter()
+            .zip(&hosts.addresses)
+            .map(|(n, a)| Member {
+                name: n.to_string(),
+                address: a.parse().unwrap(),
+            })
+            .collect(),
         api_endpoint: None,
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
@@ -54,6 +61,10 @@ fn files_per_host(hosts: &Hosts, pki_dir: &Path) -> Vec<Vec<FileSpec>> {
         pod_cidr: "10.244.0.0/16".into(),
         cluster_domain: "cluster.local".into(),
         cluster_dns: "10.96.0.10".into(),
+        containerd_major: 1,
+        sandbox_image: "registry.k8s.io/pause:3.10".into(),
+        external_cloud: false,
+        fail_cgroup_v1: false,
     };
     NAMES
         .iter()
@@ -62,16 +73,19 @@ fn files_per_host(hosts: &Hosts, pki_dir: &Path) -> Vec<Vec<FileSpec>> {
             let mut files = units::runtime_files(&facts);
             if i < 3 {
                 files.extend(units::control_plane_files(&facts, &pki, &members[i]));
-            } else {
-                files.extend(units::node_files(
-                    &facts,
-                    &pki,
-                    name,
-                    &hosts.addresses[i],
-                    &BTreeMap::new(),
-                    &[],
-                ));
             }
+            files.extend(units::node_files(
+                &facts,
+                &pki,
+                &units::NodeIdentity {
+                    name,
+                    address: &hosts.addresses[i],
+                    labels: &BTreeMap::new(),
+                    taints: &[],
+                    master: i < 3,
+                    provider_id: None,
+                },
+            ));
             files
         })
         .collect()

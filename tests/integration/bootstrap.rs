@@ -104,30 +104,65 @@ impl Drop for Mirror {
     }
 }
 
-/// The mirror with Debian's binaries where the 1.34 manifest's files would be; returns the spec's `assets:`.
+/// The version of containerd the lab pins: Debian's containerd is 1.6, which reads only the configuration format
+/// of containerd 1.x (version 2), so the lab stands it in for the 1.7 line through the spec's version pin rather than
+/// for the manifest's 2.x.
+const LAB_CONTAINERD: &str = "v1.7.22";
+
+/// Where the 1.34 manifest's (or the spec's pinned) `name` would be fetched from upstream.
+pub(crate) fn upstream_of(name: &str, version: Option<&str>) -> String {
+    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let mut pins = BTreeMap::new();
+    if let Some(v) = version {
+        pins.insert(
+            name.to_string(),
+            kforge::model::AssetOverride {
+                version: Some(v.to_string()),
+                digest: Some(format!("sha256:{}", "0".repeat(64))),
+                url: None,
+            },
+        );
+    }
+    let asset = manifest.assets.iter().find(|a| a.name == name).unwrap();
+    asset.resolve("amd64", None, &pins, "1.34").unwrap().upstream
+}
+
+/// The mirror with Debian's binaries where the 1.34 manifest's files would be (containerd at [`LAB_CONTAINERD`]);
+/// returns the spec's `assets:`. Debian's etcd is 3.4, which has no `etcdutl`: a stand-in hands `etcdutl snapshot
+/// restore` to etcdctl's (the same command in 3.4).
 fn fill_mirror(m: &Mirror) -> String {
     let root = rootfs();
     let bin = |p: &str| root.join(p);
-    let gh = "https://github.com";
+    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let etcd_version = manifest.version_of("etcd", &BTreeMap::new()).unwrap();
+    let dir = format!("etcd-{etcd_version}-linux-amd64");
+    let stand_in = tempfile::tempdir().unwrap();
+    let etcdutl = stand_in.path().join("etcdutl");
+    std::fs::write(
+        &etcdutl,
+        "#!/bin/sh\n# lab stand-in: Debian's etcd 3.4 has no etcdutl; its etcdctl restores snapshots the same way\n\
+         exec env ETCDCTL_API=3 /opt/kforge/bin/etcdctl \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&etcdutl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let members = ["etcd", "etcdctl", "etcdutl"].map(|b| format!("{dir}/{b}"));
     let etcd = m.put_archive(
-        &format!("{gh}/etcd-io/etcd/releases/download/v3.5.12/etcd-v3.5.12-linux-amd64.tar.gz"),
+        &upstream_of("etcd", None),
         &[
-            ("etcd-v3.5.12-linux-amd64/etcd", bin("usr/bin/etcd")),
-            ("etcd-v3.5.12-linux-amd64/etcdctl", bin("usr/bin/etcdctl")),
+            (members[0].as_str(), bin("usr/bin/etcd")),
+            (members[1].as_str(), bin("usr/bin/etcdctl")),
+            (members[2].as_str(), etcdutl),
         ],
     );
     let containerd = m.put_archive(
-        &format!("{gh}/containerd/containerd/releases/download/v1.7.22/containerd-1.7.22-linux-amd64.tar.gz"),
+        &upstream_of("containerd", Some(LAB_CONTAINERD)),
         &[
             ("bin/containerd", bin("usr/bin/containerd")),
             ("bin/containerd-shim-runc-v2", bin("usr/bin/containerd-shim-runc-v2")),
             ("bin/ctr", bin("usr/bin/ctr")),
         ],
     );
-    let runc = m.put_file(
-        &format!("{gh}/opencontainers/runc/releases/download/v1.1.13/runc.amd64"),
-        &bin("usr/sbin/runc"),
-    );
+    let runc = m.put_file(&upstream_of("runc", None), &bin("usr/sbin/runc"));
     let plugins: Vec<(String, PathBuf)> = std::fs::read_dir(root.join("usr/lib/cni"))
         .unwrap()
         .map(|e| {
@@ -136,12 +171,9 @@ fn fill_mirror(m: &Mirror) -> String {
         })
         .collect();
     let refs: Vec<(&str, PathBuf)> = plugins.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-    let cni = m.put_archive(
-        &format!("{gh}/containernetworking/plugins/releases/download/v1.4.0/cni-plugins-linux-amd64-v1.4.0.tgz"),
-        &refs,
-    );
+    let cni = m.put_archive(&upstream_of("cni-plugins", None), &refs);
     format!(
-        "  assets:\n    mirror: http://{{GATEWAY}}:{port}\n    files:\n      etcd: {{sha256: {etcd}}}\n      containerd: {{sha256: {containerd}}}\n      runc: {{sha256: {runc}}}\n      cni-plugins: {{sha256: {cni}}}\n",
+        "  assets:\n    mirror: http://{{GATEWAY}}:{port}\n    files:\n      etcd: {{sha256: {etcd}}}\n      containerd: {{version: {LAB_CONTAINERD}, sha256: {containerd}}}\n      runc: {{sha256: {runc}}}\n      cni-plugins: {{sha256: {cni}}}\n",
         port = m.port
     )
 }
@@ -304,14 +336,21 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
     );
     assert_ne!(plain, 0, "{out}");
     for name in NAMES {
-        // containerd (the mirror's, under kforge's unit) runs everywhere; CNI plugins only where pods run.
+        // containerd (the mirror's, under kforge's unit) and the CNI plugins are everywhere: every host is a Node.
         let (s, out) = lab.hosts.exec(
             name,
             "systemctl is-active kforge-containerd && /opt/kforge/bin/ctr --address /run/kforge-containerd/containerd.sock version",
         );
         assert_eq!(s, 0, "{name}: {out}");
         let (s, _) = lab.hosts.exec(name, "test -x /opt/cni/bin/bridge");
-        assert_eq!(s == 0, name.starts_with("worker"), "{name}: CNI plugins");
+        assert_eq!(s, 0, "{name}: CNI plugins");
+        // What was installed is stamped with its version: the spec's pin for containerd, the manifest's for etcd.
+        let (_, stamp) = lab.hosts.exec(name, "cat /var/lib/kforge/assets/containerd.version");
+        assert_eq!(stamp.trim(), LAB_CONTAINERD, "{name}");
+        if name.starts_with("master") {
+            let (_, stamp) = lab.hosts.exec(name, "cat /var/lib/kforge/assets/etcd.version");
+            assert_eq!(stamp.trim(), "v3.6.5", "{name}");
+        }
         // Nothing of the missing assets is half-written: no binary, no stamp, no partial download, no unit.
         let (s, out) = lab.hosts.exec(
             name,
@@ -384,7 +423,15 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
     let request = PkiRequest {
         cluster: "lab".into(),
         masters: members.clone(),
-        nodes: vec!["worker-1".into(), "worker-2".into()],
+        // Every host is a Node (the masters too).
+        nodes: NAMES
+            .iter()
+            .zip(&lab.hosts.addresses)
+            .map(|(n, a)| Member {
+                name: n.to_string(),
+                address: a.parse().unwrap(),
+            })
+            .collect(),
         api_endpoint: None,
         service_cidr: "10.96.0.0/12".parse().unwrap(),
         cluster_domain: "cluster.local".into(),
@@ -409,15 +456,23 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
         pod_cidr: "10.244.0.0/16".into(),
         cluster_domain: "cluster.local".into(),
         cluster_dns: "10.96.0.10".into(),
+        containerd_major: 1,
+        sandbox_image: "registry.k8s.io/pause:3.10".into(),
+        external_cloud: false,
+        fail_cgroup_v1: false,
     };
     let mut rendered = units::control_plane_files(&facts, &pki_obj, &members[0]);
     rendered.extend(units::node_files(
         &facts,
         &pki_obj,
-        "worker-2",
-        &lab.hosts.addresses[4],
-        &BTreeMap::new(),
-        &[],
+        &units::NodeIdentity {
+            name: "worker-2",
+            address: &lab.hosts.addresses[4],
+            labels: &BTreeMap::new(),
+            taints: &[],
+            master: false,
+            provider_id: None,
+        },
     ));
     let unit_files: Vec<_> = rendered.iter().filter(|f| f.path.ends_with(".service")).collect();
     assert_eq!(unit_files.len(), 5);

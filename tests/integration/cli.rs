@@ -267,34 +267,50 @@ fn bad_selfbuilt_input_is_refused_before_any_call() {
 #[test]
 fn get_assets_lists_every_file_with_its_digest_and_mirror_url() {
     let env = TestEnv::new();
-    let o = env.ok(&[
-        "get",
-        "assets",
-        "--version",
-        "1.34",
-        "--mirror",
-        "http://mirror.internal/k",
-        "-o",
-        "json",
-    ]);
-    let listing: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    let list = listing["files"].as_array().unwrap();
-    assert_eq!(list.len(), 12, "6 assets x amd64/arm64");
-    // The addons' images, for a registry mirror.
-    assert_eq!(listing["images"]["coredns"], "registry.k8s.io/coredns/coredns:v1.12.1");
-    assert_eq!(listing["images"].as_object().unwrap().len(), 3);
-    let server = list
-        .iter()
-        .find(|a| a["name"] == "kubernetes-server" && a["upstream"].as_str().unwrap().contains("amd64"))
-        .unwrap();
-    assert_eq!(
-        server["url"],
-        "http://mirror.internal/k/dl.k8s.io/v1.34.3/kubernetes-server-linux-amd64.tar.gz"
-    );
-    assert_eq!(server["algorithm"], "sha512");
+    for (version, release) in [("1.33", "v1.33.5"), ("1.34", "v1.34.3"), ("1.35", "v1.35.4")] {
+        let o = env.ok(&[
+            "get",
+            "assets",
+            "--version",
+            version,
+            "--mirror",
+            "http://mirror.internal/k",
+            "-o",
+            "json",
+        ]);
+        let listing: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let list = listing["files"].as_array().unwrap();
+        assert_eq!(list.len(), 12, "{version}: 6 assets x amd64/arm64");
+        // The images, for a registry mirror: the sandbox's and every addon's.
+        let images = listing["images"].as_object().unwrap();
+        assert_eq!(images.len(), 12, "{version}: {images:?}");
+        for image in [
+            "pause",
+            "coredns",
+            "aws-cloud-controller-manager",
+            "aws-ebs-csi-driver",
+            "metrics-server",
+        ] {
+            assert!(images.contains_key(image), "{version}: {image}");
+        }
+        let server = list
+            .iter()
+            .find(|a| a["name"] == "kubernetes-server" && a["upstream"].as_str().unwrap().contains("amd64"))
+            .unwrap();
+        assert_eq!(
+            server["url"],
+            format!("http://mirror.internal/k/dl.k8s.io/{release}/kubernetes-server-linux-amd64.tar.gz")
+        );
+        assert_eq!(server["algorithm"], "sha512");
+        assert_eq!(server["version"], release);
+    }
     let table = env.ok(&["get", "assets", "--version", "1.34"]).stdout;
     assert!(
-        table.contains("flannel-cni-plugin  ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1"),
+        table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == [
+                "flannel-cni-plugin",
+                "ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel1"
+            ]),
         "{table}"
     );
     let o = env.run(&["get", "assets", "--version", "1.29"]);

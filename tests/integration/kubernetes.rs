@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-use crate::bootstrap::{Lab, Mirror, lab_with};
+use crate::bootstrap::{Lab, Mirror, lab_with, upstream_of};
 use crate::support::Outcome;
 
 const MASTERS: [&str; 3] = ["master-1", "master-2", "master-3"];
@@ -73,7 +73,7 @@ fn kubernetes_binaries() -> PathBuf {
     dir
 }
 
-/// Puts the server and node tarballs (the manifest's v1.34.3 paths, holding the v1.34.2 binaries) in the mirror;
+/// Puts the server and node tarballs (at the manifest's paths, holding the v1.34.2 binaries) in the mirror;
 /// returns the spec's pins for them.
 fn fill_mirror_with_kubernetes(m: &Mirror) -> String {
     let bin = kubernetes_binaries();
@@ -85,7 +85,7 @@ fn fill_mirror_with_kubernetes(m: &Mirror) -> String {
     )
     .unwrap();
     let server = m.put_archive(
-        "https://dl.k8s.io/v1.34.3/kubernetes-server-linux-amd64.tar.gz",
+        &upstream_of("kubernetes-server", None),
         &[
             ("kubernetes/server/bin/kube-apiserver", bin.join("kube-apiserver")),
             (
@@ -93,15 +93,14 @@ fn fill_mirror_with_kubernetes(m: &Mirror) -> String {
                 bin.join("kube-controller-manager"),
             ),
             ("kubernetes/server/bin/kube-scheduler", bin.join("kube-scheduler")),
-            ("kubernetes/server/bin/kubectl", kubectl.clone()),
+            ("kubernetes/server/bin/kubectl", kubectl),
         ],
     );
     let node = m.put_archive(
-        "https://dl.k8s.io/v1.34.3/kubernetes-node-linux-amd64.tar.gz",
+        &upstream_of("kubernetes-node", None),
         &[
             ("kubernetes/node/bin/kubelet", bin.join("kubelet")),
             ("kubernetes/node/bin/kube-proxy", bin.join("kube-proxy")),
-            ("kubernetes/node/bin/kubectl", kubectl),
         ],
     );
     format!("      kubernetes-server: {{sha256: {server}}}\n      kubernetes-node: {{sha256: {node}}}\n")
@@ -236,7 +235,7 @@ impl Cluster {
         }
     }
 
-    /// What only the lab needs: the pause image on every worker and a bridge CNI configuration on its podCIDR.
+    /// What only the lab needs: the pause image on every node and a bridge CNI configuration on its podCIDR.
     fn lab_pod_network(&self, workers: &[&str]) {
         let tar = shared_k8s().join("pause/pause-image.tar");
         for w in workers.iter().copied() {
@@ -301,18 +300,30 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).trim() == "ok"
     }
 
-    /// `kforge kubeconfig`, the lab's pod network on the workers, and both workers Ready.
-    fn join_workers(&self) -> BTreeMap<String, String> {
+    /// `kforge kubeconfig`, the lab's pod network on every node (the masters are Nodes too), and every Node
+    /// Ready.
+    fn join_nodes(&self) -> BTreeMap<String, String> {
         let k = self.lab.kforge(&["kubeconfig", "lab"]);
         assert_eq!(k.code, 0, "{}", k.stderr);
-        self.lab_pod_network(&WORKERS);
-        self.wait_for("both workers Ready", Duration::from_secs(180), || {
+        let all: Vec<&str> = MASTERS.iter().chain(WORKERS.iter()).copied().collect();
+        self.lab_pod_network(&all);
+        self.wait_for("every node Ready", Duration::from_secs(180), || {
             let n = self.nodes_ready();
-            WORKERS
-                .iter()
+            all.iter()
                 .all(|w| n.get(*w).map(String::as_str) == Some("True"))
                 .then_some(n)
         })
+    }
+
+    /// The control-plane label and taints of Node `name`, as `LABELLED TAINT-KEY:EFFECT,...`.
+    fn role_of(&self, name: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.metadata.labels.node-role\\.kubernetes\\.io/control-plane}|{range .spec.taints[*]}{.key}:{.effect},{end}",
+        ])
     }
 
     /// The web Deployment, Service and budget; returns the nodes its 2 pods run on.
@@ -387,6 +398,24 @@ impl Cluster {
         out.trim().to_string()
     }
 }
+
+/// Five pods that each want a node of their own (required anti-affinity) and tolerate nothing.
+const SPREAD: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread, namespace: default}
+spec:
+  replicas: 5
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: spread}}}
+      containers:
+      - {name: pause, image: 'registry.k8s.io/pause:3.10', imagePullPolicy: Never}
+";
 
 const WORKLOAD: &str = "apiVersion: apps/v1
 kind: Deployment
@@ -464,7 +493,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     for line in [
         "preflight passed on every host",
         "control plane ready on every master",
-        "kubelet and kube-proxy healthy on every worker, each registered as a Node",
+        "kubelet and kube-proxy healthy on every host, each registered as a Node",
         "no addons to apply (spec.addons is empty)",
     ] {
         assert!(first.stderr.contains(line), "{line}:\n{}", first.stderr);
@@ -476,8 +505,20 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         );
         assert_eq!(sysctl.split_whitespace().collect::<Vec<_>>(), ["1", "1"], "{w}");
     }
-    let nodes = c.join_workers();
-    assert_eq!(nodes.keys().cloned().collect::<Vec<_>>(), WORKERS, "{nodes:?}");
+    // Every host is a Node: the masters labelled control-plane (through the API) and tainted NoSchedule (at
+    // registration), the workers neither.
+    let nodes = c.join_nodes();
+    assert_eq!(nodes.keys().cloned().collect::<Vec<_>>(), all_hosts, "{nodes:?}");
+    for m in MASTERS {
+        assert_eq!(
+            c.role_of(m),
+            "|node-role.kubernetes.io/control-plane:NoSchedule,",
+            "{m}"
+        );
+    }
+    for w in WORKERS {
+        assert!(!c.role_of(w).contains("control-plane"), "{w}: {}", c.role_of(w));
+    }
     for (i, m) in MASTERS.iter().enumerate() {
         assert!(c.readyz(&c.lab.hosts.addresses[i]), "{m} /readyz");
     }
@@ -532,6 +573,51 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         let (_, rules) = c.exec("worker-1", "iptables-save -t nat");
         rules.contains(ip.trim()).then_some(())
     });
+
+    // 3b. A workload without a toleration never lands on a master: one pod per node required, five wanted, and
+    //     only the two workers take one; the other three stay Pending on the masters' taint.
+    let spread = c.lab.home.path().join("spread.yaml");
+    std::fs::write(&spread, SPREAD).unwrap();
+    c.kubectl_ok(&["apply", "-f", spread.to_str().unwrap()]);
+    let (running, pending) = c.wait_for("spread placed", Duration::from_secs(120), || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=spread",
+            "-o",
+            "jsonpath={range .items[*]}{.status.phase} {.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].message}{\"\\n\"}{end}",
+        ]);
+        let running: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("Running ").map(|r| r.split(' ').next().unwrap().to_string()))
+            .collect();
+        let pending: Vec<String> = out.lines().filter(|l| l.starts_with("Pending")).map(str::to_string).collect();
+        (running.len() == 2 && pending.len() == 3 && pending.iter().all(|p| p.contains("untolerated taint")))
+            .then_some((running, pending))
+    });
+    assert!(running.iter().all(|n| n.starts_with("worker-")), "{running:?}");
+    // The scheduler's word for the three masters (whose only taint is the control-plane one, as role_of showed).
+    assert!(
+        pending.iter().all(|p| p.contains("3 node(s) had untolerated taint")),
+        "{pending:?}"
+    );
+    c.kubectl_ok(&["delete", "-f", spread.to_str().unwrap(), "--wait=true"]);
+    // validate names a master whose taint is gone (ordinary pods could land on it); a re-run puts it back.
+    c.kubectl_ok(&[
+        "taint",
+        "node",
+        "master-2",
+        "node-role.kubernetes.io/control-plane:NoSchedule-",
+    ]);
+    let said = c.assert_unhealthy(&[("master-2", "control-plane node")]);
+    assert!(said.contains("ordinary pods can land on it"), "{said}");
+    c.repair_and_converge();
+    assert_eq!(
+        c.role_of("master-2"),
+        "|node-role.kubernetes.io/control-plane:NoSchedule,"
+    );
+    c.assert_healthy();
 
     // 4. validate tells the truth about each fault, and a re-run repairs it and converges.
     let (s, out) = c.exec("worker-1", "systemctl stop kforge-kubelet");
@@ -706,14 +792,17 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     // 8. The addons through the real API with server-side apply; a re-run changes nothing. Their images cannot be
     //    pulled here, and validate says so by naming the pods.
     // (The spec as day 2 left it: one master.)
-    let with_addons = std::fs::read_to_string(&c.lab.spec)
-        .unwrap()
-        .replace("  addons: []\n", "");
+    let with_addons = std::fs::read_to_string(&c.lab.spec).unwrap().replace(
+        "  addons: []\n",
+        "  addons: [{name: flannel}, {name: coredns}, {name: metrics-server}]\n",
+    );
     std::fs::write(&c.lab.spec, &with_addons).unwrap();
     let applied = c.lab.create(&[]);
     assert_eq!(applied.code, 0, "{}", applied.stderr);
     assert!(
-        applied.stderr.contains("addons applied: flannel, coredns"),
+        applied
+            .stderr
+            .contains("addons applied: flannel, coredns, metrics-server"),
         "{}",
         applied.stderr
     );
@@ -737,9 +826,133 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert_eq!(dns.trim(), "10.96.0.10");
+    let metrics = c.kubectl_ok(&[
+        "get",
+        "apiservice",
+        "v1beta1.metrics.k8s.io",
+        "-o",
+        "jsonpath={.spec.service.name} {.metadata.managedFields[0].manager}",
+    ]);
+    assert_eq!(metrics.trim(), "metrics-server kforge");
+    let args = c.kubectl_ok(&[
+        "get",
+        "deployment",
+        "-n",
+        "kube-system",
+        "metrics-server",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].args}",
+    ]);
+    assert!(
+        args.contains("--kubelet-certificate-authority") && !args.contains("insecure"),
+        "{args}"
+    );
     c.assert_converged();
+
+    // The cloud integration of provider ec2 (the lab's provider is hosts, which has no cloud): the AWS cloud
+    // controller manager and the EBS CSI driver, applied by the bootstrap's own code to the real API server.
+    // Their objects are what an ec2 cluster gets; their pods cannot pull here, and on a machine outside EC2 they
+    // would have no instance metadata to run with.
+    let cloud = apply_cloud_addons(&c);
+    assert!(
+        cloud.iter().all(|a| a.changed),
+        "a first apply creates every object: {cloud:?}"
+    );
+    for (kind, name, want) in [
+        (
+            "daemonset",
+            "aws-cloud-controller-manager",
+            "registry.k8s.io/provider-aws/cloud-controller-manager:v1.34.0",
+        ),
+        (
+            "deployment",
+            "ebs-csi-controller",
+            "public.ecr.aws/ebs-csi-driver/aws-ebs-csi-driver:v1.50.0",
+        ),
+        (
+            "daemonset",
+            "ebs-csi-node",
+            "public.ecr.aws/ebs-csi-driver/aws-ebs-csi-driver:v1.50.0",
+        ),
+    ] {
+        let got = c.kubectl_ok(&[
+            "get",
+            kind,
+            "-n",
+            "kube-system",
+            name,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image} {.metadata.managedFields[0].manager}",
+        ]);
+        assert_eq!(got.trim(), format!("{want} kforge"), "{kind} {name}");
+    }
+    let gp3 = c.kubectl_ok(&[
+        "get",
+        "storageclass",
+        "gp3",
+        "-o",
+        "jsonpath={.provisioner} {.metadata.annotations.storageclass\\.kubernetes\\.io/is-default-class} {.parameters.encrypted}",
+    ]);
+    assert_eq!(gp3.trim(), "ebs.csi.aws.com true true");
+    c.kubectl_ok(&["get", "csidriver", "ebs.csi.aws.com"]);
+    // The cloud controller's pods go to the masters only (its DaemonSet selects the control-plane label).
+    let selector = c.kubectl_ok(&[
+        "get",
+        "daemonset",
+        "-n",
+        "kube-system",
+        "aws-cloud-controller-manager",
+        "-o",
+        "jsonpath={.status.desiredNumberScheduled}",
+    ]);
+    assert_eq!(selector.trim(), "1", "one master left after day 2");
+    let again = apply_cloud_addons(&c);
+    assert!(
+        again.iter().all(|a| !a.changed),
+        "a re-apply changes nothing: {again:?}"
+    );
     let said = c.assert_unhealthy(&[]);
     assert!(said.contains("pod kube-system/coredns-"), "{said}");
+    assert!(said.contains("pod kube-system/metrics-server-"), "{said}");
+}
+
+/// The cloud addons' objects of this cluster, applied as the bootstrap applies them (server-side apply through
+/// kforge's own client, with the state store's admin certificate).
+fn apply_cloud_addons(c: &Cluster) -> Vec<kforge::bootstrap::addons::Applied> {
+    use kforge::bootstrap::addons;
+    let server = c.kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let pki = c.lab.state().join("clusters/lab/pki");
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    let client =
+        addons::ApiClient::new(server.trim(), &read("ca.crt"), &read("admin.crt"), &read("admin.key")).unwrap();
+    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let facts = kforge::bootstrap::units::ClusterFacts {
+        cluster: "lab".into(),
+        masters: vec![kforge::bootstrap::pki::Member {
+            name: "master-1".into(),
+            address: c.lab.hosts.addresses[0].parse().unwrap(),
+        }],
+        api_url: server.trim().to_string(),
+        service_cidr: "10.96.0.0/12".into(),
+        pod_cidr: "10.244.0.0/16".into(),
+        cluster_domain: "cluster.local".into(),
+        cluster_dns: "10.96.0.10".into(),
+        containerd_major: 1,
+        sandbox_image: manifest.images["pause"].clone(),
+        external_cloud: true,
+        fail_cgroup_v1: false,
+    };
+    let names = [addons::CLOUD_CONTROLLER.to_string(), "aws-ebs-csi-driver".to_string()];
+    let objects = addons::objects(&facts, &manifest.images, &names).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(addons::apply(&client, server.trim(), &objects, Duration::from_secs(60)))
+        .unwrap_or_else(|e| panic!("{}: {}: {}", e.host, e.step, e.message))
 }
 
 /// The started time of `unit` on `host` (changes when it restarts).
@@ -1102,7 +1315,7 @@ fn day_two_on_real_kubernetes_binaries() {
     let c = Cluster::start();
     let first = c.lab.create(&["--concurrency", "5"]);
     assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
-    c.join_workers();
+    c.join_nodes();
     c.deploy_workload();
     day_two(&c);
 }

@@ -13,11 +13,16 @@ const CLUSTER: &str = "selfbuilt-ha";
 
 /// Live instances of the cluster: (instance id, zone, tags).
 fn instances(env: &TestEnv) -> Vec<(String, String, BTreeMap<String, String>)> {
+    instances_of(env, CLUSTER)
+}
+
+/// The pending or running instances of `cluster`: id, zone and tags.
+fn instances_of(env: &TestEnv, cluster: &str) -> Vec<(String, String, BTreeMap<String, String>)> {
     let ec2 = env.ec2(REGION);
     rt().block_on(async {
         let out = ec2
             .describe_instances()
-            .filters(Filter::builder().name("tag:kforge.dev/cluster").values(CLUSTER).build())
+            .filters(Filter::builder().name("tag:kforge.dev/cluster").values(cluster).build())
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -477,6 +482,63 @@ fn host_whose_key_cannot_be_established_is_refused() {
     });
     assert!(no_lb, "one master needs no load balancer");
     env.ok(&["--region", REGION, "delete", "cluster", "small", "--yes"]);
+}
+
+/// provider ec2's cloud integration as the bootstrap renders it for the machines moto made: every kubelet (the
+/// master's too) runs with `--cloud-provider=external` and the provider ID of its own instance, the master's Node
+/// registers tainted control-plane, and the addons include the AWS cloud controller manager. (moto's machines
+/// answer no SSH, so the files are rendered, not installed: the node stage checks the provider ID against the
+/// instance's metadata over IMDSv2 on a real machine.)
+#[test]
+fn ec2_kubelets_are_rendered_for_the_external_cloud_with_their_instances_provider_id() {
+    let env = TestEnv::new();
+    let spec = write_spec(
+        env.dir.path(),
+        "cloudy.yaml",
+        "apiVersion: kforge.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: cloudy\nspec:\n  provider: ec2\n  region: eu-west-1\n  network: {topology: public, zones: [eu-west-1a, eu-west-1b]}\n  nodeGroups:\n    - {name: w, instanceType: t3.large, desiredSize: 2}\n  ssh:\n    publicKey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJswL9+pWYYKkJOoLc8TQCUFrRB5QZ56YGZP2XoOtsvm me\n    allowedCidrs: [198.51.100.0/24]\n",
+    );
+    env.ok(&["create", "cluster", "-f", s(&spec), "--phase", INFRA]);
+    let listed = env.ok(&["get", "hosts", "-f", s(&spec), "-o", "json"]);
+    let list: kforge::providers::hosts::HostList = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(list.hosts.len(), 3, "{}", listed.stdout);
+    // What EC2 (moto) says of each instance.
+    let placed: BTreeMap<String, String> = instances_of(&env, "cloudy")
+        .into_iter()
+        .map(|(id, zone, _)| (id, zone))
+        .collect();
+    let cluster = kforge::model::load_cluster(&spec, None).unwrap();
+    let pki = tempfile::tempdir().unwrap();
+    let files = kforge::selfbuilt::rendered_files(&cluster, &list, pki.path()).unwrap();
+    let text = |host: &str, path: &str| {
+        let f = files[host]
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{host}: {path}"));
+        String::from_utf8(f.bytes.clone()).unwrap()
+    };
+    for h in &list.hosts {
+        let id = h.instance_id.as_deref().unwrap();
+        let zone = &placed[id];
+        let unit = text(&h.name, "/etc/systemd/system/kforge-kubelet.service");
+        assert!(unit.contains("--cloud-provider=external"), "{}: {unit}", h.name);
+        let config: serde_json::Value =
+            serde_norway::from_str(&text(&h.name, "/etc/kforge/kubelet-config.yaml")).unwrap();
+        assert_eq!(config["providerID"], format!("aws:///{zone}/{id}"), "{}", h.name);
+        let tainted = config["registerWithTaints"]
+            .to_string()
+            .contains("node-role.kubernetes.io/control-plane");
+        assert_eq!(tainted, h.role == kforge::spec::HostRole::Master, "{}", h.name);
+    }
+    assert_eq!(
+        kforge::selfbuilt::addon_names(&cluster),
+        [
+            "aws-cloud-controller-manager",
+            "flannel",
+            "coredns",
+            "aws-ebs-csi-driver"
+        ]
+    );
+    env.ok(&["--region", REGION, "delete", "cluster", "cloudy", "--yes"]);
 }
 
 /// provider hosts: the machines are checked (identity files) and listed without a single cloud call; a key

@@ -269,11 +269,11 @@ impl Hosts {
     fn lab_drop_ins(&self, name: &str) {
         use kforge::bootstrap::units;
         let cri = "[plugins.\"io.containerd.grpc.v1.cri\"]\n";
-        let containerd = units::render(units::CONTAINERD_CONFIG, &[("cluster", "lab")]).replacen(
-            cri,
-            &format!("{cri}  restrict_oom_score_adj = true\n"),
-            1,
-        );
+        let containerd = units::render(
+            units::CONTAINERD_CONFIG,
+            &[("cluster", "lab"), ("sandbox_image", "registry.k8s.io/pause:3.10")],
+        )
+        .replacen(cri, &format!("{cri}  restrict_oom_score_adj = true\n"), 1);
         assert!(containerd.contains("restrict_oom_score_adj"), "{containerd}");
         self.write(name, "/etc/kforge-lab/containerd.toml", &containerd);
         self.write(
