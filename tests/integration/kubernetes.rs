@@ -1,18 +1,22 @@
 //! The self-built bootstrap on real Kubernetes: the v1.34.2 binaries of ../shared/k8s (built from source; no
 //! Kubernetes binary can be downloaded here) packed into the tarball layout the asset manifest extracts, served by
 //! the test's mirror and pinned through the spec's per-file pins, on the systemd + sshd host containers of
-//! `support::hosts` (3 masters, 2 workers). One lab serves the whole scenario, in order: the preflight refusal of a
-//! worker without iptables, the create, nodes Ready, a workload, `validate cluster` against each fault (stopped
-//! units, a deleted and a NotReady Node, stopped controller managers and schedulers and their stale leases), a
-//! crash-looping kubelet, a rolling control-plane change, day 2 (`day_two`: rolling updates under a
-//! PodDisruptionBudget, a worker added and removed, etcd backup and restore), and the addons through the real API.
+//! `support::hosts` (3 masters, 2 workers; every one a Node). One lab serves the whole scenario, in order: the
+//! preflight refusal of a worker without iptables, the create, every Node Ready (the masters labelled and tainted
+//! control-plane), a workload, a Deployment that tolerates nothing kept off the masters, `validate cluster` against
+//! each fault (a master's taint removed, stopped units, a deleted and a NotReady Node, stopped controller managers and
+//! schedulers and their stale leases), a crash-looping kubelet, a rolling control-plane change, day 2 (`day_two`:
+//! rolling updates under a PodDisruptionBudget, a worker added and removed, etcd backup and restore), and the addons
+//! through the real API (flannel, CoreDNS and metrics-server from the spec; the AWS cloud controller manager and
+//! the EBS CSI driver of provider ec2 through the bootstrap's own apply code).
 //!
-//! What still stands in, because it cannot be had here: `kubectl` in the server and node tarballs is a script
-//! (kforge never runs it; the test uses this machine's kubectl); container images cannot be pulled, so the workers
-//! get ../shared/k8s's `pause` image imported by hand (it is also the workload's image), and pod networking is a
-//! bridge + host-local CNI configuration per worker on its podCIDR in place of flannel's pods, which need images.
-//! The lab's spec therefore has `addons: []`; the last part applies flannel and CoreDNS through the real API and
-//! shows `validate cluster` naming their pods that cannot pull.
+//! What still stands in, because it cannot be had here: `kubectl` in the server tarball is a script (kforge never
+//! runs it; the test uses this machine's kubectl); container images cannot be pulled, so every node gets
+//! ../shared/k8s's `pause` image imported by hand (it is also the workload's image), and pod networking is a
+//! bridge + host-local CNI configuration per node on its podCIDR in place of flannel's pods, which need images.
+//! The lab's spec therefore has `addons: []` until the last part, which applies the addons and shows `validate
+//! cluster` naming their pods that cannot pull. Debian's etcd 3.4 and containerd 1.6 stand in for the manifest's
+//! etcd 3.6 (an `etcdutl` script hands restores to its etcdctl) and a pinned containerd 1.7 (see `bootstrap.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
