@@ -502,6 +502,45 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
         second.stderr
     );
 
+    // etcd's upgrade path. A master whose etcd an older kforge installed at 3.5.12 (its stamp says so) is first
+    // moved to the manifest's bridge, v3.5.26 (etcd's guide: 3.5.26+ before 3.6), one master at a time: the run
+    // fetches exactly that file (the lab's mirror has no copy of it: the publisher's digest could not match a
+    // Debian binary, so the run stops there naming it, with nothing installed, etcd running on and the stamp
+    // unchanged). A 3.4 member is refused: one minor at a time.
+    let stamp = "/var/lib/kforge/assets/etcd.version";
+    let (s, out) = lab.hosts.exec("master-2", &format!("echo v3.5.12 > {stamp}"));
+    assert_eq!(s, 0, "{out}");
+    let bridged = lab.create(&[]);
+    assert_eq!(bridged.code, 1, "{}", bridged.stderr);
+    let bridge_url = format!(
+        "http://{}:{}/github.com/etcd-io/etcd/releases/download/v3.5.26/etcd-v3.5.26-linux-amd64.tar.gz",
+        lab.hosts.gateway, lab._mirror.port
+    );
+    assert!(
+        bridged.stderr.contains("bootstrap stopped at stage etcd upgrade")
+            && bridged
+                .stderr
+                .contains("master-2: etcd: upgrade path: asset etcd v3.5.26 is missing")
+            && bridged.stderr.contains(&bridge_url),
+        "{}",
+        bridged.stderr
+    );
+    let (_, after) = lab
+        .hosts
+        .exec("master-2", &format!("cat {stamp}; systemctl is-active kforge-etcd"));
+    assert_eq!(after.split_whitespace().collect::<Vec<_>>(), ["v3.5.12", "active"]);
+    let (s, out) = lab.hosts.exec("master-2", &format!("echo v3.4.23 > {stamp}"));
+    assert_eq!(s, 0, "{out}");
+    let refused = lab.create(&[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("master-2: etcd: upgrade path: etcd v3.4.23 is installed and v3.6.5 is wanted: etcd moves one minor version at a time"),
+        "{}",
+        refused.stderr
+    );
+    let (s, out) = lab.hosts.exec("master-2", &format!("echo v3.6.5 > {stamp}"));
+    assert_eq!(s, 0, "{out}");
+
     // kubeconfig and validate read the recorded hosts and the PKI.
     let k = lab.kforge(&["kubeconfig", "lab"]);
     assert_eq!(k.code, 0, "{}", k.stderr);
