@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::aws::inventory::{logical_id, nat_is_live};
 use crate::aws::tags;
-use crate::aws::{aws_err, error_code};
+use crate::aws::{ErrorClass, aws_err, class_of, is_not_found};
 use crate::engine::executor::{self, ExecOptions, Job, Outcome, Step};
 use crate::engine::{Ctx, Phase};
 use crate::progress::Reporter;
@@ -545,8 +545,8 @@ async fn delete_network_interface(ctx: &Ctx, id: &str) -> anyhow::Result<Step<()
         ))
     }) {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("InvalidNetworkInterface.InUse") => Ok(Step::Blocked {
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
             reason: format!("network interface {id} is attached"),
         }),
         Err(e) => Err(e),

@@ -439,9 +439,78 @@ where
 
 /// The AWS error code inside an `anyhow` chain, if any.
 pub fn error_code(err: &anyhow::Error) -> Option<&str> {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<CloudError>())
-        .map(|c| c.code.as_str())
+    cloud_error_in(err).map(|c| c.code.as_str())
+}
+
+fn cloud_error_in(err: &anyhow::Error) -> Option<&CloudError> {
+    err.chain().find_map(|e| e.downcast_ref::<CloudError>())
+}
+
+/// What an AWS error means to kforge, whichever service said it and however it spells it: the one place that
+/// knows `InvalidVpcID.NotFound`, `ResourceNotFoundException`, `TargetGroupNotFound` and `NoSuchEntity` all say
+/// "not there".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The resource does not exist (or no longer does).
+    NotFound,
+    /// Something else still uses it, or it is busy with another operation.
+    InUse,
+    /// What the call names was made a moment ago and this service does not see it yet (IAM roles, mostly).
+    NotYetVisible,
+    /// AWS asked to slow down, after every retry.
+    Throttled,
+    /// The credentials are missing a permission or are not valid.
+    Auth,
+    Other,
+}
+
+/// The class of an error `code` with its `message`.
+pub fn classify(code: &str, message: &str) -> ErrorClass {
+    match code {
+        c if c.ends_with(".NotFound") || c.ends_with("NotFound") || c.ends_with("NotFoundException") => {
+            ErrorClass::NotFound
+        }
+        "NoSuchEntity" | "NoSuchKey" | "NoSuchBucket" => ErrorClass::NotFound,
+        "DependencyViolation" | "ResourceInUseException" | "ResourceInUse" | "DeleteConflict" => ErrorClass::InUse,
+        c if c.ends_with(".InUse") || c.ends_with("InUseException") => ErrorClass::InUse,
+        // EKS, when the role it was handed was created a moment ago: "The role ... cannot be assumed", "Role is not
+        // authorized to perform ...".
+        "InvalidParameterException" if message.to_ascii_lowercase().contains("role") => ErrorClass::NotYetVisible,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException" | "SlowDown" => {
+            ErrorClass::Throttled
+        }
+        "UnauthorizedOperation"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "AuthFailure"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "UnrecognizedClientException"
+        | "ExpiredToken"
+        | "ExpiredTokenException" => ErrorClass::Auth,
+        _ => ErrorClass::Other,
+    }
+}
+
+impl CloudError {
+    pub fn class(&self) -> ErrorClass {
+        classify(&self.code, &self.message)
+    }
+}
+
+/// The class of the AWS error inside an `anyhow` chain ([`ErrorClass::Other`] when there is none).
+pub fn class_of(err: &anyhow::Error) -> ErrorClass {
+    cloud_error_in(err).map_or(ErrorClass::Other, CloudError::class)
+}
+
+/// Whether the AWS error inside `err` says the resource is not there.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    class_of(err) == ErrorClass::NotFound
+}
+
+/// The class of an SDK error before it became a [`CloudError`].
+pub fn sdk_class(err: &impl ProvideErrorMetadata) -> ErrorClass {
+    classify(err.code().unwrap_or_default(), err.message().unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -463,6 +532,52 @@ mod tests {
         assert!(s.contains("hint: something else still uses"));
         let any: anyhow::Error = e.into();
         assert_eq!(error_code(&any.context("deleting")), Some("DependencyViolation"));
+    }
+
+    #[test]
+    fn every_spelling_of_not_found_and_in_use_is_one_class() {
+        for code in [
+            "InvalidVpcID.NotFound",
+            "InvalidGatewayID.NotFound",
+            "InvalidAllocationID.NotFound",
+            "InvalidLaunchTemplateName.NotFoundException",
+            "ResourceNotFoundException",
+            "TargetGroupNotFound",
+            "ListenerNotFound",
+            "LoadBalancerNotFound",
+            "ClusterNotFoundException",
+            "RepositoryNotFoundException",
+            "LifecyclePolicyNotFoundException",
+            "NoSuchEntity",
+            "NoSuchKey",
+        ] {
+            assert_eq!(classify(code, ""), ErrorClass::NotFound, "{code}");
+        }
+        for code in [
+            "DependencyViolation",
+            "ResourceInUseException",
+            "InvalidGroup.InUse",
+            "DeleteConflict",
+        ] {
+            assert_eq!(classify(code, ""), ErrorClass::InUse, "{code}");
+        }
+        assert_eq!(
+            classify("InvalidParameterException", "The role with name x cannot be assumed"),
+            ErrorClass::NotYetVisible
+        );
+        assert_eq!(classify("InvalidParameterException", "bad subnet"), ErrorClass::Other);
+        assert_eq!(classify("RequestLimitExceeded", ""), ErrorClass::Throttled);
+        assert_eq!(classify("UnauthorizedOperation", ""), ErrorClass::Auth);
+        assert_eq!(classify("HTTP 503", ""), ErrorClass::Other);
+        let e: anyhow::Error = CloudError {
+            resource: "vpc (vpc-1)".into(),
+            operation: "DeleteVpc",
+            code: "InvalidVpcID.NotFound".into(),
+            message: String::new(),
+        }
+        .into();
+        assert!(is_not_found(&e.context("deleting the network")));
+        assert_eq!(class_of(&anyhow::anyhow!("no AWS in this")), ErrorClass::Other);
     }
 
     /// The retry policy of issue 18 (4): standard mode (adaptive's client-side rate limiter made runs under

@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
 use serde::Serialize;
 
 use crate::aws::inventory::Inventory;
-use crate::aws::{Aws, aws_err, tags};
+use crate::aws::{Aws, ErrorClass, aws_err, sdk_class, tags};
 use crate::engine::{self, Ctx, ExecOptions, Phase, Resource, Step};
 use crate::progress::{Event, Reporter};
 use crate::providers::iam::{ExistingRole, IamRole};
@@ -385,7 +384,7 @@ pub async fn list_services(aws: &Aws, cluster: Option<&str>) -> anyhow::Result<V
     for c in clusters {
         let arns = match ecs.list_services().cluster(&c).send().await {
             Ok(out) => out.service_arns().to_vec(),
-            Err(e) if e.code() == Some("ClusterNotFoundException") => continue,
+            Err(e) if sdk_class(&e) == ErrorClass::NotFound => continue,
             Err(e) => return Err(aws_err(format!("ECS cluster {c}"), "ListServices")(e).into()),
         };
         for chunk in arns.chunks(10) {

@@ -11,7 +11,7 @@ use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::types as ecs;
 
 use super::model::{EcsService, HealthCheck};
-use crate::aws::aws_err;
+use crate::aws::{ErrorClass, aws_err, sdk_class};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, diff_attrs,
     resource_metadata,
@@ -225,7 +225,7 @@ pub async fn find_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Option<aws_
 pub async fn delete_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
     match ctx.aws.logs().delete_log_group().log_group_name(name).send().await {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(Step::Done(())),
+        Err(e) if sdk_class(&e) == ErrorClass::NotFound => Ok(Step::Done(())),
         Err(e) => Err(aws_err(format!("log group {name}"), "DeleteLogGroup")(e).into()),
     }
 }
@@ -739,7 +739,7 @@ pub async fn describe_service(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::R
         .await
     {
         Ok(out) => out,
-        Err(e) if e.code() == Some("ClusterNotFoundException") => return Ok(None),
+        Err(e) if sdk_class(&e) == ErrorClass::NotFound => return Ok(None),
         Err(e) => return Err(aws_err(format!("ECS service {name} (cluster {cluster})"), "DescribeServices")(e).into()),
     };
     Ok(out.services().iter().find(|s| s.status() != Some("INACTIVE")).cloned())

@@ -13,7 +13,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use sha2::Digest as _;
 
 use crate::aws::tags::{self, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, is_not_found, sdk_class};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
 };
@@ -255,12 +255,7 @@ pub async fn delete_load_balancer(aws: &Aws, arn: &str) -> anyhow::Result<Step<(
     let what = format!("load-balancer ({arn})");
     let exists = match elb.describe_load_balancers().load_balancer_arns(arn).send().await {
         Ok(out) => !out.load_balancers().is_empty(),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_load_balancer_not_found_exception()) =>
-        {
-            false
-        }
+        Err(e) if sdk_class(&e) == ErrorClass::NotFound => false,
         Err(e) => return Err(aws_err(&what, "DescribeLoadBalancers")(e).into()),
     };
     if !exists {
@@ -283,8 +278,8 @@ pub async fn delete_target_group(aws: &Aws, arn: &str) -> anyhow::Result<Step<()
     let r = aws.elbv2().delete_target_group().target_group_arn(arn).send().await;
     match r.map_err(|e| anyhow::Error::from(aws_err(format!("target-group ({arn})"), "DeleteTargetGroup")(e))) {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("TargetGroupNotFound") => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("ResourceInUse") => Ok(Step::Blocked {
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
             reason: format!("target group {arn} is still in use"),
         }),
         Err(e) => Err(e),
@@ -490,7 +485,7 @@ impl Resource for ApiListener {
         let r = ctx.aws.elbv2().delete_listener().listener_arn(&actual.id).send().await;
         match r.map_err(|e| anyhow::Error::from(aws_err(&self.id, "DeleteListener")(e))) {
             Ok(_) => Ok(Step::Done(())),
-            Err(e) if error_code(&e) == Some("ListenerNotFound") => Ok(Step::Done(())),
+            Err(e) if is_not_found(&e) => Ok(Step::Done(())),
             Err(e) => Err(e),
         }
     }

@@ -12,7 +12,7 @@ use aws_sdk_autoscaling::types::{
 };
 
 use crate::aws::tags::{self, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, error_code};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, resource_metadata,
 };
@@ -366,10 +366,12 @@ pub async fn delete_auto_scaling_group(aws: &Aws, name: &str) -> anyhow::Result<
             after: Duration::from_secs(2),
             reason: "deletion requested".into(),
         }),
-        Err(e) if matches!(error_code(&e), Some("ScalingActivityInProgress" | "ResourceInUse")) => Ok(Step::Retry {
-            after: Duration::from_secs(5),
-            reason: "a scaling activity is in progress".into(),
-        }),
+        Err(e) if class_of(&e) == ErrorClass::InUse || error_code(&e) == Some("ScalingActivityInProgress") => {
+            Ok(Step::Retry {
+                after: Duration::from_secs(5),
+                reason: "a scaling activity is in progress".into(),
+            })
+        }
         Err(e) => Err(e),
     }
 }

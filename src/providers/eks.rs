@@ -22,7 +22,7 @@ use tokio::sync::OnceCell;
 
 use crate::aws::eks::{describe_addon, describe_cluster, describe_fargate_profile, describe_nodegroup};
 use crate::aws::tags::{self, Tagger, render, render_subset};
-use crate::aws::{aws_err, error_code};
+use crate::aws::{ErrorClass, aws_err, class_of};
 use crate::engine::{
     Change, Ctx, Desired, ImmutableChange, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value,
     diff_attrs, resource_metadata,
@@ -283,8 +283,8 @@ fn issues<'a>(list: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, &'a 
     }
 }
 
-fn is_code(e: &anyhow::Error, code: &str) -> bool {
-    error_code(e) == Some(code)
+fn is(e: &anyhow::Error, class: ErrorClass) -> bool {
+    class_of(e) == class
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -476,12 +476,12 @@ impl EksCluster {
                 }),
             },
             // A role created seconds ago is not yet assumable everywhere in IAM.
-            Err(e) if is_code(&e, "InvalidParameterException") && format!("{e}").contains("role") => Ok(Step::Retry {
+            Err(e) if is(&e, ErrorClass::NotYetVisible) => Ok(Step::Retry {
                 after: Duration::from_secs(10),
                 reason: "waiting for the cluster role to propagate in IAM".into(),
             }),
             // A cluster of the same name is still being deleted.
-            Err(e) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+            Err(e) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
                 after: CLUSTER_POLL,
                 reason: "a cluster of this name is still being deleted".into(),
             }),
@@ -648,7 +648,7 @@ impl Resource for EksCluster {
         };
         match update {
             None => Ok(Step::Done(observed.outputs)),
-            Some((_, Err(e))) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+            Some((_, Err(e))) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
                 after: CLUSTER_POLL,
                 reason: "another update of the cluster is in progress".into(),
             }),
@@ -705,8 +705,8 @@ pub async fn delete_cluster(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
             after: Duration::ZERO,
             reason: "deletion requested".into(),
         }),
-        Err(e) if is_code(&e, "ResourceNotFoundException") => Ok(Step::Done(())),
-        Err(e) if is_code(&e, "ResourceInUseException") => Ok(Step::Blocked {
+        Err(e) if is(&e, ErrorClass::NotFound) => Ok(Step::Done(())),
+        Err(e) if is(&e, ErrorClass::InUse) => Ok(Step::Blocked {
             reason: "nodegroups or Fargate profiles are still attached".into(),
         }),
         Err(e) => Err(e),
@@ -999,7 +999,7 @@ impl ManagedNodegroup {
                     reason: "CREATING (nodes are starting and joining)".into(),
                 }),
             },
-            Err(e) if is_code(&e, "InvalidParameterException") && format!("{e}").contains("role") => Ok(Step::Retry {
+            Err(e) if is(&e, ErrorClass::NotYetVisible) => Ok(Step::Retry {
                 after: Duration::from_secs(10),
                 reason: "waiting for the node role to propagate in IAM".into(),
             }),
@@ -1167,7 +1167,7 @@ impl Resource for ManagedNodegroup {
         };
         match result {
             None => Ok(Step::Done(observed.outputs)),
-            Some((_, Err(e))) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+            Some((_, Err(e))) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
                 after: NODEGROUP_POLL,
                 reason: "another update of the nodegroup is in progress".into(),
             }),
@@ -1208,8 +1208,8 @@ pub async fn delete_nodegroup(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::R
             after: Duration::ZERO,
             reason: "deletion requested".into(),
         }),
-        Err(e) if is_code(&e, "ResourceNotFoundException") => Ok(Step::Done(())),
-        Err(e) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+        Err(e) if is(&e, ErrorClass::NotFound) => Ok(Step::Done(())),
+        Err(e) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
             after: NODEGROUP_POLL,
             reason: "an update of the nodegroup is in progress".into(),
         }),
@@ -1326,7 +1326,7 @@ impl Resource for FargateProfileRes {
                     }),
                 },
                 // One profile at a time per cluster.
-                Err(e) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+                Err(e) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
                     after: SMALL_POLL,
                     reason: "another Fargate profile of the cluster is being created or deleted".into(),
                 }),
@@ -1431,9 +1431,9 @@ pub async fn delete_fargate_profile(ctx: &Ctx, cluster: &str, name: &str) -> any
             after: Duration::ZERO,
             reason: "deletion requested".into(),
         }),
-        Err(e) if is_code(&e, "ResourceNotFoundException") => Ok(Step::Done(())),
+        Err(e) if is(&e, ErrorClass::NotFound) => Ok(Step::Done(())),
         // EKS deletes one Fargate profile at a time per cluster.
-        Err(e) if is_code(&e, "ResourceInUseException") => Ok(Step::Retry {
+        Err(e) if is(&e, ErrorClass::InUse) => Ok(Step::Retry {
             after: SMALL_POLL,
             reason: "another Fargate profile is being deleted".into(),
         }),
@@ -1655,7 +1655,7 @@ pub async fn delete_addon(ctx: &Ctx, cluster: &str, name: &str) -> anyhow::Resul
             after: Duration::ZERO,
             reason: "deletion requested".into(),
         }),
-        Err(e) if is_code(&e, "ResourceNotFoundException") => Ok(Step::Done(())),
+        Err(e) if is(&e, ErrorClass::NotFound) => Ok(Step::Done(())),
         Err(e) => Err(e),
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::aws::eks::{describe_cluster, describe_nodegroup};
 use crate::aws::inventory::not_implemented;
-use crate::aws::{aws_err, error_code, tags};
+use crate::aws::{ErrorClass, aws_err, class_of, tags};
 use crate::engine::Ctx;
 use crate::engine::executor::TimedOut;
 use crate::progress::{Event, Reporter};
@@ -291,7 +291,7 @@ pub async fn upgrade(
                 {
                     Ok(_) => break,
                     // Another update is still running; its end is what we wait for.
-                    Err(e) if error_code(&e) == Some("ResourceInUseException") => {
+                    Err(e) if class_of(&e) == ErrorClass::InUse => {
                         if Instant::now() + w.poll > w.deadline {
                             return Err(e);
                         }

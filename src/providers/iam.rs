@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::aws::inventory::role_path;
 use crate::aws::tags::{self, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, is_not_found};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
 };
@@ -324,7 +324,7 @@ pub(crate) fn iam_tags(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_iam::type
 pub async fn delete_role(aws: &Aws, name: &str) -> anyhow::Result<Step<()>> {
     let iam = aws.iam();
     let what = format!("role {name}");
-    let gone = |e: &anyhow::Error| error_code(e) == Some("NoSuchEntity");
+    let gone = is_not_found;
     let cleanup = async {
         for arn in attached_policies(aws, name).await? {
             iam.detach_role_policy()
@@ -372,7 +372,7 @@ pub async fn delete_role(aws: &Aws, name: &str) -> anyhow::Result<Step<()>> {
     match cleanup.await {
         Ok(()) => Ok(Step::Done(())),
         Err(e) if gone(&e) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("DeleteConflict") => Ok(Step::Blocked {
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
             reason: format!("{what} is still in use"),
         }),
         Err(e) => Err(e),

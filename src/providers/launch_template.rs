@@ -17,7 +17,7 @@ use aws_sdk_ec2::types::{
 
 use crate::aws::inventory::by_logical_id;
 use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
-use crate::aws::{aws_err, error_code};
+use crate::aws::{aws_err, is_not_found};
 use crate::engine::{Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value};
 use crate::model::Volume;
 
@@ -426,7 +426,7 @@ pub async fn delete_launch_template(ctx: &Ctx, id: &str) -> anyhow::Result<Step<
         .await;
     match r.map_err(|e| anyhow::Error::from(aws_err(format!("launch-template ({id})"), "DeleteLaunchTemplate")(e))) {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => Ok(Step::Done(())),
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
         Err(e) => Err(e),
     }
 }

@@ -16,7 +16,7 @@ use sha2::Digest as _;
 
 use crate::aws::inventory::{by_logical_id, role_path};
 use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, error_code, is_not_found};
 use crate::engine::{
     Change, Ctx, Desired, ImmutableChange, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, diff_attrs,
     resource_metadata,
@@ -132,7 +132,7 @@ pub async fn delete_key_pair(aws: &Aws, name: &str) -> anyhow::Result<Step<()>> 
     let r = aws.ec2().delete_key_pair().key_name(name).send().await;
     match r.map_err(|e| anyhow::Error::from(aws_err(format!("key-pair ({name})"), "DeleteKeyPair")(e))) {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if error_code(&e).is_some_and(|c| c.contains("NotFound")) => Ok(Step::Done(())),
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
         Err(e) => Err(e),
     }
 }
@@ -298,8 +298,8 @@ pub async fn delete_instance_profile(aws: &Aws, name: &str) -> anyhow::Result<St
     };
     match work.await {
         Ok(()) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("NoSuchEntity") => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("DeleteConflict") => Ok(Step::Blocked {
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
             reason: format!("{what} is still used by an instance"),
         }),
         Err(e) => Err(e),
@@ -549,7 +549,7 @@ async fn instance_state(aws: &Aws, id: &str) -> anyhow::Result<Option<InstanceSt
             .and_then(|i| i.state())
             .and_then(|s| s.name())
             .cloned()),
-        Err(e) if error_code(&e) == Some("InvalidInstanceID.NotFound") => Ok(None),
+        Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }

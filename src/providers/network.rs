@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{
 
 use crate::aws::inventory::{by_logical_id, settle_duplicates, settled_by_logical_id};
 use crate::aws::tags::{Tagger, ec2_tag_map, ec2_tag_spec, ec2_tags, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, error_code, is_not_found};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, resource_metadata,
 };
@@ -181,9 +181,10 @@ fn observed(id: &str, attrs: Vec<(&'static str, String)>) -> Observed {
     }
 }
 
-/// Errors that mean "the parent was just created and is not visible yet" (AWS is eventually consistent).
+/// Errors that mean "the parent was just created and is not visible yet" (EC2 is eventually consistent, and says
+/// so as not found).
 fn not_yet_visible(err: &anyhow::Error) -> bool {
-    error_code(err).is_some_and(|c| c.ends_with(".NotFound") || c == "InvalidGatewayID.NotFound")
+    is_not_found(err)
 }
 
 fn retry_if_not_visible<T>(r: anyhow::Result<T>, what: &str) -> anyhow::Result<Step<T>> {
@@ -201,11 +202,11 @@ fn retry_if_not_visible<T>(r: anyhow::Result<T>, what: &str) -> anyhow::Result<S
 fn deletion_step(r: anyhow::Result<()>, what: &str) -> anyhow::Result<Step<()>> {
     match r {
         Ok(()) => Ok(Step::Done(())),
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
+            reason: format!("{what} is still in use"),
+        }),
         Err(e) => match error_code(&e) {
-            Some(c) if c.ends_with(".NotFound") => Ok(Step::Done(())),
-            Some("DependencyViolation") | Some("InvalidIPAddress.InUse") => Ok(Step::Blocked {
-                reason: format!("{what} is still in use"),
-            }),
             // AWS refuses to detach an IGW while NAT gateways still hold public addresses in the VPC.
             Some("AuthFailure") if what.contains("internet gateway") => Ok(Step::Blocked {
                 reason: format!("{what}: public addresses still mapped"),
@@ -414,7 +415,7 @@ impl Resource for ExistingVpc {
         match r.map_err(aws_err(format!("network.vpcId {}", self.vpc_id), "DescribeVpcs")) {
             Ok(out) if !out.vpcs().is_empty() => Ok(Some(observed(&self.vpc_id, vec![]))),
             Ok(_) => Ok(None),
-            Err(e) if e.code.ends_with(".NotFound") => Ok(None),
+            Err(e) if e.class() == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -456,7 +457,7 @@ impl Resource for ExistingSubnet {
         )) {
             Ok(out) if !out.subnets().is_empty() => Ok(Some(observed(&self.subnet_id, vec![]))),
             Ok(_) => Ok(None),
-            Err(e) if e.code.ends_with(".NotFound") => Ok(None),
+            Err(e) if e.class() == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -828,7 +829,7 @@ pub async fn release_address(aws: &Aws, allocation_id: &str) -> anyhow::Result<S
         .map(|_| ())
         .map_err(|e| aws_err(format!("elastic-ip ({allocation_id})"), "ReleaseAddress")(e).into());
     match r {
-        Err(e) if error_code(&e) == Some("InvalidAllocationID.NotFound") => Ok(Step::Done(())),
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
         r => deletion_step(r, &format!("elastic IP {allocation_id}")),
     }
 }
@@ -986,7 +987,7 @@ pub async fn delete_nat_gateway(aws: &Aws, nat_id: &str, wait: bool) -> anyhow::
         .map_err(aws_err(&resource, "DescribeNatGateways"));
     let state = match out {
         Ok(o) => o.nat_gateways().first().and_then(|n| n.state().cloned()),
-        Err(e) if e.code.ends_with("NotFound") => None,
+        Err(e) if e.class() == ErrorClass::NotFound => None,
         Err(e) => return Err(e.into()),
     };
     match state {

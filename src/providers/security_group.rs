@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 
 use crate::aws::inventory::by_logical_id;
 use crate::aws::tags::{ec2_tag_map, ec2_tag_spec, render, render_subset};
-use crate::aws::{Aws, aws_err, error_code};
+use crate::aws::{Aws, ErrorClass, aws_err, class_of, error_code, is_not_found};
 use crate::engine::{
     Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, resource_metadata,
 };
@@ -328,7 +328,7 @@ pub async fn delete_security_group(aws: &Aws, id: &str) -> anyhow::Result<Step<(
     let described = aws.ec2().describe_security_groups().group_ids(id).send().await;
     let group = match described.map_err(|e| anyhow::Error::from(aws_err(&what, "DescribeSecurityGroups")(e))) {
         Ok(out) => out.security_groups().first().cloned(),
-        Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => None,
+        Err(e) if is_not_found(&e) => None,
         Err(e) => return Err(e),
     };
     let Some(group) = group else {
@@ -348,7 +348,7 @@ pub async fn delete_security_group(aws: &Aws, id: &str) -> anyhow::Result<Step<(
             .send()
             .await;
         if let Err(e) = r.map_err(|e| anyhow::Error::from(aws_err(&what, "RevokeSecurityGroupIngress")(e)))
-            && !error_code(&e).is_some_and(|c| c.ends_with(".NotFound"))
+            && !is_not_found(&e)
         {
             return Err(e);
         }
@@ -363,8 +363,8 @@ pub async fn delete_security_group(aws: &Aws, id: &str) -> anyhow::Result<Step<(
         .map_err(|e| anyhow::Error::from(aws_err(&what, "DeleteSecurityGroup")(e)));
     match r {
         Ok(()) => Ok(Step::Done(())),
-        Err(e) if error_code(&e).is_some_and(|c| c.ends_with(".NotFound")) => Ok(Step::Done(())),
-        Err(e) if error_code(&e) == Some("DependencyViolation") => Ok(Step::Blocked {
+        Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
             reason: format!("security group {id} is still referenced or in use"),
         }),
         Err(e) => Err(e),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::cache_file;
 use super::client::{CredentialSource, Credentials};
-use crate::aws::aws_err;
+use crate::aws::{ErrorClass, aws_err, sdk_class};
 
 /// Repository settings from the command line; `None` = not asked for (defaults apply only at creation).
 #[derive(Debug, Clone, Default)]
@@ -80,7 +80,7 @@ pub async fn ensure_repository(
         .await
     {
         Ok(out) => out.repositories().first().cloned(),
-        Err(e) if e.code() == Some("RepositoryNotFoundException") => None,
+        Err(e) if sdk_class(&e) == ErrorClass::NotFound => None,
         Err(e) => return Err(aws_err(&resource, "DescribeRepositories")(e).into()),
     };
     let (repo, created) = match found {
@@ -174,7 +174,7 @@ pub async fn ensure_repository(
             .await
         {
             Ok(out) => out.lifecycle_policy_text().map(str::to_string),
-            Err(e) if e.code() == Some("LifecyclePolicyNotFoundException") => None,
+            Err(e) if sdk_class(&e) == ErrorClass::NotFound => None,
             Err(e) => return Err(aws_err(&resource, "GetLifecyclePolicy")(e).into()),
         };
         let same = current
