@@ -525,7 +525,10 @@ async fn apply(g: &GlobalArgs, args: CreateClusterArgs, command: &str) -> anyhow
                     resource: d.resource.unwrap_or_default(),
                     kind: d.kind,
                     action: "delete",
-                    result: if d.result == "deleted" { "ok".into() } else { d.result },
+                    result: match d.result {
+                        delete::DeleteResult::Deleted => "ok".into(),
+                        other => other.to_string(),
+                    },
                     id: Some(d.id),
                 }));
         }
@@ -970,7 +973,7 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
             found.len()
         )));
         let report = delete::sweep(&ctx, found, wait, &opts, reporter.as_ref()).await?;
-        let finished = report.errors.is_empty() && report.entries.iter().all(|e| e.result == "deleted");
+        let finished = report.finished();
         if finished {
             store.remove(&name).await?;
         }
@@ -985,7 +988,7 @@ async fn delete_cluster(g: &GlobalArgs, args: DeleteClusterArgs) -> anyhow::Resu
                             e.kind.into(),
                             e.id.clone(),
                             e.resource.clone().unwrap_or_default(),
-                            e.result.clone(),
+                            e.result.to_string(),
                         ]
                     })
                     .collect(),
@@ -1589,7 +1592,7 @@ async fn delete_service(g: &GlobalArgs, args: DeleteServiceArgs) -> anyhow::Resu
             &["KIND", "NAME", "RESULT"],
             deleted
                 .iter()
-                .map(|d| vec![d.kind.to_string(), d.name.clone(), d.result.clone()])
+                .map(|d| vec![d.kind.to_string(), d.name.clone(), d.result.to_string()])
                 .collect(),
         )
     })?;

@@ -558,7 +558,41 @@ pub struct Deleted {
     pub kind: &'static str,
     pub id: String,
     pub resource: Option<String>,
-    pub result: String,
+    pub result: DeleteResult,
+}
+
+/// What became of one resource of a delete (printed and serialized as the words the table shows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteResult {
+    /// Gone (waited for).
+    Deleted,
+    /// Deletion started and left to AWS (`--no-wait` on what deletes asynchronously).
+    Deleting,
+    /// Not finished without waiting: the first line of why.
+    Pending(String),
+    /// Not started because what it waits for did not finish.
+    PendingAfter(String),
+    Failed,
+    NotRun,
+}
+
+impl std::fmt::Display for DeleteResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeleteResult::Deleted => f.write_str("deleted"),
+            DeleteResult::Deleting => f.write_str("deleting"),
+            DeleteResult::Pending(why) => write!(f, "pending: {why}"),
+            DeleteResult::PendingAfter(job) => write!(f, "pending (after {job})"),
+            DeleteResult::Failed => f.write_str("failed"),
+            DeleteResult::NotRun => f.write_str("not run"),
+        }
+    }
+}
+
+impl Serialize for DeleteResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -570,7 +604,15 @@ pub struct DeleteReport {
 
 impl DeleteReport {
     pub fn deleted(&self) -> usize {
-        self.entries.iter().filter(|e| e.result == "deleted").count()
+        self.entries
+            .iter()
+            .filter(|e| e.result == DeleteResult::Deleted)
+            .count()
+    }
+
+    /// Whether every resource is gone and nothing failed.
+    pub fn finished(&self) -> bool {
+        self.errors.is_empty() && self.entries.iter().all(|e| e.result == DeleteResult::Deleted)
     }
 }
 
@@ -603,17 +645,17 @@ pub async fn sweep(
     let mut report = DeleteReport::default();
     for item in items {
         let result = match outcomes.get(&item.job_id()) {
-            Some(Outcome::Done(())) if item.kind == SweepKind::NatGateway && !wait => "deleting".to_string(),
-            Some(Outcome::Done(())) => "deleted".to_string(),
+            Some(Outcome::Done(())) if item.kind == SweepKind::NatGateway && !wait => DeleteResult::Deleting,
+            Some(Outcome::Done(())) => DeleteResult::Deleted,
             Some(Outcome::Failed(e)) if !wait => {
-                format!("pending: {}", e.to_string().lines().next().unwrap_or_default())
+                DeleteResult::Pending(e.to_string().lines().next().unwrap_or_default().to_string())
             }
             Some(Outcome::Failed(e)) => {
                 report.errors.push(anyhow::anyhow!("{e:#}"));
-                "failed".to_string()
+                DeleteResult::Failed
             }
-            Some(Outcome::Skipped { because_of }) => format!("pending (after {because_of})"),
-            None => "not run".into(),
+            Some(Outcome::Skipped { because_of }) => DeleteResult::PendingAfter(because_of.to_string()),
+            None => DeleteResult::NotRun,
         };
         report.entries.push(Deleted {
             kind: item.kind.name(),
@@ -628,6 +670,36 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_results_read_and_serialize_as_the_table_words() {
+        let entry = Deleted {
+            kind: "vpc",
+            id: "vpc-1".into(),
+            resource: None,
+            result: DeleteResult::Pending("DependencyViolation: in use".into()),
+        };
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["result"], "pending: DependencyViolation: in use");
+        assert_eq!(
+            DeleteResult::PendingAfter("subnet/a".into()).to_string(),
+            "pending (after subnet/a)"
+        );
+        let mut report = DeleteReport::default();
+        report.entries.push(Deleted {
+            result: DeleteResult::Deleted,
+            ..entry
+        });
+        assert!(report.finished());
+        assert_eq!(report.deleted(), 1);
+        report.entries.push(Deleted {
+            kind: "nat-gateway",
+            id: "nat-1".into(),
+            resource: None,
+            result: DeleteResult::Deleting,
+        });
+        assert!(!report.finished(), "a deletion left to AWS is not finished");
+    }
 
     fn d(kind: SweepKind, id: &str, vpc: &str) -> Doomed {
         Doomed {

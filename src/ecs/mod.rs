@@ -428,7 +428,7 @@ pub async fn list_services(aws: &Aws, cluster: Option<&str>) -> anyhow::Result<V
 pub struct Deleted {
     pub kind: &'static str,
     pub name: String,
-    pub result: String,
+    pub result: crate::delete::DeleteResult,
 }
 
 /// Scales the service to 0, deletes it and waits until ECS reports it INACTIVE; with `purge` also its task
@@ -500,7 +500,7 @@ pub async fn delete_service(
         done.push(Deleted {
             kind: "ecs-service",
             name: name.into(),
-            result: "deleted".into(),
+            result: crate::delete::DeleteResult::Deleted,
         });
     }
     if !purge {
@@ -562,7 +562,7 @@ pub async fn delete_service(
                 revisions.len(),
                 if revisions.len() == 1 { "" } else { "s" }
             ),
-            result: "deleted".into(),
+            result: crate::delete::DeleteResult::Deleted,
         });
     }
 
@@ -578,7 +578,7 @@ pub async fn delete_service(
         done.push(Deleted {
             kind: "log-group",
             name: log_group,
-            result: "deleted".into(),
+            result: crate::delete::DeleteResult::Deleted,
         });
     }
 
@@ -597,7 +597,7 @@ pub async fn delete_service(
             done.push(Deleted {
                 kind: "iam-role",
                 name: role,
-                result: "deleted".into(),
+                result: crate::delete::DeleteResult::Deleted,
             });
         }
     }
@@ -625,7 +625,7 @@ pub async fn delete_service(
         done.push(Deleted {
             kind: "security-group",
             name: id.to_string(),
-            result: "deleted".into(),
+            result: crate::delete::DeleteResult::Deleted,
         });
     }
     Ok(done)
