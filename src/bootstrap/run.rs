@@ -865,9 +865,44 @@ fn parse_imds_identity(text: &str) -> Option<(String, String)> {
         .then(|| (zone.to_string(), id.to_string()))
 }
 
-/// Gives master `name`'s Node the control-plane role: the labels (a merge patch of only those, so other labels
-/// stay) and, when it was removed since the kubelet registered with it, the `NoSchedule` taint (added to the
-/// Node's other taints). `Ok(true)` when the Node lacked something.
+/// The merge patch that gives a master's Node (as the API returned it) the control-plane role, `None` when it has
+/// it. The labels alone merge into the Node's others, so that patch needs no precondition; a missing taint means
+/// writing the whole taint list, so that patch carries the resourceVersion it was computed from and fails (409)
+/// rather than overwrite a taint another client (the node lifecycle controller) changed since.
+fn control_plane_patch(node: &serde_json::Value) -> Option<serde_json::Value> {
+    let labels = node.pointer("/metadata/labels");
+    let has = |l: &str| labels.and_then(|ls| ls.get(l)).is_some();
+    let labelled = has(health::CONTROL_PLANE_ROLE) && has(health::EXCLUDE_FROM_LOAD_BALANCERS);
+    let taints: Vec<serde_json::Value> = node
+        .pointer("/spec/taints")
+        .and_then(|t| t.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let tainted = taints
+        .iter()
+        .any(|t| t["key"] == health::CONTROL_PLANE_ROLE && t["effect"] == "NoSchedule");
+    let labels = serde_json::json!({health::CONTROL_PLANE_ROLE: "", health::EXCLUDE_FROM_LOAD_BALANCERS: ""});
+    match (labelled, tainted) {
+        (true, true) => None,
+        (false, true) => Some(serde_json::json!({"metadata": {"labels": labels}})),
+        (_, false) => {
+            let mut taints = taints;
+            taints.retain(|t| t["key"] != health::CONTROL_PLANE_ROLE);
+            taints.push(serde_json::json!({"key": health::CONTROL_PLANE_ROLE, "effect": "NoSchedule"}));
+            Some(serde_json::json!({
+                "metadata": {
+                    "resourceVersion": node.pointer("/metadata/resourceVersion"),
+                    "labels": labels,
+                },
+                "spec": {"taints": taints},
+            }))
+        }
+    }
+}
+
+/// Gives master `name`'s Node the control-plane role ([`control_plane_patch`]; a conflicting write is retried on
+/// the Node read again); `Ok(true)` when the Node lacked something. The taint normally comes from the kubelet's
+/// registration: this puts back one removed since.
 async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, SshError> {
     let failed = |message: String| SshError {
         host: name.to_string(),
@@ -877,49 +912,36 @@ async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, 
         transient: true,
     };
     let path = format!("/api/v1/nodes/{name}");
-    let (status, node) = api.get_json(&path).await.map_err(failed)?;
-    if !status.is_success() {
-        return Err(failed(format!("GET Node {name}: HTTP {status}")));
+    for _ in 0..5 {
+        let (status, node) = api.get_json(&path).await.map_err(failed)?;
+        if !status.is_success() {
+            return Err(failed(format!("GET Node {name}: HTTP {status}")));
+        }
+        let Some(patch) = control_plane_patch(&node) else {
+            return Ok(false);
+        };
+        let (status, body) = api
+            .send(
+                hyper::Method::PATCH,
+                &path,
+                Some("application/merge-patch+json"),
+                bytes::Bytes::from(patch.to_string()),
+            )
+            .await
+            .map_err(failed)?;
+        if status.is_success() {
+            return Ok(true);
+        }
+        if status != hyper::StatusCode::CONFLICT {
+            return Err(failed(format!(
+                "PATCH Node {name}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
     }
-    if health::control_plane_problem(&node).is_none()
-        && node
-            .pointer("/metadata/labels")
-            .and_then(|l| l.get(health::EXCLUDE_FROM_LOAD_BALANCERS))
-            .is_some()
-    {
-        return Ok(false);
-    }
-    let mut taints: Vec<serde_json::Value> = node
-        .pointer("/spec/taints")
-        .and_then(|t| t.as_array())
-        .cloned()
-        .unwrap_or_default();
-    taints.retain(|t| t["key"] != health::CONTROL_PLANE_ROLE);
-    taints.push(serde_json::json!({"key": health::CONTROL_PLANE_ROLE, "effect": "NoSchedule"}));
-    // The resourceVersion makes the patch fail rather than overwrite a taint list another client changed since.
-    let patch = serde_json::json!({
-        "metadata": {
-            "resourceVersion": node.pointer("/metadata/resourceVersion"),
-            "labels": {health::CONTROL_PLANE_ROLE: "", health::EXCLUDE_FROM_LOAD_BALANCERS: ""},
-        },
-        "spec": {"taints": taints},
-    });
-    let (status, body) = api
-        .send(
-            hyper::Method::PATCH,
-            &path,
-            Some("application/merge-patch+json"),
-            bytes::Bytes::from(patch.to_string()),
-        )
-        .await
-        .map_err(failed)?;
-    if !status.is_success() {
-        return Err(failed(format!(
-            "PATCH Node {name}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        )));
-    }
-    Ok(true)
+    Err(failed(format!(
+        "the Node {name} kept changing under 5 attempts to patch it"
+    )))
 }
 
 async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError> {
@@ -1019,6 +1041,32 @@ pub async fn pending_changes(
 #[cfg(test)]
 mod failure_tests {
     use super::*;
+
+    #[test]
+    fn a_master_node_is_patched_only_for_what_it_lacks() {
+        let cp = health::CONTROL_PLANE_ROLE;
+        let taint = serde_json::json!({"key": cp, "effect": "NoSchedule"});
+        let not_ready = serde_json::json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"});
+        // Just registered: tainted by the kubelet, not labelled. The labels alone, no precondition to fail on.
+        let fresh = serde_json::json!({"metadata": {"resourceVersion": "7", "labels": {"kubernetes.io/os": "linux"}},
+                                       "spec": {"taints": [taint, not_ready]}});
+        let patch = control_plane_patch(&fresh).unwrap();
+        assert_eq!(patch["metadata"]["labels"][cp], "");
+        assert!(
+            patch.get("spec").is_none() && patch["metadata"].get("resourceVersion").is_none(),
+            "{patch}"
+        );
+        // Done: nothing to write.
+        let done = serde_json::json!({"metadata": {"labels": {cp: "", health::EXCLUDE_FROM_LOAD_BALANCERS: ""}},
+                                      "spec": {"taints": [taint]}});
+        assert_eq!(control_plane_patch(&done), None);
+        // The taint removed by hand: the whole list, the others kept, guarded by the resourceVersion.
+        let untainted = serde_json::json!({"metadata": {"resourceVersion": "9", "labels": {cp: ""}},
+                                           "spec": {"taints": [not_ready]}});
+        let patch = control_plane_patch(&untainted).unwrap();
+        assert_eq!(patch["metadata"]["resourceVersion"], "9");
+        assert_eq!(patch["spec"]["taints"], serde_json::json!([not_ready, taint]));
+    }
 
     #[test]
     fn a_new_binary_restarts_the_units_that_run_it() {
