@@ -467,9 +467,7 @@ pub enum ErrorClass {
 /// The class of an error `code` with its `message`.
 pub fn classify(code: &str, message: &str) -> ErrorClass {
     match code {
-        c if c.ends_with(".NotFound") || c.ends_with("NotFound") || c.ends_with("NotFoundException") => {
-            ErrorClass::NotFound
-        }
+        c if c.ends_with("NotFound") || c.ends_with("NotFoundException") => ErrorClass::NotFound,
         "NoSuchEntity" | "NoSuchKey" | "NoSuchBucket" => ErrorClass::NotFound,
         "DependencyViolation" | "ResourceInUseException" | "ResourceInUse" | "DeleteConflict" => ErrorClass::InUse,
         c if c.ends_with(".InUse") || c.ends_with("InUseException") => ErrorClass::InUse,

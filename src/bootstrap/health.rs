@@ -470,20 +470,26 @@ pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Chec
     out
 }
 
-/// What a master's Node lacks of the control-plane role: the label (workloads and the cloud integration find
-/// the control plane by it) or the `NoSchedule` taint (without it, ordinary pods land on the masters).
-pub fn control_plane_problem(node: &serde_json::Value) -> Option<String> {
-    let labelled = node
-        .pointer("/metadata/labels")
-        .and_then(|l| l.get(CONTROL_PLANE_ROLE))
-        .is_some();
-    let tainted = node
-        .pointer("/spec/taints")
+/// Whether `node` (as the API returns it) carries label `key`.
+pub fn has_label(node: &serde_json::Value, key: &str) -> bool {
+    node.pointer("/metadata/labels").and_then(|l| l.get(key)).is_some()
+}
+
+/// Whether `node` carries the control-plane `NoSchedule` taint.
+pub fn has_control_plane_taint(node: &serde_json::Value) -> bool {
+    node.pointer("/spec/taints")
         .and_then(|t| t.as_array())
         .is_some_and(|t| {
             t.iter()
                 .any(|t| t["key"] == CONTROL_PLANE_ROLE && t["effect"] == "NoSchedule")
-        });
+        })
+}
+
+/// What a master's Node lacks of the control-plane role: the label (workloads and the cloud integration find
+/// the control plane by it) or the `NoSchedule` taint (without it, ordinary pods land on the masters).
+pub fn control_plane_problem(node: &serde_json::Value) -> Option<String> {
+    let labelled = has_label(node, CONTROL_PLANE_ROLE);
+    let tainted = has_control_plane_taint(node);
     let mut missing = Vec::new();
     if !labelled {
         missing.push(format!("the label {CONTROL_PLANE_ROLE}"));

@@ -870,23 +870,19 @@ fn parse_imds_identity(text: &str) -> Option<(String, String)> {
 /// writing the whole taint list, so that patch carries the resourceVersion it was computed from and fails (409)
 /// rather than overwrite a taint another client (the node lifecycle controller) changed since.
 fn control_plane_patch(node: &serde_json::Value) -> Option<serde_json::Value> {
-    let labels = node.pointer("/metadata/labels");
-    let has = |l: &str| labels.and_then(|ls| ls.get(l)).is_some();
-    let labelled = has(health::CONTROL_PLANE_ROLE) && has(health::EXCLUDE_FROM_LOAD_BALANCERS);
-    let taints: Vec<serde_json::Value> = node
-        .pointer("/spec/taints")
-        .and_then(|t| t.as_array())
-        .cloned()
-        .unwrap_or_default();
-    let tainted = taints
-        .iter()
-        .any(|t| t["key"] == health::CONTROL_PLANE_ROLE && t["effect"] == "NoSchedule");
+    let labelled = health::has_label(node, health::CONTROL_PLANE_ROLE)
+        && health::has_label(node, health::EXCLUDE_FROM_LOAD_BALANCERS);
+    let tainted = health::has_control_plane_taint(node);
     let labels = serde_json::json!({health::CONTROL_PLANE_ROLE: "", health::EXCLUDE_FROM_LOAD_BALANCERS: ""});
     match (labelled, tainted) {
         (true, true) => None,
         (false, true) => Some(serde_json::json!({"metadata": {"labels": labels}})),
         (_, false) => {
-            let mut taints = taints;
+            let mut taints: Vec<serde_json::Value> = node
+                .pointer("/spec/taints")
+                .and_then(|t| t.as_array())
+                .cloned()
+                .unwrap_or_default();
             taints.retain(|t| t["key"] != health::CONTROL_PLANE_ROLE);
             taints.push(serde_json::json!({"key": health::CONTROL_PLANE_ROLE, "effect": "NoSchedule"}));
             Some(serde_json::json!({
