@@ -279,6 +279,16 @@ fn node_ready(node: &serde_json::Value) -> (bool, String) {
     }
 }
 
+/// Whether a Node's kubelet is posting its status: a Ready condition that is not `Unknown`. The node lifecycle
+/// controller sets `Unknown` when the kubelet stopped posting (it was stopped, or the API server it talks to was,
+/// which for a master is its own); `False` is a kubelet that reports, e.g. no pod network yet.
+fn kubelet_reporting(node: &serde_json::Value) -> bool {
+    let conditions = node.pointer("/status/conditions").and_then(|c| c.as_array());
+    conditions
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] != "Unknown")
+}
+
 /// Why a pod is not healthy, or `None` when it is (Running with every container ready, or finished).
 pub fn pod_problem(pod: &serde_json::Value) -> Option<String> {
     let phase = pod
@@ -558,8 +568,9 @@ pub async fn wait_node_ready(api: &ApiClient, name: &str, deadline: Duration) ->
 const POLL: Duration = Duration::from_secs(2);
 const CRASH_LOOP_RESTARTS: u32 = 3;
 
-/// Waits until kubelet and kube-proxy on `host` answer healthy and the host is registered as a Node, within
-/// `deadline`. A unit that keeps crashing fails at once, with the end of its journal. When the kubelet is healthy
+/// Waits until kubelet and kube-proxy on `host` answer healthy and the host is registered as a Node whose status
+/// the kubelet posts (Ready not `Unknown`: a master's kubelet talks to its own API server, and after that was down
+/// its Node stays `Unknown` until the kubelet reports again), within `deadline`. A unit that keeps crashing fails at once, with the end of its journal. When the kubelet is healthy
 /// but its Node is gone (deleted through the API), the kubelet is restarted once: it registers at start.
 /// `rt` runs the API calls (this runs on a blocking thread of that runtime).
 pub fn wait_node(
@@ -596,12 +607,17 @@ pub fn wait_node(
         let ask = |p: &Probe| conn.run(step, &p.command).map(|o| ((p.healthy)(&o, 0), o));
         let (kubelet_ok, kubelet_said) = ask(&kubelet_probe())?;
         let (proxy_ok, proxy_said) = ask(&kube_proxy_probe())?;
-        let registered = kubelet_ok
-            && matches!(
-                rt.block_on(api.get_json(&format!("/api/v1/nodes/{host}"))),
-                Ok((s, _)) if s.is_success()
-            );
-        if kubelet_ok && proxy_ok && registered {
+        let node = if kubelet_ok {
+            match rt.block_on(api.get_json(&format!("/api/v1/nodes/{host}"))) {
+                Ok((s, node)) if s.is_success() => Some(node),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let registered = node.is_some();
+        let reporting = node.as_ref().is_some_and(kubelet_reporting);
+        if kubelet_ok && proxy_ok && reporting {
             return Ok(());
         }
         // A kubelet registers its Node when it starts; one that has run healthy for a while without a Node (it
@@ -631,6 +647,15 @@ pub fn wait_node(
             } else if !registered {
                 fail(
                     format!("the kubelet is healthy but the API has no Node {host} after {secs}s"),
+                    KUBELET,
+                )
+            } else if !reporting {
+                let said = node.as_ref().map(|n| node_ready(n).1).unwrap_or_default();
+                fail(
+                    format!(
+                        "the kubelet is healthy but has not posted Node {host}'s status for {secs}s ({said}): it \
+                         cannot reach the API server it is configured with"
+                    ),
                     KUBELET,
                 )
             } else {
@@ -696,6 +721,15 @@ mod tests {
         let (ok, why) = node_ready(&not);
         assert!(!ok && why.contains("network not ready"), "{why}");
         assert!(!node_ready(&json!({})).0);
+    }
+
+    #[test]
+    fn a_kubelet_reports_unless_its_ready_condition_is_unknown() {
+        let with = |status: &str| json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
+        assert!(kubelet_reporting(&with("True")));
+        assert!(kubelet_reporting(&with("False")));
+        assert!(!kubelet_reporting(&with("Unknown")));
+        assert!(!kubelet_reporting(&json!({"status": {}})));
     }
 
     #[test]
