@@ -580,6 +580,7 @@ fn bootstrap_options(g: &GlobalArgs, a: &crate::cli::BootstrapArgs) -> crate::bo
         connect_timeout: a.ssh_timeout,
         health_timeout: a.health_timeout,
         partial: false,
+        established: false,
     }
 }
 

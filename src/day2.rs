@@ -80,26 +80,6 @@ pub fn master_removal_problem(before: &[String], removed: &[String], unhealthy: 
     None
 }
 
-/// Masters of `after` that a bootstrapped cluster (`before`) does not have: refused, because a member joining a
-/// running etcd needs `member add` and `--initial-cluster-state=existing`, which kforge does not do yet; started
-/// as a new cluster's member it would split etcd.
-pub fn added_masters_problem(before: &HostList, after: &HostList) -> Option<String> {
-    let added: Vec<&str> = after
-        .hosts
-        .iter()
-        .filter(|h| h.role == HostRole::Master && !before.hosts.iter().any(|b| b.name == h.name))
-        .map(|h| h.name.as_str())
-        .collect();
-    (!added.is_empty()).then(|| {
-        format!(
-            "the spec adds master(s) {} to a running cluster: kforge cannot join a new etcd member to a running \
-             etcd yet\n  hint: keep the masters the cluster has (workers can be added); to grow the control plane, \
-             take a backup (`kforge backup cluster`) and build a new cluster",
-            added.join(", ")
-        )
-    })
-}
-
 /// The etcd members `endpoint health --cluster` did not call healthy (by address), named as masters.
 fn unhealthy_members(health_output: &str, masters: &[Member]) -> Vec<String> {
     masters
@@ -152,7 +132,8 @@ pub async fn remove_hosts(
             .find(|h| h.role == HostRole::Master && !removed_masters.contains(&h.name))
             .context("every master would be removed: delete the cluster instead")?;
         let conn = connect(staying, opts.connect_timeout).await.map_err(ssh_failed)?;
-        let (conn, out) = blocking(conn, |c| c.run("remove: etcd health", &etcd::health_command())).await;
+        let health = etcd::health_command_of(&masters_before);
+        let (conn, out) = blocking(conn, move |c| c.run("remove: etcd health", &health)).await;
         let out = out.map_err(ssh_failed)?;
         let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), &masters_before);
         let names: Vec<String> = masters_before.iter().map(|m| m.name.clone()).collect();
@@ -183,28 +164,12 @@ pub async fn remove_hosts(
             let timeout = opts.health_timeout;
             let (conn, r) = blocking(conn, move |c| {
                 let list = c.run_ok("remove: etcd members", &etcd::etcdctl("member list"))?;
-                // `ID, started, NAME, peer URLs, client URLs, is learner`
-                let id = list.stdout.lines().find_map(|l| {
-                    let fields: Vec<&str> = l.split(',').map(str::trim).collect();
-                    (fields.get(2) == Some(&name.as_str())).then(|| fields[0].to_string())
-                });
-                let Some(id) = id else { return Ok(()) };
-                // etcd refuses a removal ("unhealthy cluster") until every member that stays has been connected to
-                // the leader for a few seconds (a member restarted just now has not): that passes, so wait for it.
-                let until = std::time::Instant::now() + timeout;
-                loop {
-                    let out = c.run("remove: etcd member", &etcd::etcdctl(&format!("member remove {id}")))?;
-                    let said = format!("{}{}", out.stdout, out.stderr);
-                    if out.status == 0 || said.contains("member not found") {
-                        return Ok(());
-                    }
-                    if !said.contains("unhealthy cluster") || std::time::Instant::now() > until {
-                        return c
-                            .run_ok("remove: etcd member", &etcd::etcdctl(&format!("member remove {id}")))
-                            .map(|_| ());
-                    }
-                    std::thread::sleep(Duration::from_secs(2));
-                }
+                let listed = etcd::parse_member_list(&list.stdout);
+                let Some(member) = listed.iter().find(|m| m.name == name) else {
+                    return Ok(());
+                };
+                let remove = etcd::etcdctl(&format!("member remove {}", member.id));
+                etcd::reconfigure(c, "remove: etcd member", &remove, "member not found", timeout).map(|_| ())
             })
             .await;
             r.map_err(ssh_failed)?;
@@ -219,6 +184,16 @@ pub async fn remove_hosts(
                         "remove: stop units",
                         &format!(
                             "systemctl disable --now {units} 2>/dev/null; systemctl reset-failed 2>/dev/null; true"
+                        ),
+                    )?;
+                    // A removed member must never start again on its old data (it would try to rejoin under an
+                    // ID etcd removed): kept aside, not deleted, so that nothing is lost.
+                    c.run_ok(
+                        "remove: etcd data",
+                        &format!(
+                            "if [ -d {data} ]; then mv {data} {data}.removed-$(date -u +%Y%m%dT%H%M%SZ); fi; rm -f {env}",
+                            data = etcd::DATA_DIR,
+                            env = etcd::INITIAL_ENV
                         ),
                     )
                 })
@@ -298,12 +273,14 @@ async fn save_rolled(store: &StateStore, cluster: &str, done: Option<&BTreeSet<S
     store.put(&record).await
 }
 
-/// Every check of `validate cluster` until all pass, or `Err` with the ones still failing after `timeout`.
+/// Every check of `validate cluster` until all pass, or `Err` with the ones still failing after `timeout`;
+/// `then` is the hint's advice once the cause is fixed.
 async fn wait_valid(
     store: &StateStore,
     record: &ClusterRecord,
     list: &HostList,
     timeout: Duration,
+    then: &str,
 ) -> anyhow::Result<()> {
     let until = Instant::now() + timeout;
     loop {
@@ -319,7 +296,7 @@ async fn wait_valid(
         if Instant::now() > until {
             anyhow::bail!(
                 "the cluster did not pass validation in {}s: {}\n  hint: see `kforge validate cluster {}`; fix the \
-                 cause and re-run the rolling update (it resumes)",
+                 cause, then {then}",
                 timeout.as_secs(),
                 failed.join("; "),
                 record.name
@@ -676,7 +653,14 @@ pub async fn rolling_update_ec2(
                 selfbuilt::record(store, cluster, &found, Some(report)).await?;
             }
             let record = store.get(&record.name).await?.unwrap_or_else(|| record.clone());
-            wait_valid(store, &record, &found, opts.validate_timeout).await?;
+            wait_valid(
+                store,
+                &record,
+                &found,
+                opts.validate_timeout,
+                "re-run the rolling update (it resumes)",
+            )
+            .await?;
         }
         if opts.force {
             done.extend(old_ids.iter().cloned().chain(new_ids.iter().cloned()));
@@ -722,7 +706,8 @@ async fn roll_host(
         .await
         .map_err(ssh_failed)?;
     let conn = if host.role == HostRole::Master {
-        let (conn, out) = blocking(conn, |c| c.run("rolling-update: etcd health", &etcd::health_command())).await;
+        let health = etcd::health_command_of(masters);
+        let (conn, out) = blocking(conn, move |c| c.run("rolling-update: etcd health", &health)).await;
         let out = out.map_err(ssh_failed)?;
         let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), masters);
         if !unhealthy.is_empty() {
@@ -777,7 +762,14 @@ async fn roll_host(
             )
         })?;
     }
-    wait_valid(store, record, list, opts.validate_timeout).await?;
+    wait_valid(
+        store,
+        record,
+        list,
+        opts.validate_timeout,
+        "re-run the rolling update (it resumes)",
+    )
+    .await?;
     if cordoned {
         drain::cordon(kube, &host.name, false).await?;
     }
@@ -930,7 +922,14 @@ pub async fn restore(
         ready.push(conn);
     }
     note(format!("etcd: {expected} members healthy; API servers ready"));
-    wait_valid(store, record, &list, validate_timeout).await?;
+    wait_valid(
+        store,
+        record,
+        &list,
+        validate_timeout,
+        "`kforge validate cluster` (the restore itself is done: do not restore again)",
+    )
+    .await?;
     note("cluster valid".into());
     Ok(())
 }
@@ -958,44 +957,6 @@ mod tests {
         assert!(unhealthy.contains("m1") && unhealthy.contains("quorum"), "{unhealthy}");
         let last = master_removal_problem(&three, &three, &[]).unwrap();
         assert!(last.contains("no master would be left"), "{last}");
-    }
-
-    #[test]
-    fn a_master_cannot_join_a_running_cluster_yet() {
-        let host = |name: &str, role: HostRole| BootstrapHost {
-            name: name.into(),
-            role,
-            address: "10.0.0.1".into(),
-            port: 22,
-            user: "root".into(),
-            identity_file: None,
-            host_key: crate::providers::hosts::ExpectedHostKey::KnownHosts,
-            jump: None,
-            instance_id: None,
-            zone: None,
-            group: None,
-            labels: Default::default(),
-            taints: Vec::new(),
-        };
-        let list = |hosts: Vec<BootstrapHost>| HostList {
-            cluster: "c".into(),
-            api_endpoint: None,
-            hosts,
-        };
-        let before = list(vec![host("m1", HostRole::Master), host("w1", HostRole::Worker)]);
-        let more_workers = list(vec![
-            host("m1", HostRole::Master),
-            host("w1", HostRole::Worker),
-            host("w2", HostRole::Worker),
-        ]);
-        assert_eq!(added_masters_problem(&before, &more_workers), None);
-        let more_masters = list(vec![
-            host("m1", HostRole::Master),
-            host("m2", HostRole::Master),
-            host("m3", HostRole::Master),
-        ]);
-        let problem = added_masters_problem(&before, &more_masters).unwrap();
-        assert!(problem.contains("m2, m3") && problem.contains("etcd"), "{problem}");
     }
 
     #[test]

@@ -126,14 +126,11 @@ pub async fn bootstrap(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Report> {
     let pki = ensure_pki(store, cluster, list).await?;
+    let mut established = false;
     if let Some(previous) = store.get(&cluster.name).await?
         && let Ok(before) = recorded_hosts(&previous)
     {
-        if previous.phases.contains(&Phase::Bootstrap)
-            && let Some(problem) = crate::day2::added_masters_problem(&before, list)
-        {
-            anyhow::bail!("cluster {}: {problem}", cluster.name);
-        }
+        established = previous.phases.contains(&Phase::Bootstrap);
         crate::day2::remove_hosts(store, &previous, &before, list, &pki, &opts, drain, reporter).await?;
     }
     let facts = cluster_facts(cluster, list)?;
@@ -144,7 +141,7 @@ pub async fn bootstrap(
         &cluster.kubernetes_version,
         cluster.assets.clone(),
         &addon_names(cluster),
-        opts,
+        Options { established, ..opts },
         reporter,
     )
     .await;
@@ -192,7 +189,11 @@ pub(crate) async fn bootstrap_some(
         &cluster.kubernetes_version,
         cluster.assets.clone(),
         &[],
-        Options { partial: true, ..opts },
+        Options {
+            partial: true,
+            established: true,
+            ..opts
+        },
         reporter,
     )
     .await?)

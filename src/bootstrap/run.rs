@@ -40,6 +40,9 @@ pub struct Options {
     pub health_timeout: Duration,
     /// Only some hosts of the cluster (a rolling update's one host): the addons are left to a full run.
     pub partial: bool,
+    /// The cluster has been bootstrapped before: a master without etcd data joins the running etcd (an added
+    /// master, or one whose data was lost) instead of starting a new one.
+    pub established: bool,
 }
 
 /// One step on one host.
@@ -112,6 +115,10 @@ struct HostWork {
     installed: Vec<String>,
     /// Whether etcd was running before this run installed a new etcd (so it must be restarted, in turn).
     etcd_was_active: bool,
+    /// The member's files changed while it ran: restarted in turn, one member at a time.
+    etcd_restart_due: bool,
+    /// A master that joins the running etcd (see [`Options::established`]).
+    etcd_joining: bool,
 }
 
 impl HostWork {
@@ -126,6 +133,8 @@ impl HostWork {
             pending: Vec::new(),
             installed: Vec::new(),
             etcd_was_active: false,
+            etcd_restart_due: false,
+            etcd_joining: false,
         }
     }
 
@@ -311,7 +320,7 @@ fn with_new_binaries(installed: &[String], units: &[String], restart: Vec<String
 /// Moves a master whose etcd is a 3.5 before the manifest's bridge release onto it first (etcd's upgrade path to
 /// 3.6), restarting its member and waiting until every member is healthy; refuses what etcd cannot do by a binary
 /// swap. Runs one master at a time.
-fn etcd_bridge_step(h: &mut HostWork, shared: &Shared) -> Result<(), SshError> {
+fn etcd_bridge_step(h: &mut HostWork, shared: &Shared, members: usize) -> Result<(), SshError> {
     let step = "etcd: upgrade path";
     let have = h.conn().run_ok(step, &assets::installed_etcd_version_command())?.stdout;
     let have = have.trim();
@@ -344,7 +353,7 @@ fn etcd_bridge_step(h: &mut HostWork, shared: &Shared) -> Result<(), SshError> {
                 return Err(failed(message, &hint));
             }
             h.conn().run_ok(step, "systemctl restart kforge-etcd")?;
-            etcd::wait_healthy(h.conn(), shared.facts.masters.len(), shared.opts.health_timeout)?;
+            etcd::wait_healthy(h.conn(), members, shared.opts.health_timeout)?;
             h.record(
                 &format!("etcd {have} -> {via} (on the way to {wanted})"),
                 true,
@@ -594,17 +603,58 @@ pub async fn run(
     }
     done("preflight passed on every host");
 
-    // 2. etcd on the masters, then its health through kforge's client certificate. A 3.5 member before the bridge
-    //    release moves onto it first, one master at a time; a member that was running when a new etcd was installed
-    //    is restarted afterwards, one at a time, each waited healthy (a binary swap must not cost the quorum).
+    // 2. etcd on the masters, then its health through kforge's client certificate. In a cluster bootstrapped
+    //    before, a master without etcd data joins the running members (one at a time, after the others are up to
+    //    date). A 3.5 member before the bridge release moves onto it first, one master at a time; a running member
+    //    whose binary or files changed is restarted afterwards, one at a time, each waited healthy (a restart must
+    //    not cost the quorum).
+    let failed = stage(&mut work, n, HostWork::is_master, |h| {
+        h.etcd_was_active = h.conn().run("etcd", "systemctl is-active --quiet kforge-etcd")?.status == 0;
+        h.etcd_joining = !etcd::has_data(h.conn())?;
+        Ok(())
+    })
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("etcd", failed, &work));
+    }
+    let with_data: Vec<(String, bool)> = work
+        .iter()
+        .filter(|h| h.is_master())
+        .map(|h| (h.host.name.clone(), !h.etcd_joining))
+        .collect();
+    let joiners = etcd::joiners(opts.established, &with_data);
+    for h in work.iter_mut() {
+        h.etcd_joining = joiners.contains(&h.host.name);
+    }
+    // The members etcd has before any joins (the bridge and restarts wait for these to be healthy).
+    let running_members = shared.facts.masters.len() - joiners.len();
+    let seeds: Vec<Member> = shared
+        .facts
+        .masters
+        .iter()
+        .filter(|m| !joiners.contains(&m.name))
+        .cloned()
+        .collect();
+    if !joiners.is_empty() {
+        reporter.event(Event::Note(format!(
+            "bootstrap: {} join the running etcd of {}",
+            joiners.join(", "),
+            seeds.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
     let s = Arc::clone(&shared);
-    let failed = stage(&mut work, 1, HostWork::is_master, move |h| etcd_bridge_step(h, &s)).await;
+    let failed = stage(
+        &mut work,
+        1,
+        |h| h.is_master() && !h.etcd_joining,
+        move |h| etcd_bridge_step(h, &s, running_members),
+    )
+    .await;
     if !failed.is_empty() {
         return Err(fail("etcd upgrade", failed, &work));
     }
     let s = Arc::clone(&shared);
     let failed = stage(&mut work, n, HostWork::is_master, move |h| {
-        h.etcd_was_active = h.conn().run("etcd", "systemctl is-active --quiet kforge-etcd")?.status == 0;
         install_assets(h, &s, Stage::Etcd)?;
         let me = s
             .facts
@@ -613,12 +663,24 @@ pub async fn run(
             .find(|m| m.name == h.host.name)
             .expect("every master is a member")
             .clone();
-        let r = etcd::ensure_member(h.conn(), &s.pki, &s.facts.cluster, &me, &s.facts.masters, ETCD_BINARY)?;
+        let start = if h.etcd_joining {
+            etcd::Start::Join
+        } else if h.etcd_was_active {
+            etcd::Start::Deferred
+        } else {
+            etcd::Start::Now
+        };
+        let r = etcd::ensure_member(
+            h.conn(),
+            &s.pki,
+            &s.facts.cluster,
+            &me,
+            &s.facts.masters,
+            ETCD_BINARY,
+            start,
+        )?;
         let changed = r.changed();
-        // A restart by ensure_member already runs the new binary.
-        if r.restarted {
-            h.etcd_was_active = false;
-        }
+        h.etcd_restart_due = r.restart_due || (h.etcd_was_active && h.installed.iter().any(|a| a == "etcd"));
         h.record("etcd member", changed, r.uploaded);
         Ok(())
     })
@@ -630,18 +692,39 @@ pub async fn run(
     let failed = stage(
         &mut work,
         1,
-        |h| h.etcd_was_active && h.installed.iter().any(|a| a == "etcd"),
+        |h| h.etcd_restart_due,
         move |h| {
-            h.conn()
-                .run_ok("etcd: restart on the new binary", "systemctl restart kforge-etcd")?;
-            etcd::wait_healthy(h.conn(), s.facts.masters.len(), s.opts.health_timeout)?;
-            h.record("etcd restarted on the new binary", true, Vec::new());
+            h.conn().run_ok("etcd: restart", "systemctl restart kforge-etcd")?;
+            etcd::wait_healthy(h.conn(), running_members, s.opts.health_timeout)?;
+            h.record("etcd restarted (new binary or files)", true, Vec::new());
             Ok(())
         },
     )
     .await;
     if !failed.is_empty() {
         return Err(fail("etcd", failed, &work));
+    }
+    let s = Arc::clone(&shared);
+    let failed = stage(
+        &mut work,
+        1,
+        |h| h.etcd_joining,
+        move |h| {
+            let me = s
+                .facts
+                .masters
+                .iter()
+                .find(|m| m.name == h.host.name)
+                .expect("every master is a member")
+                .clone();
+            let members = etcd::join(h.conn(), &me, &seeds, s.opts.health_timeout)?;
+            h.record(&format!("etcd member joined ({members} members)"), true, Vec::new());
+            Ok(())
+        },
+    )
+    .await;
+    if !failed.is_empty() {
+        return Err(fail("etcd join", failed, &work));
     }
     let s = Arc::clone(&shared);
     let first_master = work.iter().find(|h| h.is_master()).map(|h| h.host.name.clone());
@@ -962,7 +1045,7 @@ pub fn host_files(facts: &ClusterFacts, pki: &Pki, host: &BootstrapHost) -> Vec<
             .iter()
             .find(|m| m.name == host.name)
             .expect("every master is a member");
-        files.extend(etcd::member_files(pki, &facts.cluster, me, &facts.masters, ETCD_BINARY));
+        files.extend(etcd::member_files(pki, &facts.cluster, me, ETCD_BINARY));
         files.extend(units::control_plane_files(facts, pki, me));
     }
     if health::runs_kubelet(host.role) {

@@ -801,7 +801,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
 
     // 8. The addons through the real API with server-side apply; a re-run changes nothing. Their images cannot be
     //    pulled here, and validate says so by naming the pods.
-    // (The spec as day 2 left it: one master.)
+    // (The spec as day 2 left it: three masters again.)
     let with_addons = std::fs::read_to_string(&c.lab.spec).unwrap().replace(
         "  addons: []\n",
         "  addons: [{name: flannel}, {name: coredns}, {name: metrics-server}]\n",
@@ -915,7 +915,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         "-o",
         "jsonpath={.status.desiredNumberScheduled}",
     ]);
-    assert_eq!(selector.trim(), "1", "one master left after day 2");
+    assert_eq!(selector.trim(), "3", "one per master");
     let again = apply_cloud_addons(&c);
     assert!(
         again.iter().all(|a| !a.changed),
@@ -1243,6 +1243,36 @@ fn day_two(c: &Cluster) {
         );
     }
 
+    // A restore whose cluster then fails validation exits 1 naming the check (here a stopped kube-proxy), the
+    // restore itself done.
+    c.kubectl_ok(&["delete", "configmap", "day2-marker"]);
+    let (s, out) = c.exec("worker-2", "systemctl stop kforge-kube-proxy");
+    assert_eq!(s, 0, "{out}");
+    let invalid = c.lab.kforge(&[
+        "restore",
+        "cluster",
+        "lab",
+        "--backup",
+        &id,
+        "--yes",
+        "--health-timeout",
+        "3m",
+        "--validate-timeout",
+        "20s",
+    ]);
+    assert_eq!(invalid.code, 1, "{}", invalid.stderr);
+    assert!(
+        invalid.stderr.contains("the cluster did not pass validation in 20s")
+            && invalid.stderr.contains("worker-2: unit kforge-kube-proxy")
+            && !invalid.stderr.contains("cluster valid"),
+        "{}",
+        invalid.stderr
+    );
+    let kept = c.kubectl_ok(&["get", "configmap", "day2-marker", "-o", "jsonpath={.data.kept}"]);
+    assert_eq!(kept.trim(), "yes");
+    let (s, out) = c.exec("worker-2", "systemctl start kforge-kube-proxy");
+    assert_eq!(s, 0, "{out}");
+
     c.kubectl_ok(&["delete", "configmap", "day2-marker"]);
     let restored = c.lab.kforge(&[
         "restore",
@@ -1274,7 +1304,8 @@ fn day_two(c: &Cluster) {
     // removed one after the other and their units stopped; the master that stays validates on its own.
     let (s, out) = c.exec("master-1", "systemctl stop kforge-etcd");
     assert_eq!(s, 0, "{out}");
-    let mut one_master = std::fs::read_to_string(&c.lab.spec).unwrap();
+    let three_masters = std::fs::read_to_string(&c.lab.spec).unwrap();
+    let mut one_master = three_masters.clone();
     for m in ["master-2", "master-3"] {
         let line = one_master
             .lines()
@@ -1316,6 +1347,132 @@ fn day_two(c: &Cluster) {
     c.wait_for("validate passes with one master", Duration::from_secs(180), || {
         (c.validate().0 == 0).then_some(())
     });
+    for m in ["master-2", "master-3"] {
+        let (s, out) = c.exec(
+            m,
+            "ls -d /var/lib/kforge-etcd.removed-* && ! test -e /var/lib/kforge-etcd",
+        );
+        assert_eq!(s, 0, "{m}: a removed member's data is moved aside: {out}");
+    }
+
+    // With its only member down, a backup fails naming the master, and no backup is recorded.
+    let backups_before = c.lab.kforge(&["get", "backups", "lab"]).stdout;
+    let (s, out) = c.exec("master-1", "systemctl stop kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+    let b = c.lab.kforge(&["backup", "cluster", "lab"]);
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(
+        b.stderr.contains("no master gave a snapshot of cluster lab: master-1"),
+        "{}",
+        b.stderr
+    );
+    assert_eq!(c.lab.kforge(&["get", "backups", "lab"]).stdout, backups_before);
+    let (s, out) = c.exec("master-1", "systemctl start kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+
+    // The two masters back in the spec (one to three) join the running etcd one after the other (`member add`
+    // from the new master, its first start with the members etcd lists); what was written with one master stays.
+    c.kubectl_ok(&["create", "configmap", "one-master-marker", "--from-literal=kept=yes"]);
+    std::fs::write(&c.lab.spec, &three_masters).unwrap();
+    let grown = c.lab.create(&["--health-timeout", "3m"]);
+    assert_eq!(grown.code, 0, "{}", grown.stderr);
+    assert!(
+        grown
+            .stderr
+            .contains("master-2, master-3 join the running etcd of master-1"),
+        "{}",
+        grown.stderr
+    );
+    let (_, members) = c.lab.etcdctl("member list");
+    assert_eq!(members.matches(", started, ").count(), 3, "{members}");
+    assert!(MASTERS.iter().all(|m| members.contains(m)), "{members}");
+    for m in ["master-2", "master-3"] {
+        let (_, env) = c.exec(m, "cat /etc/kforge/etcd-initial.env");
+        assert!(env.contains("ETCD_INITIAL_CLUSTER_STATE=existing"), "{m}: {env}");
+    }
+    let kept = c.kubectl_ok(&["get", "configmap", "one-master-marker", "-o", "jsonpath={.data.kept}"]);
+    assert_eq!(kept.trim(), "yes");
+    c.lab_pod_network(&["master-2", "master-3"]);
+    c.wait_for(
+        "validate passes with three masters again",
+        Duration::from_secs(180),
+        || (c.validate().0 == 0).then_some(()),
+    );
+    c.assert_converged();
+
+    // A master's roll is refused while another member is down (restarting it could cost etcd its quorum), before
+    // anything is touched; the member named is the one that is down.
+    let (s, out) = c.exec("master-3", "systemctl stop kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+    let (refused, _) = c.rolling_update(&["--force", "--role", "master"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("not rolling master master-1: etcd member(s) master-3 are not healthy"),
+        "{}",
+        refused.stderr
+    );
+    let (s, out) = c.exec("master-3", "systemctl start kforge-etcd");
+    assert_eq!(s, 0, "{out}");
+    c.wait_for("etcd healthy again", Duration::from_secs(120), || {
+        (c.lab.etcdctl("endpoint health --cluster").0 == 0).then_some(())
+    });
+
+    // A --force roll killed while it works on master-2 resumes after master-1, which it had finished.
+    let mut roll = c
+        .lab
+        .kforge_command(&[
+            "rolling-update",
+            "cluster",
+            "lab",
+            "-o",
+            "json",
+            "--ssh-timeout",
+            "30s",
+            "--force",
+            "--role",
+            "master",
+            "--health-timeout",
+            "3m",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(roll.stderr.take().unwrap())) {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("rolling-update: master-2 (master)") {
+            break;
+        }
+    }
+    roll.kill().unwrap();
+    let status = roll.wait().unwrap();
+    assert!(
+        said.contains("rolling-update: master-2 (master)") && status.code().is_none(),
+        "killed while rolling master-2 ({status}):\n{said}"
+    );
+    let (resumed, rows) = c.rolling_update(&["--force", "--role", "master", "--health-timeout", "3m"]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let results: Vec<(&str, &str)> = rows.iter().map(|(h, r, _)| (h.as_str(), r.as_str())).collect();
+    assert_eq!(
+        results,
+        [
+            ("master-1", "done earlier"),
+            ("master-2", "rolled"),
+            ("master-3", "rolled")
+        ],
+        "{}",
+        resumed.stderr
+    );
+    c.wait_for(
+        "validate passes after the resumed roll",
+        Duration::from_secs(180),
+        || (c.validate().0 == 0).then_some(()),
+    );
 }
 
 /// Day 2 alone on a fresh lab (the main scenario runs it too); for working on it without the rest.
