@@ -305,7 +305,9 @@ async fn prepare(g: &GlobalArgs, cluster: Cluster, phase: &[Phase]) -> anyhow::R
     // Refused before any cloud call: a provider without the phase never starts half a cluster.
     let phases = providers::selected_phases(cluster.provider, phase)?;
     let aws = aws_for(g, cluster.region()).await;
-    let ctx = Arc::new(Ctx::new(aws, &cluster.name));
+    let mut ctx = Ctx::new(aws, &cluster.name);
+    ctx.prefetch = Some(providers::prefetch);
+    let ctx = Arc::new(ctx);
     let resources = providers::resources(&cluster, &phases);
     Ok(Prepared {
         cluster,
@@ -796,15 +798,15 @@ fn bootstrap_table(report: &crate::bootstrap::run::Report) -> String {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AssetListing {
-    files: Vec<crate::bootstrap::assets::Resolved>,
+    files: Vec<crate::assets::Resolved>,
     images: std::collections::BTreeMap<String, String>,
 }
 
 /// `kforge get assets --version V`: what a mirror must hold.
 fn get_assets(g: &GlobalArgs, version: &str, mirror: Option<&str>) -> anyhow::Result<Finished> {
     let listing = AssetListing {
-        files: crate::bootstrap::assets::listing(version, mirror, &Default::default())?,
-        images: crate::bootstrap::assets::manifest(version)?.images,
+        files: crate::assets::listing(version, mirror, &Default::default())?,
+        images: crate::assets::manifest(version)?.images,
     };
     print(g.output, &listing, || {
         table(

@@ -4,7 +4,7 @@
 //! member healthy), and etcd `backup` / `restore` through the state store.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
@@ -13,13 +13,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bootstrap::api::{self, ApiClient};
 use crate::bootstrap::drain::{self, DrainOptions};
+use crate::bootstrap::host::BootstrapHost;
 use crate::bootstrap::pki::{Member, Pki};
 use crate::bootstrap::run::{self, Options};
 use crate::bootstrap::ssh::{self, Connection, SshError};
 use crate::bootstrap::{backup, etcd, health};
+use crate::engine::Step;
+use crate::engine::executor::TimedOut;
+use crate::engine::wait::Wait;
 use crate::model::Cluster;
 use crate::progress::{Event, Reporter};
-use crate::providers::hosts::{BootstrapHost, HostList};
+use crate::providers::hosts::HostList;
 use crate::selfbuilt;
 use crate::spec::HostRole;
 use crate::state::{BackupRecord, ClusterRecord, StateStore};
@@ -282,28 +286,34 @@ async fn wait_valid(
     timeout: Duration,
     then: &str,
 ) -> anyhow::Result<()> {
-    let until = Instant::now() + timeout;
-    loop {
-        let checks = selfbuilt::checks(store, record, list, Duration::from_secs(20)).await?;
-        let failed: Vec<String> = checks
-            .iter()
-            .filter(|c| !c.ok)
-            .map(|c| format!("{}: {} ({})", c.host, c.check, c.detail))
-            .collect();
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            anyhow::bail!(
+    Wait::new(format!("validation of cluster {}", record.name), timeout)
+        .poll(Duration::from_secs(3))
+        .until(|| async {
+            let checks = selfbuilt::checks(store, record, list, Duration::from_secs(20)).await?;
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {} ({})", c.host, c.check, c.detail))
+                .collect();
+            Ok(if failed.is_empty() {
+                Step::Done(())
+            } else {
+                Step::Blocked {
+                    reason: failed.join("; "),
+                }
+            })
+        })
+        .await
+        .map_err(|e| match e.downcast::<TimedOut>() {
+            Ok(t) => anyhow::anyhow!(
                 "the cluster did not pass validation in {}s: {}\n  hint: see `kforge validate cluster {}`; fix the \
                  cause, then {then}",
                 timeout.as_secs(),
-                failed.join("; "),
+                t.reason,
                 record.name
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+            ),
+            Err(e) => e,
+        })
 }
 
 /// `kforge rolling-update cluster`: see the module comment. `cluster` and `list` are what to roll to (the spec

@@ -5,6 +5,7 @@
 //! `delete` sweeps everything tagged with a cluster. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod assets;
 pub mod aws;
 pub mod bootstrap;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod day2;
 pub mod delete;
 pub mod ecs;
 pub mod engine;
+pub mod errors;
 pub mod fsutil;
 pub mod kubeconfig;
 pub mod model;
@@ -19,5 +21,6 @@ pub mod progress;
 pub mod providers;
 pub mod registry;
 pub mod selfbuilt;
+pub mod shell;
 pub mod spec;
 pub mod state;

@@ -55,14 +55,7 @@ fn main() -> ExitCode {
 
 /// The chain once, outermost first, without repeating messages that already contain their cause.
 fn render_error(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join("\n  caused by: ")
+    kforge::errors::render(e.as_ref())
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {

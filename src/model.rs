@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
+use crate::assets::AssetOverride;
 use crate::spec::{
     self, AddonSpec, BastionSpec, ClusterBody, ClusterSpec, ControlPlaneSpec, EksEndpointSpec, EksSpec,
     FargateProfileSpec, FargateSelectorSpec, HostRole, HostSpec, IamSpec, Metadata, NatGateways, NetworkSpec,
@@ -35,6 +36,8 @@ const EKS_ADDONS: &[&str] = &[
 pub const EKS_LOG_TYPES: &[&str] = &["api", "audit", "authenticator", "controllerManager", "scheduler"];
 /// The addons a self-built cluster's spec may list (templates/addons/; `bootstrap::addons` renders each).
 pub const SELF_BUILT_ADDONS: &[&str] = &["flannel", "coredns", "metrics-server", "aws-ebs-csi-driver"];
+/// The AWS cloud controller manager: applied on every provider ec2 cluster, never listed in a spec.
+pub const CLOUD_CONTROLLER: &str = "aws-cloud-controller-manager";
 /// Self-built addons that need AWS (provider ec2 only).
 const EC2_ONLY_ADDONS: &[&str] = &["aws-ebs-csi-driver"];
 const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io1", "io2"];
@@ -85,22 +88,13 @@ pub struct Kubelet {
     pub fail_cgroup_v1_set: bool,
 }
 
-/// Where a self-built cluster's hosts get their files (see `bootstrap::assets`).
+/// Where a self-built cluster's hosts get their files (see `crate::assets`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assets {
     pub mirror: Option<String>,
     pub files: BTreeMap<String, AssetOverride>,
     /// The registry addon and sandbox images are pulled from instead of their upstream ones.
     pub image_registry: Option<String>,
-}
-
-/// Another source for one asset: version, URL (with `{arch}`, `{version}`) and/or digest (`sha256:HEX` /
-/// `sha512:HEX`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AssetOverride {
-    pub version: Option<String>,
-    pub url: Option<String>,
-    pub digest: Option<String>,
 }
 
 /// The machine image of provider ec2's instances.
@@ -499,7 +493,7 @@ impl Cluster {
         let supported: Vec<&str> = if provider == Provider::Eks {
             SUPPORTED_VERSIONS.to_vec()
         } else {
-            crate::bootstrap::assets::known_versions()
+            crate::assets::known_versions()
         };
         if !supported.contains(&kubernetes_version.as_str()) {
             c.err(
@@ -892,7 +886,7 @@ fn assets(c: &mut Checker, spec: Option<&spec::AssetsSpec>, provider: Provider, 
             "give the mirror's base URL, e.g. https://mirror.internal/kforge",
         );
     }
-    let known: Option<Vec<String>> = crate::bootstrap::assets::manifest(version)
+    let known: Option<Vec<String>> = crate::assets::manifest(version)
         .ok()
         .map(|m| m.assets.into_iter().map(|a| a.name).collect());
     let mut files = BTreeMap::new();
@@ -2071,7 +2065,7 @@ fn addons(c: &mut Checker, spec: Option<&[AddonSpec]>, provider: Provider) -> Ve
                 format!("`{n}` needs AWS, and provider hosts has no cloud"),
                 "remove it; bring your own storage provisioner for existing machines".to_string(),
             )),
-            (Provider::Ec2, crate::bootstrap::addons::CLOUD_CONTROLLER) => Some((
+            (Provider::Ec2, CLOUD_CONTROLLER) => Some((
                 "the AWS cloud controller manager comes with every provider ec2 cluster".to_string(),
                 "remove it from spec.addons".to_string(),
             )),

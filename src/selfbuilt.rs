@@ -92,7 +92,7 @@ pub fn addon_names(cluster: &Cluster) -> Vec<String> {
 /// What every host's files are rendered from.
 pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Result<ClusterFacts> {
     let masters = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
-    let manifest = crate::bootstrap::assets::manifest(&cluster.kubernetes_version)?;
+    let manifest = crate::assets::manifest(&cluster.kubernetes_version)?;
     let registry = cluster.assets.image_registry.as_deref();
     let containerd = manifest
         .version_of("containerd", &cluster.assets.files)
@@ -105,7 +105,7 @@ pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Resul
         pod_cidr: POD_CIDR.into(),
         cluster_domain: CLUSTER_DOMAIN.into(),
         cluster_dns: CLUSTER_DNS.into(),
-        containerd_major: crate::bootstrap::assets::major_of(&containerd),
+        containerd_major: crate::assets::major_of(&containerd),
         external_cloud: cluster.provider == crate::spec::Provider::Ec2,
         fail_cgroup_v1: cluster.kubelet.fail_cgroup_v1,
         sandbox_image: manifest

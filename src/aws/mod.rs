@@ -386,15 +386,15 @@ where
                 "the response was not an AWS error document".into(),
             ),
         },
-        SdkError::DispatchFailure(_) => ("ConnectionError".into(), source_chain(&err)),
-        SdkError::TimeoutError(_) => ("Timeout".into(), source_chain(&err)),
+        SdkError::DispatchFailure(_) => ("ConnectionError".into(), crate::errors::causes(&err)),
+        SdkError::TimeoutError(_) => ("Timeout".into(), crate::errors::causes(&err)),
         SdkError::ResponseError(_) => (
             err.raw_response()
                 .map(|r| format!("HTTP {}", r.status_code()))
                 .unwrap_or_else(|| "BadResponse".into()),
-            source_chain(&err),
+            crate::errors::causes(&err),
         ),
-        _ => ("RequestError".into(), source_chain(&err)),
+        _ => ("RequestError".into(), crate::errors::causes(&err)),
     };
     CloudError {
         resource: resource.to_string(),
@@ -413,19 +413,6 @@ impl HasStatus for aws_sdk_ec2::config::http::HttpResponse {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }
-}
-
-fn source_chain(err: &dyn StdError) -> String {
-    let mut parts = Vec::new();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !parts.contains(&s) {
-            parts.push(s);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Shorthand: `.map_err(aws_err("vpc (vpc-1)", "DeleteVpc"))`.

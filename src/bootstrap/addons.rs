@@ -15,15 +15,16 @@ use serde::Deserialize;
 pub use super::api::ApiClient;
 use super::ssh::SshError;
 use super::units::{self, ClusterFacts};
+use crate::engine::Step;
+use crate::engine::wait::Wait;
 
 pub const FLANNEL: &str = include_str!("../../templates/addons/flannel.yaml");
 pub const COREDNS: &str = include_str!("../../templates/addons/coredns.yaml");
 pub const METRICS_SERVER: &str = include_str!("../../templates/addons/metrics-server.yaml");
 pub const AWS_CLOUD_CONTROLLER_MANAGER: &str = include_str!("../../templates/addons/aws-cloud-controller-manager.yaml");
 pub const AWS_EBS_CSI_DRIVER: &str = include_str!("../../templates/addons/aws-ebs-csi-driver.yaml");
-/// The cloud integration of provider ec2: applied on every ec2 cluster (its kubelets wait for it), not chosen in
-/// `spec.addons`.
-pub const CLOUD_CONTROLLER: &str = "aws-cloud-controller-manager";
+/// The cloud integration of provider ec2 (its kubelets wait for it): named where the spec's addons are.
+pub use crate::model::CLOUD_CONTROLLER;
 /// Every addon the bootstrap applies, in order, with its template (`model::SELF_BUILT_ADDONS` names those a spec
 /// may list; the cloud controller comes with provider ec2).
 pub const TEMPLATES: [(&str, &str); 5] = [
@@ -263,23 +264,31 @@ pub async fn apply(
     let until = Instant::now() + deadline;
     let mut applied = Vec::new();
     for object in objects {
-        let changed = loop {
-            match apply_one(client, object).await {
-                Ok(changed) => break changed,
-                Err(f) if f.transient && Instant::now() < until => {
-                    tracing::debug!(object = %object.describe(), error = %f.message, "retrying an addon object");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+        let failed = |f: CallFailure| SshError {
+            host: host.to_string(),
+            step: format!("addon {}: {}", object.addon, object.describe()),
+            message: f.message,
+            hint: f.hint,
+            transient: f.transient,
+        };
+        let wait = Wait::new(object.describe(), until.saturating_duration_since(Instant::now()));
+        let changed = match wait
+            .until(|| async {
+                match apply_one(client, object).await {
+                    Ok(changed) => Ok(Step::Done(Ok(changed))),
+                    Err(f) if f.transient => {
+                        tracing::debug!(object = %object.describe(), error = %f.message, "retrying an addon object");
+                        Ok(Step::Blocked { reason: f.message })
+                    }
+                    Err(f) => Ok(Step::Done(Err(f))),
                 }
-                Err(f) => {
-                    return Err(SshError {
-                        host: host.to_string(),
-                        step: format!("addon {}: {}", object.addon, object.describe()),
-                        message: f.message,
-                        hint: f.hint,
-                        transient: f.transient,
-                    });
-                }
-            }
+            })
+            .await
+        {
+            Ok(Ok(changed)) => changed,
+            Ok(Err(f)) => return Err(failed(f)),
+            // Past the deadline, the last answer is the error (asked once more for its message and hint).
+            Err(_) => apply_one(client, object).await.map_err(failed)?,
         };
         applied.push(Applied {
             addon: object.addon,
@@ -489,7 +498,7 @@ mod tests {
     }
 
     fn images() -> BTreeMap<String, String> {
-        crate::bootstrap::assets::manifest("1.34").unwrap().images
+        crate::assets::manifest("1.34").unwrap().images
     }
 
     /// A fake API with a fresh PKI, kforge's admin client of it, and the addons' objects.
@@ -568,7 +577,7 @@ mod tests {
 
     #[test]
     fn the_cloud_addons_run_where_they_must_with_the_clusters_tag_and_the_mirror() {
-        let images = crate::bootstrap::assets::manifest("1.34")
+        let images = crate::assets::manifest("1.34")
             .unwrap()
             .images_in(Some("mirror.internal:5000/k8s"));
         let objects = objects(&facts("10.244.0.0/16"), &images, &all()).unwrap();

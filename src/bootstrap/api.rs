@@ -14,7 +14,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use super::pki::{CLUSTER_CA, Pki};
-use crate::registry::client::chain;
+use crate::errors::chain;
 
 /// An HTTPS client of one cluster's API server: the cluster CA is the only trusted root, and the client
 /// authenticates with a certificate.

@@ -8,7 +8,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::etcd;
 use super::pki::Member;
-use super::ssh::{Connection, SshError, shell_quote};
+use super::ssh::{Connection, SshError};
+use crate::shell::shell_quote;
 
 /// Where snapshots are written and staged on a master (root only).
 const WORK_DIR: &str = "/var/lib/kforge-backup";

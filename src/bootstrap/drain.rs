@@ -6,12 +6,15 @@
 //! cannot finish names the pods and the budgets that hold it. Every command that takes a node away uses this.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams};
+
+use crate::engine::Step;
+use crate::engine::wait::Wait;
 
 /// How a drain treats what it cannot move safely, and how long it may take.
 #[derive(Debug, Clone)]
@@ -239,53 +242,67 @@ pub async fn drain(
         });
     }
     cordon(client, node, true).await?;
-    let until = Instant::now() + opts.timeout;
-    loop {
-        let mut left = Vec::new();
-        for mut p in pending {
-            let name = p.pod.metadata.name.clone().unwrap_or_default();
-            let namespace = p.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            if p.accepted {
-                // Gone when the API has no such pod, or a new one of the same name (a StatefulSet's).
-                match api.get_opt(&name).await.map_err(api_error(node, "read pod"))? {
-                    Some(now) if now.metadata.uid == p.pod.metadata.uid => left.push(p),
-                    _ => drained.evicted.push(pod_name(&p.pod)),
-                }
-                continue;
-            }
-            match api.evict(&name, &EvictParams::default()).await {
-                Ok(_) => {
-                    if p.blocked_by.take().is_some() {
-                        progress(format!("drain {node}: pod {} evicted", pod_name(&p.pod)));
+    // Where the drain stands between two rounds (taken out of the lock while a round runs).
+    let state = std::sync::Mutex::new((pending, drained));
+    let rounds = Wait::new(format!("drain {node}"), opts.timeout)
+        .until(|| async {
+            let (pending, mut drained) = std::mem::take(&mut *state.lock().expect("never poisoned"));
+            let mut left = Vec::new();
+            for mut p in pending {
+                let name = p.pod.metadata.name.clone().unwrap_or_default();
+                let namespace = p.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+                if p.accepted {
+                    // Gone when the API has no such pod, or a new one of the same name (a StatefulSet's).
+                    match api.get_opt(&name).await.map_err(api_error(node, "read pod"))? {
+                        Some(now) if now.metadata.uid == p.pod.metadata.uid => left.push(p),
+                        _ => drained.evicted.push(pod_name(&p.pod)),
                     }
-                    p.accepted = true;
-                    left.push(p);
+                    continue;
                 }
-                Err(kube::Error::Api(s)) if s.is_not_found() => drained.evicted.push(pod_name(&p.pod)),
-                // 429: a budget allows no disruption now; 500 with several budgets selecting the pod is no better.
-                Err(kube::Error::Api(s)) if s.code == 429 || s.code == 500 => {
-                    let budgets = budgets_of(client, &p.pod).await;
-                    let why = if budgets.is_empty() {
-                        format!("eviction refused ({}): {}", s.code, s.message)
-                    } else {
-                        format!("PodDisruptionBudget {} allows no disruption", budgets.join(", "))
-                    };
-                    if p.blocked_by.as_deref() != Some(why.as_str()) {
-                        progress(format!("drain {node}: pod {} waits: {why}", pod_name(&p.pod)));
+                match api.evict(&name, &EvictParams::default()).await {
+                    Ok(_) => {
+                        if p.blocked_by.take().is_some() {
+                            progress(format!("drain {node}: pod {} evicted", pod_name(&p.pod)));
+                        }
+                        p.accepted = true;
+                        left.push(p);
                     }
-                    p.blocked_by = Some(why);
-                    left.push(p);
+                    Err(kube::Error::Api(s)) if s.is_not_found() => drained.evicted.push(pod_name(&p.pod)),
+                    // 429: a budget allows no disruption now; 500 with several budgets selecting the pod is no better.
+                    Err(kube::Error::Api(s)) if s.code == 429 || s.code == 500 => {
+                        let budgets = budgets_of(client, &p.pod).await;
+                        let why = if budgets.is_empty() {
+                            format!("eviction refused ({}): {}", s.code, s.message)
+                        } else {
+                            format!("PodDisruptionBudget {} allows no disruption", budgets.join(", "))
+                        };
+                        if p.blocked_by.as_deref() != Some(why.as_str()) {
+                            progress(format!("drain {node}: pod {} waits: {why}", pod_name(&p.pod)));
+                        }
+                        p.blocked_by = Some(why);
+                        left.push(p);
+                    }
+                    Err(e) => return Err(api_error(node, &format!("evict pod {}", pod_name(&p.pod)))(e).into()),
                 }
-                Err(e) => return Err(api_error(node, &format!("evict pod {}", pod_name(&p.pod)))(e)),
             }
-        }
-        pending = left;
-        if pending.is_empty() {
-            return Ok(drained);
-        }
-        if Instant::now() > until {
-            return Err(DrainError::TimedOut {
+            let waiting = left.len();
+            *state.lock().expect("never poisoned") = (left, drained);
+            Ok(if waiting == 0 {
+                Step::Done(())
+            } else {
+                Step::Blocked {
+                    reason: format!("{waiting} pods left"),
+                }
+            })
+        })
+        .await;
+    let (pending, drained) = state.into_inner().expect("never poisoned");
+    match rounds {
+        Ok(()) => Ok(drained),
+        Err(e) => match e.downcast::<DrainError>() {
+            Ok(failed) => Err(failed),
+            Err(_) => Err(DrainError::TimedOut {
                 node: node.into(),
                 secs: opts.timeout.as_secs(),
                 blocking: pending
@@ -295,9 +312,8 @@ pub async fn drain(
                         None => format!("pod {}: evicted but still terminating", pod_name(&p.pod)),
                     })
                     .collect(),
-            });
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+            }),
+        },
     }
 }
 

@@ -3,7 +3,10 @@
 //! unchanged), the distribution's own single-node etcd unit is disabled, and the member is (re)started only when
 //! something it reads changed. Health is checked with kforge's own etcd client certificate.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::engine::Step;
+use crate::engine::wait::{Wait, Waited};
 
 use super::pki::{ETCD_CA, Member, Pki};
 use super::ssh::{Connection, FileSpec, SshError};
@@ -230,18 +233,23 @@ pub fn reconfigure(
     done_when: &str,
     deadline: Duration,
 ) -> Result<String, SshError> {
-    let until = Instant::now() + deadline;
-    loop {
-        let out = conn.run(step, command)?;
-        let said = format!("{}{}", out.stdout, out.stderr);
-        if out.status == 0 || said.contains(done_when) {
-            return Ok(said);
-        }
-        if !said.contains("unhealthy cluster") || Instant::now() > until {
-            return conn.run_ok(step, command).map(|o| o.stdout);
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    Wait::new(step, deadline)
+        .until_blocking(|| {
+            let out = conn.run(step, command)?;
+            let said = format!("{}{}", out.stdout, out.stderr);
+            if out.status == 0 || said.contains(done_when) {
+                Ok(Step::Done(said))
+            } else if said.contains("unhealthy cluster") {
+                Ok(Step::Blocked { reason: said })
+            } else {
+                // Any other refusal is the answer: run_ok turns it into the error naming the command's output.
+                conn.run_ok(step, command).map(|o| Step::Done(o.stdout))
+            }
+        })
+        .or_else(|w| match w {
+            Waited::Failed(e) => Err(e),
+            Waited::TimedOut(_) => conn.run_ok(step, command).map(|o| o.stdout),
+        })
 }
 
 /// Joins `me` (files in place, no data) to the running etcd of `seeds`: a member of its peer URL that has started
@@ -337,31 +345,35 @@ pub fn health_command_of(members: &[Member]) -> String {
 
 /// Waits until every one of `expected` members reports healthy, asking through `conn`.
 pub fn wait_healthy(conn: &Connection, expected: usize, deadline: Duration) -> Result<String, SshError> {
-    let until = Instant::now() + deadline;
-    loop {
-        let out = conn.run("etcd: health", &health_command())?;
-        let text = format!("{}{}", out.stdout, out.stderr);
-        let healthy = text.lines().filter(|l| l.contains("is healthy")).count();
-        if out.status == 0 && healthy >= expected {
-            return Ok(text);
-        }
-        if Instant::now() > until {
-            return Err(SshError {
+    Wait::new("etcd: health", deadline)
+        .poll(Duration::from_secs(1))
+        .until_blocking(|| {
+            let out = conn.run("etcd: health", &health_command())?;
+            let text = format!("{}{}", out.stdout, out.stderr);
+            let healthy = text.lines().filter(|l| l.contains("is healthy")).count();
+            Ok(if out.status == 0 && healthy >= expected {
+                Step::Done(text)
+            } else {
+                Step::Blocked {
+                    reason: format!(
+                        "{healthy} of {expected} members healthy after {}s: {}",
+                        deadline.as_secs(),
+                        text.lines().last().unwrap_or_default()
+                    ),
+                }
+            })
+        })
+        .map_err(|w| {
+            w.or_timed_out(|t| SshError {
                 host: conn.host.clone(),
                 step: "etcd: health".into(),
-                message: format!(
-                    "{healthy} of {expected} members healthy after {}s: {}",
-                    deadline.as_secs(),
-                    text.lines().last().unwrap_or_default()
-                ),
+                message: t.reason,
                 hint: "check `journalctl -u kforge-etcd` on the masters; a member that cannot reach its peers on \
                        2380 is the usual cause"
                     .into(),
                 transient: true,
-            });
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+            })
+        })
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@ use super::api::ApiClient;
 use super::etcd;
 use super::ssh::{Connection, Output, SshError};
 use super::units;
-use crate::providers::hosts::BootstrapHost;
+use crate::bootstrap::host::BootstrapHost;
+use crate::engine::Step;
+use crate::engine::executor::TimedOut;
+use crate::engine::wait::Wait;
 use crate::spec::HostRole;
 
 /// One line of `kforge validate cluster`.
@@ -520,47 +523,52 @@ pub fn control_plane_problem(node: &serde_json::Value) -> Option<String> {
 /// Waits until the API server on `conn`'s master answers /readyz ok, within `deadline`.
 pub fn wait_apiserver_ready(conn: &Connection, deadline: Duration) -> Result<(), SshError> {
     let step = "control plane: readyz";
-    let until = Instant::now() + deadline;
-    loop {
-        let out = conn.run(step, &readyz_command())?;
-        if out.status == 0 && out.stdout.trim() == "ok" {
-            return Ok(());
-        }
-        if Instant::now() > until {
-            return Err(SshError {
+    Wait::new(step, deadline)
+        .until_blocking(|| {
+            let out = conn.run(step, &readyz_command())?;
+            Ok(if out.status == 0 && out.stdout.trim() == "ok" {
+                Step::Done(())
+            } else {
+                Step::Blocked {
+                    reason: format!("{}{}", out.stdout.trim(), out.stderr.trim()),
+                }
+            })
+        })
+        .map_err(|w| {
+            w.or_timed_out(|t| SshError {
                 host: conn.host.clone(),
                 step: step.into(),
                 message: format!(
-                    "the API server did not become ready in {}s: {}{}",
+                    "the API server did not become ready in {}s: {}",
                     deadline.as_secs(),
-                    out.stdout.trim(),
-                    out.stderr.trim()
+                    t.reason
                 ),
                 hint: "see `journalctl -u kforge-kube-apiserver` on the host".into(),
                 transient: true,
-            });
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+            })
+        })
 }
 
 /// Waits until Node `name` reports Ready through the API, within `deadline`; `Err` says what it reported last.
 pub async fn wait_node_ready(api: &ApiClient, name: &str, deadline: Duration) -> Result<(), String> {
-    let until = Instant::now() + deadline;
-    loop {
-        let said = match api.get_json(&format!("/api/v1/nodes/{name}")).await {
-            Ok((s, node)) if s.is_success() => match node_ready(&node) {
-                (true, _) => return Ok(()),
-                (false, why) => why,
-            },
-            Ok((s, _)) => format!("HTTP {s}"),
-            Err(e) => e,
-        };
-        if Instant::now() > until {
-            return Err(format!("Node {name} not Ready after {}s ({said})", deadline.as_secs()));
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    Wait::new(format!("Node {name}"), deadline)
+        .poll(POLL)
+        .until(|| async {
+            let said = match api.get_json(&format!("/api/v1/nodes/{name}")).await {
+                Ok((s, node)) if s.is_success() => match node_ready(&node) {
+                    (true, _) => return Ok(Step::Done(())),
+                    (false, why) => why,
+                },
+                Ok((s, _)) => format!("HTTP {s}"),
+                Err(e) => e,
+            };
+            Ok(Step::Blocked { reason: said })
+        })
+        .await
+        .map_err(|e| match e.downcast_ref::<TimedOut>() {
+            Some(t) => format!("Node {name} not Ready after {}s ({})", deadline.as_secs(), t.reason),
+            None => format!("{e:#}"),
+        })
 }
 
 /// How often the node stage looks again, and how many automatic restarts after kforge started a unit make a
@@ -581,7 +589,6 @@ pub fn wait_node(
     deadline: Duration,
 ) -> Result<(), SshError> {
     let step = "node: health";
-    let until = Instant::now() + deadline;
     let started = Instant::now();
     let units = [KUBELET, KUBE_PROXY];
     let baseline: Vec<UnitState> = unit_states(conn, step, &units)?;
@@ -596,38 +603,41 @@ pub fn wait_node(
         ),
         transient: false,
     };
-    loop {
-        let states = unit_states(conn, step, &units)?;
-        for s in &states {
-            let before = baseline.iter().find(|b| b.unit == s.unit).map_or(0, |b| b.restarts);
-            if s.active == "failed" || s.restarts >= before + CRASH_LOOP_RESTARTS {
-                return Err(fail(format!("{} is crash-looping: {}", s.unit, s.describe()), &s.unit));
+    let secs = deadline.as_secs();
+    // The unit the last answer blames (its journal goes with the error at the deadline).
+    let mut blamed = KUBELET;
+    Wait::new(step, deadline)
+        .poll(POLL)
+        .until_blocking(|| {
+            let states = unit_states(conn, step, &units)?;
+            for s in &states {
+                let before = baseline.iter().find(|b| b.unit == s.unit).map_or(0, |b| b.restarts);
+                if s.active == "failed" || s.restarts >= before + CRASH_LOOP_RESTARTS {
+                    return Err(fail(format!("{} is crash-looping: {}", s.unit, s.describe()), &s.unit));
+                }
             }
-        }
-        let ask = |p: &Probe| conn.run(step, &p.command).map(|o| ((p.healthy)(&o, 0), o));
-        let (kubelet_ok, kubelet_said) = ask(&kubelet_probe())?;
-        let (proxy_ok, proxy_said) = ask(&kube_proxy_probe())?;
-        let node = if kubelet_ok {
-            match rt.block_on(api.get_json(&format!("/api/v1/nodes/{host}"))) {
-                Ok((s, node)) if s.is_success() => Some(node),
-                _ => None,
+            let ask = |p: &Probe| conn.run(step, &p.command).map(|o| ((p.healthy)(&o, 0), o));
+            let (kubelet_ok, kubelet_said) = ask(&kubelet_probe())?;
+            let (proxy_ok, proxy_said) = ask(&kube_proxy_probe())?;
+            let node = if kubelet_ok {
+                match rt.block_on(api.get_json(&format!("/api/v1/nodes/{host}"))) {
+                    Ok((s, node)) if s.is_success() => Some(node),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            let registered = node.is_some();
+            let reporting = node.as_ref().is_some_and(kubelet_reporting);
+            if kubelet_ok && proxy_ok && reporting {
+                return Ok(Step::Done(()));
             }
-        } else {
-            None
-        };
-        let registered = node.is_some();
-        let reporting = node.as_ref().is_some_and(kubelet_reporting);
-        if kubelet_ok && proxy_ok && reporting {
-            return Ok(());
-        }
-        // A kubelet registers its Node when it starts; one that has run healthy for a while without a Node (it
-        // was deleted) needs a restart to register again.
-        if kubelet_ok && !registered && !restarted_for_registration && started.elapsed() > Duration::from_secs(10) {
-            restarted_for_registration = true;
-            conn.run_ok(step, &format!("systemctl restart {KUBELET}"))?;
-        }
-        if Instant::now() > until {
-            let secs = deadline.as_secs();
+            // A kubelet registers its Node when it starts; one that has run healthy for a while without a Node
+            // (it was deleted) needs a restart to register again.
+            if kubelet_ok && !registered && !restarted_for_registration && started.elapsed() > Duration::from_secs(10) {
+                restarted_for_registration = true;
+                conn.run_ok(step, &format!("systemctl restart {KUBELET}"))?;
+            }
             let state = |u: &str| {
                 states
                     .iter()
@@ -635,8 +645,8 @@ pub fn wait_node(
                     .map(UnitState::describe)
                     .unwrap_or_default()
             };
-            return Err(if !kubelet_ok {
-                fail(
+            let (reason, unit) = if !kubelet_ok {
+                (
                     format!(
                         "the kubelet's healthz did not answer ok in {secs}s (it said: {}; unit {})",
                         last_line(&kubelet_said),
@@ -645,13 +655,13 @@ pub fn wait_node(
                     KUBELET,
                 )
             } else if !registered {
-                fail(
+                (
                     format!("the kubelet is healthy but the API has no Node {host} after {secs}s"),
                     KUBELET,
                 )
             } else if !reporting {
                 let said = node.as_ref().map(|n| node_ready(n).1).unwrap_or_default();
-                fail(
+                (
                     format!(
                         "the kubelet is healthy but has not posted Node {host}'s status for {secs}s ({said}): it \
                          cannot reach the API server it is configured with"
@@ -659,7 +669,7 @@ pub fn wait_node(
                     KUBELET,
                 )
             } else {
-                fail(
+                (
                     format!(
                         "kube-proxy's healthz did not answer 200 in {secs}s (it said: {}; unit {})",
                         last_line(&proxy_said),
@@ -667,10 +677,11 @@ pub fn wait_node(
                     ),
                     KUBE_PROXY,
                 )
-            });
-        }
-        std::thread::sleep(POLL);
-    }
+            };
+            blamed = unit;
+            Ok(Step::Blocked { reason })
+        })
+        .map_err(|w| w.or_timed_out(|t| fail(t.reason, blamed)))
 }
 
 #[cfg(test)]

@@ -15,16 +15,16 @@ use serde::Serialize;
 
 use super::addons;
 use super::api::ApiClient;
-use super::assets::{self, Manifest, Stage};
 use super::etcd;
 use super::health;
 use super::pki::{Member, Pki};
 use super::preflight::{self, ClockSample};
 use super::ssh::{self, Connection, SshError};
 use super::units::{self, ClusterFacts};
+use crate::assets::{self, Manifest, Stage};
+use crate::bootstrap::host::BootstrapHost;
 use crate::model::Assets;
 use crate::progress::{Event, Reporter};
-use crate::providers::hosts::BootstrapHost;
 use crate::spec::HostRole;
 
 /// Where the etcd asset puts etcd.
@@ -170,6 +170,18 @@ struct Shared {
     api: ApiClient,
     /// The runtime the blocking stages call the API through.
     rt: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// The etcd member (and control-plane instance) of master `name`.
+    fn member(&self, name: &str) -> Member {
+        self.facts
+            .masters
+            .iter()
+            .find(|m| m.name == name)
+            .expect("every master is a member")
+            .clone()
+    }
 }
 
 /// The masters as etcd and the certificates name them (addresses resolved once).
@@ -656,13 +668,7 @@ pub async fn run(
     let s = Arc::clone(&shared);
     let failed = stage(&mut work, n, HostWork::is_master, move |h| {
         install_assets(h, &s, Stage::Etcd)?;
-        let me = s
-            .facts
-            .masters
-            .iter()
-            .find(|m| m.name == h.host.name)
-            .expect("every master is a member")
-            .clone();
+        let me = s.member(&h.host.name);
         let start = if h.etcd_joining {
             etcd::Start::Join
         } else if h.etcd_was_active {
@@ -710,13 +716,7 @@ pub async fn run(
         1,
         |h| h.etcd_joining,
         move |h| {
-            let me = s
-                .facts
-                .masters
-                .iter()
-                .find(|m| m.name == h.host.name)
-                .expect("every master is a member")
-                .clone();
+            let me = s.member(&h.host.name);
             let members = etcd::join(h.conn(), &me, &seeds, s.opts.health_timeout)?;
             h.record(&format!("etcd member joined ({members} members)"), true, Vec::new());
             Ok(())
@@ -796,13 +796,7 @@ pub async fn run(
     //    the next one is touched, so the API stays up through a configuration change.
     let s = Arc::clone(&shared);
     let failed = stage(&mut work, 1, HostWork::is_master, move |h| {
-        let me = s
-            .facts
-            .masters
-            .iter()
-            .find(|m| m.name == h.host.name)
-            .expect("every master is a member")
-            .clone();
+        let me = s.member(&h.host.name);
         let files = units::control_plane_files(&s.facts, &s.pki, &me);
         let uploaded = h.conn().sync_files("control plane: files", &files)?;
         let units = units::units_in(&files);

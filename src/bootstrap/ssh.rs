@@ -14,7 +14,10 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use ssh2::{CheckResult, KnownHostFileKind, Session};
 
-use crate::providers::hosts::{BootstrapHost, ExpectedHostKey};
+use crate::bootstrap::host::{BootstrapHost, ExpectedHostKey};
+use crate::engine::Step;
+use crate::engine::wait::Wait;
+use crate::shell::shell_quote;
 
 /// A failed step on a host, as the user should read it.
 #[derive(Debug, thiserror::Error)]
@@ -354,30 +357,38 @@ fn login(
 
 /// Connects, retrying while the host is not reachable yet, until `deadline` passes.
 pub fn connect(host: &BootstrapHost, deadline: Duration) -> Result<Connection, SshError> {
-    let until = Instant::now() + deadline;
-    let mut wait = Duration::from_millis(250);
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match connect_once(host, left.clamp(Duration::from_secs(1), Duration::from_secs(10))) {
-            Ok(c) => return Ok(c),
-            Err(e) if e.transient && Instant::now() + wait < until => {
-                tracing::debug!("{e}; retrying in {wait:?}");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(mut e) => {
-                if e.transient {
-                    e.message = format!("{} (gave up after {}s)", e.message, deadline.as_secs());
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    let mut last: Option<SshError> = None;
+    Wait::new(format!("SSH to {}", host.name), deadline)
+        .until_blocking(|| {
+            let left = deadline.saturating_sub(started.elapsed());
+            match connect_once(host, left.clamp(Duration::from_secs(1), Duration::from_secs(10))) {
+                Ok(c) => Ok(Step::Done(c)),
+                Err(e) if e.transient => {
+                    tracing::debug!("{e}; retrying in {backoff:?}");
+                    let after = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let reason = e.message.clone();
+                    last = Some(e);
+                    Ok(Step::Retry { after, reason })
                 }
-                return Err(e);
+                Err(e) => Err(e),
             }
-        }
-    }
-}
-
-/// Quotes a string for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+        })
+        .map_err(|w| {
+            w.or_timed_out(|t| {
+                let mut e = last.take().unwrap_or_else(|| SshError {
+                    host: host.name.clone(),
+                    step: "connect".into(),
+                    message: t.reason.clone(),
+                    hint: String::new(),
+                    transient: true,
+                });
+                e.message = format!("{} (gave up after {}s)", e.message, deadline.as_secs());
+                e
+            })
+        })
 }
 
 impl Connection {

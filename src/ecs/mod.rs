@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::aws::inventory::Inventory;
 use crate::aws::{Aws, ErrorClass, aws_err, sdk_class, tags};
+use crate::engine::wait::{Wait, not_yet};
 use crate::engine::{self, Ctx, ExecOptions, Phase, Resource, Step};
 use crate::progress::{Event, Reporter};
 use crate::providers::iam::{ExistingRole, IamRole};
@@ -307,9 +308,8 @@ pub async fn deploy(
         poll: resources::POLL,
     }));
 
-    let mut ctx = Ctx::new(aws, &stack);
+    let ctx = Ctx::new(aws, &stack);
     // ECS stacks have no tagged VPC inventory to list up front.
-    ctx.prefetch_ec2 = false;
     let ctx = Arc::new(ctx);
     let phases = [Phase::Network, Phase::Security, Phase::Cluster];
     let plan = engine::plan(&ctx, resources, &phases, opts, reporter).await?;
@@ -477,22 +477,16 @@ pub async fn delete_service(
             .send()
             .await
             .map_err(aws_err(&what, "DeleteService"))?;
-        let until = std::time::Instant::now() + deadline;
-        while resources::describe_service(&ctx, cluster, name).await?.is_some() {
-            if std::time::Instant::now() > until {
-                return Err(crate::engine::executor::TimedOut {
-                    job: what,
-                    waited: deadline,
-                    reason: "still draining".into(),
-                }
-                .into());
-            }
-            reporter.event(Event::Waiting {
-                id: format!("service/{name}"),
-                reason: "draining tasks".into(),
-            });
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
+        Wait::new(format!("service/{name}"), deadline)
+            .reporting(reporter)
+            .until(|| async {
+                Ok(match resources::describe_service(&ctx, cluster, name).await? {
+                    None => Step::Done(()),
+                    Some(_) => not_yet(Duration::from_secs(5), "draining tasks"),
+                })
+            })
+            .await
+            .with_context(|| what.clone())?;
         reporter.event(Event::Done {
             id: format!("service/{name}"),
             elapsed: started.elapsed(),
@@ -605,23 +599,10 @@ pub async fn delete_service(
     for g in ctx.inventory.security_groups(&ctx.aws).await? {
         let id = g.group_id().unwrap_or_default();
         // The tasks' network interfaces can outlive the service by a minute.
-        let until = std::time::Instant::now() + deadline;
-        loop {
-            match crate::providers::security_group::delete_security_group(&ctx.aws, id).await? {
-                Step::Done(()) => break,
-                Step::Retry { reason, .. } | Step::Blocked { reason } => {
-                    if std::time::Instant::now() > until {
-                        return Err(crate::engine::executor::TimedOut {
-                            job: format!("security group {id}"),
-                            waited: deadline,
-                            reason,
-                        }
-                        .into());
-                    }
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-            }
-        }
+        Wait::new(format!("security group {id}"), deadline)
+            .poll(Duration::from_secs(5))
+            .until(|| crate::providers::security_group::delete_security_group(&ctx.aws, id))
+            .await?;
         done.push(Deleted {
             kind: "security-group",
             name: id.to_string(),

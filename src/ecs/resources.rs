@@ -1058,8 +1058,7 @@ mod tests {
                 .interceptor(interceptor)
                 .build(),
         );
-        let mut ctx = Ctx::new(Aws::with_ecs(client), "ecs-apps-web");
-        ctx.prefetch_ec2 = false;
+        let ctx = Ctx::new(Aws::with_ecs(client), "ecs-apps-web");
         Arc::new(ctx)
     }
 

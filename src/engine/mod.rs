@@ -6,6 +6,7 @@
 //! exactly the code path apply executes, and a resource whose diff is empty causes no mutating call at all.
 
 pub mod executor;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,14 +50,19 @@ impl fmt::Display for Phase {
     }
 }
 
+/// A provider's up-front listing: one listing per kind, all at once, so every `find` that follows is answered
+/// from the snapshot in [`Ctx::inventory`]. Providers hand it to the engine, which knows no cloud.
+pub type Prefetch = fn(&Ctx) -> futures::future::BoxFuture<'_, anyhow::Result<()>>;
+
 /// What resources act on.
 pub struct Ctx {
     pub aws: Aws,
     pub cluster: String,
     /// What exists, listed by kind at the first question and shared by every resource's `find`.
     pub inventory: Inventory,
-    /// Whether `plan` lists the cluster's EC2 kinds up front (not for stacks without a VPC of their own).
-    pub prefetch_ec2: bool,
+    /// What `plan` lists up front, once, before the finds: the provider's (see [`Prefetch`]); `None` for stacks
+    /// whose few kinds are found one by one.
+    pub prefetch: Option<Prefetch>,
     /// The run generation of the state lock (see `state::LockInfo::generation`); set once the lock is held.
     generation: std::sync::OnceLock<String>,
 }
@@ -67,7 +73,7 @@ impl Ctx {
             aws,
             cluster: cluster.into(),
             inventory: Inventory::new(cluster),
-            prefetch_ec2: true,
+            prefetch: None,
             generation: std::sync::OnceLock::new(),
         }
     }
@@ -568,9 +574,10 @@ pub async fn plan(
     opts: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Plan> {
-    if !resources.is_empty() && ctx.prefetch_ec2 {
-        // One listing per kind, all at once; every find below is then answered from the snapshot.
-        ctx.inventory.prefetch(&ctx.aws).await?;
+    if !resources.is_empty()
+        && let Some(prefetch) = ctx.prefetch
+    {
+        prefetch(ctx).await?;
     }
     let jobs: Vec<Arc<dyn executor::Job<Option<Observed>>>> = resources
         .iter()

@@ -12,7 +12,8 @@ use aws_sdk_autoscaling::types::AutoScalingGroup;
 
 use crate::aws::inventory::Inventory;
 use crate::aws::{Aws, aws_err, tags};
-use crate::engine::executor::TimedOut;
+use crate::engine::Step;
+use crate::engine::wait::Wait;
 use crate::progress::{Event, Reporter};
 use crate::providers::ec2::GROUP_TAG;
 
@@ -214,20 +215,18 @@ pub async fn wait_settled(
     expect_new: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<String>> {
-    let until = tokio::time::Instant::now() + timeout;
-    loop {
-        let g = group(aws, cluster, asg).await?;
-        let desired = g.desired_capacity().unwrap_or(0) as usize;
-        let (ids, in_service) = live(&g);
-        let new: Vec<String> = ids.iter().filter(|id| !before.contains(*id)).cloned().collect();
-        if !gone.iter().any(|id| ids.contains(id)) && in_service >= desired && new.len() >= expect_new {
-            return Ok(new);
-        }
-        if tokio::time::Instant::now() > until {
+    Wait::new(format!("Auto Scaling group {asg}"), timeout)
+        .poll(Duration::from_secs(5))
+        .until(|| async {
+            let g = group(aws, cluster, asg).await?;
+            let desired = g.desired_capacity().unwrap_or(0) as usize;
+            let (ids, in_service) = live(&g);
+            let new: Vec<String> = ids.iter().filter(|id| !before.contains(*id)).cloned().collect();
+            if !gone.iter().any(|id| ids.contains(id)) && in_service >= desired && new.len() >= expect_new {
+                return Ok(Step::Done(new));
+            }
             let left: Vec<String> = gone.iter().filter(|id| ids.contains(*id)).cloned().collect();
-            return Err(TimedOut {
-                job: format!("Auto Scaling group {asg}"),
-                waited: timeout,
+            Ok(Step::Blocked {
                 reason: format!(
                     "did not settle ({in_service} of {desired} instances in service, {} new of {expect_new} expected, \
                      still there: {}); see its activity history (`aws autoscaling describe-scaling-activities \
@@ -239,11 +238,9 @@ pub async fn wait_settled(
                         left.join(", ")
                     }
                 ),
-            }
-            .into());
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
+            })
+        })
+        .await
 }
 
 /// The group's live instance ids now (what "new" is measured against).
@@ -356,7 +353,9 @@ mod tests {
         )
         .await
         .unwrap_err();
-        let timed_out = err.downcast_ref::<TimedOut>().expect("a deadline, not a failure");
+        let timed_out = err
+            .downcast_ref::<crate::engine::executor::TimedOut>()
+            .expect("a deadline, not a failure");
         assert_eq!(timed_out.waited, Duration::from_secs(1));
         let text = err.to_string();
         assert!(

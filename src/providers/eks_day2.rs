@@ -11,7 +11,8 @@ use crate::aws::eks::{describe_cluster, describe_nodegroup};
 use crate::aws::inventory::not_implemented;
 use crate::aws::{ErrorClass, aws_err, class_of, tags};
 use crate::engine::Ctx;
-use crate::engine::executor::TimedOut;
+use crate::engine::Step;
+use crate::engine::wait::Wait;
 use crate::progress::{Event, Reporter};
 use crate::providers::eks::{default_addon_version, is_next_minor};
 
@@ -22,31 +23,16 @@ pub struct Waiting {
     pub deadline: Instant,
 }
 
-/// Polls `check` until it answers `None` (done); `Some(reason)` means not yet.
-async fn wait_until<F, Fut>(what: &str, w: Waiting, reporter: &dyn Reporter, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<String>>>,
-{
-    let start = Instant::now();
-    loop {
-        let Some(reason) = check().await? else {
-            return Ok(());
-        };
-        if Instant::now() + w.poll > w.deadline {
-            return Err(TimedOut {
-                job: what.into(),
-                waited: start.elapsed(),
-                reason,
-            }
-            .into());
-        }
-        reporter.event(Event::Waiting {
-            id: what.into(),
-            reason,
-        });
-        tokio::time::sleep(w.poll).await;
+impl Waiting {
+    /// The wait for `what`: what is left of the command's deadline, polled every `poll`.
+    fn wait<'a>(&self, what: &str) -> Wait<'a> {
+        Wait::new(what, self.deadline.saturating_duration_since(Instant::now())).poll(self.poll)
     }
+}
+
+/// "Not yet", with what the resource says it is doing.
+fn still(status: impl Into<String>) -> Step<()> {
+    Step::Blocked { reason: status.into() }
 }
 
 /// The cluster, if it is kforge's cluster of this name.
@@ -201,28 +187,30 @@ pub async fn scale_nodegroup(
     }
     let mut status = n.status().map(|s| s.as_str()).unwrap_or("UNKNOWN").to_string();
     if let Some(w) = wait {
-        wait_until(&what, w, reporter, || async {
-            let n = describe().await?;
-            Ok(match n.status() {
-                Some(NodegroupStatus::Active) => None,
-                Some(NodegroupStatus::Degraded | NodegroupStatus::CreateFailed) => {
-                    let issues: Vec<String> = n
-                        .health()
-                        .map(|h| h.issues())
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|i| i.message().unwrap_or_default().to_string())
-                        .collect();
-                    anyhow::bail!(
-                        "{what} is {}: {}",
-                        n.status().map(|s| s.as_str()).unwrap_or_default(),
-                        issues.join("; ")
-                    )
-                }
-                s => Some(s.map(|s| s.as_str()).unwrap_or("UNKNOWN").to_string()),
+        w.wait(&what)
+            .reporting(reporter)
+            .until(|| async {
+                let n = describe().await?;
+                Ok(match n.status() {
+                    Some(NodegroupStatus::Active) => Step::Done(()),
+                    Some(NodegroupStatus::Degraded | NodegroupStatus::CreateFailed) => {
+                        let issues: Vec<String> = n
+                            .health()
+                            .map(|h| h.issues())
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|i| i.message().unwrap_or_default().to_string())
+                            .collect();
+                        anyhow::bail!(
+                            "{what} is {}: {}",
+                            n.status().map(|s| s.as_str()).unwrap_or_default(),
+                            issues.join("; ")
+                        )
+                    }
+                    s => still(s.map(|s| s.as_str()).unwrap_or("UNKNOWN")),
+                })
             })
-        })
-        .await?;
+            .await?;
         status = "ACTIVE".into();
     }
     Ok(Scaled {
@@ -280,38 +268,37 @@ pub async fn upgrade(
         if !dry_run {
             reporter.event(Event::Note(format!("control plane {name}: {from} -> {to}")));
             let what = format!("control plane of {name}");
-            loop {
-                match eks
-                    .update_cluster_version()
-                    .name(name)
-                    .version(to)
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::Error::from(aws_err(&what, "UpdateClusterVersion")(e)))
-                {
-                    Ok(_) => break,
-                    // Another update is still running; its end is what we wait for.
-                    Err(e) if class_of(&e) == ErrorClass::InUse => {
-                        if Instant::now() + w.poll > w.deadline {
-                            return Err(e);
-                        }
-                        tokio::time::sleep(w.poll).await;
+            w.wait(&what)
+                .until(|| async {
+                    match eks
+                        .update_cluster_version()
+                        .name(name)
+                        .version(to)
+                        .send()
+                        .await
+                        .map_err(|e| anyhow::Error::from(aws_err(&what, "UpdateClusterVersion")(e)))
+                    {
+                        Ok(_) => Ok(Step::Done(())),
+                        // Another update is still running; its end is what we wait for.
+                        Err(e) if class_of(&e) == ErrorClass::InUse => Ok(still(format!("{e:#}"))),
+                        Err(e) => Err(e),
                     }
-                    Err(e) => return Err(e),
-                }
-            }
-            wait_until(&what, w, reporter, || async {
-                let c = own_cluster(ctx).await?;
-                Ok(match (c.status(), c.version()) {
-                    (Some(ClusterStatus::Active), Some(v)) if v == to => None,
-                    (Some(ClusterStatus::Failed), _) => anyhow::bail!("{what}: the cluster is FAILED"),
-                    (s, _) => Some(format!(
-                        "{} (control plane upgrades take 10-30 minutes)",
-                        s.map(|s| s.as_str()).unwrap_or("UNKNOWN")
-                    )),
                 })
-            })
-            .await?;
+                .await?;
+            w.wait(&what)
+                .reporting(reporter)
+                .until(|| async {
+                    let c = own_cluster(ctx).await?;
+                    Ok(match (c.status(), c.version()) {
+                        (Some(ClusterStatus::Active), Some(v)) if v == to => Step::Done(()),
+                        (Some(ClusterStatus::Failed), _) => anyhow::bail!("{what}: the cluster is FAILED"),
+                        (s, _) => still(format!(
+                            "{} (control plane upgrades take 10-30 minutes)",
+                            s.map(|s| s.as_str()).unwrap_or("UNKNOWN")
+                        )),
+                    })
+                })
+                .await?;
         }
         steps.push(UpgradeStep {
             target: format!("control plane {name}"),
@@ -344,30 +331,26 @@ pub async fn upgrade(
                 .send()
                 .await
                 .map_err(aws_err(&what, "UpdateNodegroupVersion"))?;
-            wait_until(&what, w, reporter, || async {
-                let n = eks
-                    .describe_nodegroup()
-                    .cluster_name(name)
-                    .nodegroup_name(ng)
-                    .send()
-                    .await
-                    .map_err(aws_err(&what, "DescribeNodegroup"))?
-                    .nodegroup;
-                Ok(match n.as_ref().map(|n| (n.status(), n.version())) {
-                    Some((Some(NodegroupStatus::Active), Some(v))) if v == to => None,
-                    Some((Some(NodegroupStatus::Degraded), _)) => {
-                        anyhow::bail!("{what} is DEGRADED during the upgrade")
-                    }
-                    other => Some(
-                        other
-                            .and_then(|(s, _)| s)
-                            .map(|s| s.as_str())
-                            .unwrap_or("UNKNOWN")
-                            .to_string(),
-                    ),
+            w.wait(&what)
+                .reporting(reporter)
+                .until(|| async {
+                    let n = eks
+                        .describe_nodegroup()
+                        .cluster_name(name)
+                        .nodegroup_name(ng)
+                        .send()
+                        .await
+                        .map_err(aws_err(&what, "DescribeNodegroup"))?
+                        .nodegroup;
+                    Ok(match n.as_ref().map(|n| (n.status(), n.version())) {
+                        Some((Some(NodegroupStatus::Active), Some(v))) if v == to => Step::Done(()),
+                        Some((Some(NodegroupStatus::Degraded), _)) => {
+                            anyhow::bail!("{what} is DEGRADED during the upgrade")
+                        }
+                        other => still(other.and_then(|(s, _)| s).map(|s| s.as_str()).unwrap_or("UNKNOWN")),
+                    })
                 })
-            })
-            .await
+                .await
         }))
         .await?;
     }
@@ -418,22 +401,24 @@ pub async fn upgrade(
                 .send()
                 .await
                 .map_err(aws_err(&what, "UpdateAddon"))?;
-            wait_until(&what, w, reporter, || async {
-                let a = eks
-                    .describe_addon()
-                    .cluster_name(name)
-                    .addon_name(&addon)
-                    .send()
-                    .await
-                    .map_err(aws_err(&what, "DescribeAddon"))?
-                    .addon;
-                Ok(match a.as_ref().and_then(|a| a.status()) {
-                    Some(AddonStatus::Active) => None,
-                    Some(AddonStatus::UpdateFailed) => anyhow::bail!("{what}: UPDATE_FAILED"),
-                    s => Some(s.map(|s| s.as_str()).unwrap_or("UNKNOWN").to_string()),
+            w.wait(&what)
+                .reporting(reporter)
+                .until(|| async {
+                    let a = eks
+                        .describe_addon()
+                        .cluster_name(name)
+                        .addon_name(&addon)
+                        .send()
+                        .await
+                        .map_err(aws_err(&what, "DescribeAddon"))?
+                        .addon;
+                    Ok(match a.as_ref().and_then(|a| a.status()) {
+                        Some(AddonStatus::Active) => Step::Done(()),
+                        Some(AddonStatus::UpdateFailed) => anyhow::bail!("{what}: UPDATE_FAILED"),
+                        s => still(s.map(|s| s.as_str()).unwrap_or("UNKNOWN")),
+                    })
                 })
-            })
-            .await?;
+                .await?;
         }
         steps.push(UpgradeStep {
             target: format!("addon {addon}"),

@@ -3,7 +3,7 @@
 //! whose SSH host keys are read from their console output before anyone connects to them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -11,60 +11,15 @@ use serde::{Deserialize, Serialize};
 use crate::aws::inventory::Inventory;
 use crate::aws::tags;
 use crate::aws::{Aws, aws_err};
+use crate::bootstrap::host::{BootstrapHost, ExpectedHostKey};
+use crate::engine::Step;
+use crate::engine::wait::{Wait, not_yet};
 use crate::model::{Cluster, FieldError, Taint, ValidationError};
 use crate::progress::{Event, Reporter};
 use crate::providers::ec2::{GROUP_TAG, ROLE_TAG};
 use crate::providers::host_keys::{self, HostKeys};
 use crate::providers::machine::public_key_fingerprint;
 use crate::spec::{HostRole, Topology};
-
-/// How kforge will know it talks to the right machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-pub enum ExpectedHostKey {
-    /// The host's public key line, from the spec.
-    PublicKey { key: String },
-    /// `SHA256:...` fingerprints of the host's keys, from its console output.
-    Fingerprints { sha256: Vec<String> },
-    /// Whatever `~/.ssh/known_hosts` says (spec hosts without `hostKey`).
-    KnownHosts,
-    /// Not established (yet): such a host is never connected to.
-    Unknown { reason: String },
-}
-
-/// One machine, as the bootstrap receives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BootstrapHost {
-    pub name: String,
-    pub role: HostRole,
-    pub address: String,
-    pub port: u16,
-    pub user: String,
-    /// Private key to log in with; `None`: the ssh-agent's keys.
-    pub identity_file: Option<PathBuf>,
-    pub host_key: ExpectedHostKey,
-    /// The jump host to reach it through (the bastion), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jump: Option<Box<BootstrapHost>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    /// Worker group, labels and taints the kubelet registers with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taints: Vec<String>,
-}
-
-impl BootstrapHost {
-    pub fn key_established(&self) -> bool {
-        !matches!(self.host_key, ExpectedHostKey::Unknown { .. })
-    }
-}
 
 /// The hosts and the API endpoint they serve.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,34 +237,42 @@ pub async fn discover_ec2(
     reporter: &dyn Reporter,
 ) -> anyhow::Result<HostList> {
     let started = Instant::now();
-    let mut keys: BTreeMap<String, ExpectedHostKey> = BTreeMap::new();
-    let (found, pending) = loop {
+    // The keys read so far (a console shows them once cloud-init has run; read once each).
+    let keys: std::sync::Mutex<BTreeMap<String, ExpectedHostKey>> = Default::default();
+    let known = |id: &str| {
+        keys.lock()
+            .expect("never poisoned")
+            .get(id)
+            .is_some_and(|k| !matches!(k, ExpectedHostKey::Unknown { .. }))
+    };
+    // Past `wait` the machines found are the answer (whether that is enough is `require_keys`' question): the
+    // probe says done then, so the wait itself never times out.
+    let (found, pending) = Wait::new(
+        format!("host keys of cluster {}", cluster.name),
+        wait + Duration::from_secs(10),
+    )
+    .poll(Duration::from_secs(10))
+    .until(|| async {
         let (found, pending) = running_instances(aws, &cluster.name).await?;
-        let unknown: Vec<&Found> = found
-            .iter()
-            .filter(|f| {
-                !keys
-                    .get(&f.id)
-                    .is_some_and(|k| !matches!(k, ExpectedHostKey::Unknown { .. }))
-            })
-            .collect();
-        let read = futures::future::try_join_all(unknown.iter().map(|f| async move {
+        let read = futures::future::try_join_all(found.iter().filter(|f| !known(&f.id)).map(|f| async move {
             Ok::<_, anyhow::Error>((f.id.clone(), expected_from_console(&console_keys(aws, &f.id).await?)))
         }))
         .await?;
-        keys.extend(read);
-        let missing = found
-            .iter()
-            .filter(|f| matches!(keys.get(&f.id), Some(ExpectedHostKey::Unknown { .. }) | None))
-            .count();
+        keys.lock().expect("never poisoned").extend(read);
+        let missing = found.iter().filter(|f| !known(&f.id)).count();
         if (missing == 0 && pending == 0) || started.elapsed() >= wait {
-            break (found, pending);
+            return Ok(Step::Done((found, pending)));
         }
         reporter.event(Event::Note(format!(
             "hosts: waiting for {missing} host key(s) in console output and {pending} machine(s) to start"
         )));
-        tokio::time::sleep(Duration::from_secs(10).min(wait.saturating_sub(started.elapsed()))).await;
-    };
+        Ok(not_yet(
+            Duration::from_secs(10).min(wait.saturating_sub(started.elapsed())),
+            "host keys",
+        ))
+    })
+    .await?;
+    let keys = keys.into_inner().expect("never poisoned");
     let user = cluster.ssh_user();
     let identity = cluster.ssh.identity_file.clone();
     let private = cluster.network.as_ref().map(|n| n.topology) == Some(Topology::Private);
@@ -410,30 +373,6 @@ pub struct HostKeysTimedOut {
 
 /// Column names of [`HostList::rows`].
 pub const TABLE_HEADER: [&str; 6] = ["NAME", "ROLE", "SSH", "IDENTITY", "HOST KEY", "VIA"];
-
-impl BootstrapHost {
-    pub fn role_name(&self) -> &'static str {
-        match self.role {
-            HostRole::Master => "master",
-            HostRole::Worker => "worker",
-        }
-    }
-
-    /// `user@address:port`.
-    pub fn ssh_target(&self) -> String {
-        format!("{}@{}:{}", self.user, self.address, self.port)
-    }
-
-    /// The expected key as shown to people: the key itself, its first fingerprint, or where it will come from.
-    pub fn host_key_shown(&self) -> String {
-        match &self.host_key {
-            ExpectedHostKey::PublicKey { key } => key.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
-            ExpectedHostKey::Fingerprints { sha256 } => sha256.first().cloned().unwrap_or_default(),
-            ExpectedHostKey::KnownHosts => "(known_hosts)".into(),
-            ExpectedHostKey::Unknown { .. } => "(unknown)".into(),
-        }
-    }
-}
 
 impl HostList {
     /// One row per host under [`TABLE_HEADER`].

@@ -20,9 +20,15 @@ pub mod security_group;
 
 use std::sync::Arc;
 
-use crate::engine::{Phase, Resource};
+use crate::engine::{Ctx, Phase, Resource};
 use crate::model::Cluster;
 use crate::spec::Provider;
+
+/// The cluster providers' up-front listing for `engine::plan`: every kind they make is an EC2/ELB/IAM/ASG/EKS kind
+/// tagged with the cluster, listed once each (see `aws::inventory`).
+pub fn prefetch(ctx: &Ctx) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(ctx.inventory.prefetch(&ctx.aws))
+}
 
 /// The phases a full `create` of this provider goes through, in order.
 pub fn phases(provider: Provider) -> &'static [Phase] {

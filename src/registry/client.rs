@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::body::RequestBody;
 use super::source::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use crate::errors::chain;
 
 /// Longest a call without a large body may take (HEAD, POST, PUT of a manifest, token fetch).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -692,20 +693,6 @@ fn error_suffix(body: &[u8]) -> String {
     } else {
         format!(": {}", text.chars().take(200).collect::<String>())
     }
-}
-
-/// An error and its causes, `: `-joined, each text once (hyper and rustls repeat their causes' texts).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// `Bearer realm="https://auth.example/token",service="registry.example"` or `Basic realm="x"`.

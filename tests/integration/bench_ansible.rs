@@ -15,10 +15,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kforge::bootstrap::host::{BootstrapHost, ExpectedHostKey};
 use kforge::bootstrap::pki::{Member, Pki, PkiRequest};
 use kforge::bootstrap::ssh::{self, FileSpec};
 use kforge::bootstrap::units::{self, ClusterFacts};
-use kforge::providers::hosts::{BootstrapHost, ExpectedHostKey};
 use kforge::spec::HostRole;
 
 use crate::support::hosts::Hosts;

@@ -111,12 +111,12 @@ const LAB_CONTAINERD: &str = "v1.7.22";
 
 /// Where the 1.34 manifest's (or the spec's pinned) `name` would be fetched from upstream.
 pub(crate) fn upstream_of(name: &str, version: Option<&str>) -> String {
-    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let manifest = kforge::assets::manifest("1.34").unwrap();
     let mut pins = BTreeMap::new();
     if let Some(v) = version {
         pins.insert(
             name.to_string(),
-            kforge::model::AssetOverride {
+            kforge::assets::AssetOverride {
                 version: Some(v.to_string()),
                 digest: Some(format!("sha256:{}", "0".repeat(64))),
                 url: None,
@@ -133,7 +133,7 @@ pub(crate) fn upstream_of(name: &str, version: Option<&str>) -> String {
 fn fill_mirror(m: &Mirror) -> String {
     let root = rootfs();
     let bin = |p: &str| root.join(p);
-    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let manifest = kforge::assets::manifest("1.34").unwrap();
     let etcd_version = manifest.version_of("etcd", &BTreeMap::new()).unwrap();
     let dir = format!("etcd-{etcd_version}-linux-amd64");
     let stand_in = tempfile::tempdir().unwrap();

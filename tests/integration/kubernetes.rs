@@ -217,12 +217,35 @@ impl Cluster {
         self.assert_converged();
     }
 
+    /// `kforge restore cluster lab --backup ID --yes` (health waits of 3 minutes) with `extra` arguments.
+    fn restore(&self, id: &str, extra: &[&str]) -> Outcome {
+        let mut args = vec![
+            "restore",
+            "cluster",
+            "lab",
+            "--backup",
+            id,
+            "--yes",
+            "--health-timeout",
+            "3m",
+        ];
+        args.extend(extra);
+        self.lab.kforge(&args)
+    }
+
     fn assert_converged(&self) {
-        let again = self.lab.create(&[]);
+        let again = self.lab.create(&["-o", "json"]);
         assert_eq!(again.code, 0, "{}", again.stderr);
+        let changed: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&again.stdout)
+            .ok()
+            .and_then(|r| r["steps"].as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| s["changed"] == true)
+            .collect();
         assert!(
             again.stderr.contains(" 0 changes, 0 files uploaded"),
-            "not converged:\n{}",
+            "not converged: {changed:?}\n{}",
             again.stderr
         );
     }
@@ -941,7 +964,7 @@ fn apply_cloud_addons(c: &Cluster) -> Vec<kforge::bootstrap::addons::Applied> {
     let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
     let client =
         addons::ApiClient::new(server.trim(), &read("ca.crt"), &read("admin.crt"), &read("admin.key")).unwrap();
-    let manifest = kforge::bootstrap::assets::manifest("1.34").unwrap();
+    let manifest = kforge::assets::manifest("1.34").unwrap();
     let facts = kforge::bootstrap::units::ClusterFacts {
         cluster: "lab".into(),
         masters: vec![kforge::bootstrap::pki::Member {
@@ -1248,18 +1271,7 @@ fn day_two(c: &Cluster) {
     c.kubectl_ok(&["delete", "configmap", "day2-marker"]);
     let (s, out) = c.exec("worker-2", "systemctl stop kforge-kube-proxy");
     assert_eq!(s, 0, "{out}");
-    let invalid = c.lab.kforge(&[
-        "restore",
-        "cluster",
-        "lab",
-        "--backup",
-        &id,
-        "--yes",
-        "--health-timeout",
-        "3m",
-        "--validate-timeout",
-        "20s",
-    ]);
+    let invalid = c.restore(&id, &["--validate-timeout", "20s"]);
     assert_eq!(invalid.code, 1, "{}", invalid.stderr);
     assert!(
         invalid.stderr.contains("the cluster did not pass validation in 20s")
@@ -1274,16 +1286,7 @@ fn day_two(c: &Cluster) {
     assert_eq!(s, 0, "{out}");
 
     c.kubectl_ok(&["delete", "configmap", "day2-marker"]);
-    let restored = c.lab.kforge(&[
-        "restore",
-        "cluster",
-        "lab",
-        "--backup",
-        &id,
-        "--yes",
-        "--health-timeout",
-        "3m",
-    ]);
+    let restored = c.restore(&id, &[]);
     assert_eq!(restored.code, 0, "{}", restored.stderr);
     assert!(restored.stderr.contains("cluster valid"), "{}", restored.stderr);
     let kept = c.kubectl_ok(&["get", "configmap", "day2-marker", "-o", "jsonpath={.data.kept}"]);

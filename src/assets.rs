@@ -2,19 +2,29 @@
 //! manifest per Kubernetes version (`templates/assets/`), with upstream URLs and the digests their publishers list.
 //! Every host downloads its files itself (from upstream or `spec.assets.mirror`) and checks the digest before
 //! anything is unpacked; installs go through temporary names, so a failed download leaves nothing half-written.
+//! A leaf: the spec's validation asks it which versions and files exist, the bootstrap runs the install scripts
+//! it resolves; it reaches no host itself.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::AssetOverride;
 use crate::spec::HostRole;
+
+/// Another source for one asset: version, URL (with `{arch}`, `{version}`) and/or digest (`sha256:HEX` /
+/// `sha512:HEX`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetOverride {
+    pub version: Option<String>,
+    pub url: Option<String>,
+    pub digest: Option<String>,
+}
 
 /// Built-in manifests by Kubernetes minor version.
 const MANIFESTS: &[(&str, &str)] = &[
-    ("1.33", include_str!("../../templates/assets/1.33.yaml")),
-    ("1.34", include_str!("../../templates/assets/1.34.yaml")),
-    ("1.35", include_str!("../../templates/assets/1.35.yaml")),
+    ("1.33", include_str!("../templates/assets/1.33.yaml")),
+    ("1.34", include_str!("../templates/assets/1.34.yaml")),
+    ("1.35", include_str!("../templates/assets/1.35.yaml")),
 ];
 
 /// When in the bootstrap an asset is installed: the etcd cluster first, then the container runtime, then the
@@ -339,7 +349,7 @@ pub const CACHE_DIR: &str = "/var/cache/kforge/assets";
 pub const STAMP_DIR: &str = "/var/lib/kforge/assets";
 
 fn q(s: &str) -> String {
-    super::ssh::shell_quote(s)
+    crate::shell::shell_quote(s)
 }
 
 impl Resolved {
