@@ -11,12 +11,13 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::bootstrap::StepError;
 use crate::bootstrap::api::{self, ApiClient};
 use crate::bootstrap::drain::{self, DrainOptions};
 use crate::bootstrap::host::BootstrapHost;
 use crate::bootstrap::pki::{Member, Pki};
 use crate::bootstrap::run::{self, Options};
-use crate::bootstrap::ssh::{self, Connection, SshError};
+use crate::bootstrap::ssh::{self, Connection};
 use crate::bootstrap::{backup, etcd, health};
 use crate::engine::Step;
 use crate::engine::executor::TimedOut;
@@ -34,7 +35,7 @@ fn units_in_order(role: HostRole) -> Vec<&'static str> {
 }
 
 /// Connects to `host` on a blocking thread.
-async fn connect(host: &BootstrapHost, timeout: Duration) -> Result<Connection, SshError> {
+async fn connect(host: &BootstrapHost, timeout: Duration) -> Result<Connection, StepError> {
     let host = host.clone();
     tokio::task::spawn_blocking(move || ssh::connect(&host, timeout))
         .await
@@ -44,8 +45,8 @@ async fn connect(host: &BootstrapHost, timeout: Duration) -> Result<Connection, 
 /// Runs `f` with `conn` on a blocking thread (libssh2 blocks) and gives the connection back.
 async fn blocking<T: Send + 'static>(
     conn: Connection,
-    f: impl FnOnce(&Connection) -> Result<T, SshError> + Send + 'static,
-) -> (Connection, Result<T, SshError>) {
+    f: impl FnOnce(&Connection) -> Result<T, StepError> + Send + 'static,
+) -> (Connection, Result<T, StepError>) {
     tokio::task::spawn_blocking(move || {
         let r = f(&conn);
         (conn, r)
@@ -54,7 +55,7 @@ async fn blocking<T: Send + 'static>(
     .expect("SSH steps do not panic")
 }
 
-fn ssh_failed(e: SshError) -> anyhow::Error {
+fn step_failed(e: StepError) -> anyhow::Error {
     anyhow::anyhow!("{}: {}: {}\n  hint: {}", e.host, e.step, e.message, e.hint)
 }
 
@@ -135,10 +136,10 @@ pub async fn remove_hosts(
             .iter()
             .find(|h| h.role == HostRole::Master && !removed_masters.contains(&h.name))
             .context("every master would be removed: delete the cluster instead")?;
-        let conn = connect(staying, opts.connect_timeout).await.map_err(ssh_failed)?;
+        let conn = connect(staying, opts.connect_timeout).await.map_err(step_failed)?;
         let health = etcd::health_command_of(&masters_before);
         let (conn, out) = blocking(conn, move |c| c.run("remove: etcd health", &health)).await;
-        let out = out.map_err(ssh_failed)?;
+        let out = out.map_err(step_failed)?;
         let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), &masters_before);
         let names: Vec<String> = masters_before.iter().map(|m| m.name.clone()).collect();
         if let Some(problem) = master_removal_problem(&names, &removed_masters, &unhealthy) {
@@ -176,7 +177,7 @@ pub async fn remove_hosts(
                 etcd::reconfigure(c, "remove: etcd member", &remove, "member not found", timeout).map(|_| ())
             })
             .await;
-            r.map_err(ssh_failed)?;
+            r.map_err(step_failed)?;
             stays = Some(conn);
             reporter.event(Event::Note(format!("remove: {} left etcd", host.name)));
         }
@@ -202,7 +203,7 @@ pub async fn remove_hosts(
                     )
                 })
                 .await;
-                r.map_err(ssh_failed)?;
+                r.map_err(step_failed)?;
                 reporter.event(Event::Note(format!("remove: {}: kforge's units stopped", host.name)));
             }
             Err(e) => reporter.event(Event::Note(format!(
@@ -714,11 +715,11 @@ async fn roll_host(
     let timeout = opts.bootstrap.health_timeout;
     let conn = connect(host, opts.bootstrap.connect_timeout)
         .await
-        .map_err(ssh_failed)?;
+        .map_err(step_failed)?;
     let conn = if host.role == HostRole::Master {
         let health = etcd::health_command_of(masters);
         let (conn, out) = blocking(conn, move |c| c.run("rolling-update: etcd health", &health)).await;
-        let out = out.map_err(ssh_failed)?;
+        let out = out.map_err(step_failed)?;
         let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), masters);
         if !unhealthy.is_empty() {
             anyhow::bail!(
@@ -763,7 +764,7 @@ async fn roll_host(
         Ok(())
     })
     .await;
-    r.map_err(ssh_failed)?;
+    r.map_err(step_failed)?;
     if kubelet {
         health::wait_node_ready(api, &host.name, timeout).await.map_err(|e| {
             anyhow::anyhow!(
@@ -861,7 +862,7 @@ pub async fn restore(
     let hosts: Vec<&BootstrapHost> = list.hosts.iter().filter(|h| h.role == HostRole::Master).collect();
     let mut conns = Vec::new();
     for h in &hosts {
-        conns.push(connect(h, opts.connect_timeout).await.map_err(ssh_failed)?);
+        conns.push(connect(h, opts.connect_timeout).await.map_err(step_failed)?);
     }
     let note = |s: String| reporter.event(Event::Note(format!("restore: {s}")));
     note(format!(
@@ -880,7 +881,7 @@ pub async fn restore(
             )
         })
         .await;
-        r.map_err(ssh_failed)?;
+        r.map_err(step_failed)?;
         stopped.push(conn);
     }
     note(format!("API servers and etcd stopped on {} masters", stopped.len()));
@@ -898,7 +899,7 @@ pub async fn restore(
             backup::restore_member(c, &snapshot, &sum, &me, &all, &token)
         })
         .await;
-        r.map_err(ssh_failed)?;
+        r.map_err(step_failed)?;
         restored.push(conn);
     }
     note(format!(
@@ -910,7 +911,7 @@ pub async fn restore(
             c.run_ok("restore: start etcd", "systemctl start --no-block kforge-etcd")
         })
         .await;
-        r.map_err(ssh_failed)?;
+        r.map_err(step_failed)?;
         started.push(conn);
     }
     let expected = members.len();
@@ -928,7 +929,7 @@ pub async fn restore(
             health::wait_apiserver_ready(c, deadline)
         })
         .await;
-        r.map_err(ssh_failed)?;
+        r.map_err(step_failed)?;
         ready.push(conn);
     }
     note(format!("etcd: {expected} members healthy; API servers ready"));

@@ -13,8 +13,8 @@ use hyper::{Method, StatusCode};
 use serde::Deserialize;
 
 pub use super::api::ApiClient;
-use super::ssh::SshError;
 use super::units::{self, ClusterFacts};
+use crate::bootstrap::StepError;
 use crate::engine::Step;
 use crate::engine::wait::Wait;
 
@@ -260,11 +260,11 @@ pub async fn apply(
     host: &str,
     objects: &[Object],
     deadline: Duration,
-) -> Result<Vec<Applied>, SshError> {
+) -> Result<Vec<Applied>, StepError> {
     let until = Instant::now() + deadline;
     let mut applied = Vec::new();
     for object in objects {
-        let failed = |f: CallFailure| SshError {
+        let failed = |f: CallFailure| StepError {
             host: host.to_string(),
             step: format!("addon {}: {}", object.addon, object.describe()),
             message: f.message,

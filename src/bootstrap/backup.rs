@@ -8,7 +8,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::etcd;
 use super::pki::Member;
-use super::ssh::{Connection, SshError};
+use super::ssh::Connection;
+use crate::bootstrap::StepError;
 use crate::shell::shell_quote;
 
 /// Where snapshots are written and staged on a master (root only).
@@ -39,7 +40,7 @@ fn host_sum(out: &str) -> String {
 
 /// Takes a snapshot on `conn`'s member (which must answer healthy itself) and reads it back; the copy is checked
 /// against the sha256 the host computed, and the host's file removed.
-pub fn take_snapshot(conn: &Connection, id: &str) -> Result<Snapshot, SshError> {
+pub fn take_snapshot(conn: &Connection, id: &str) -> Result<Snapshot, StepError> {
     conn.run_ok("backup: member health", &etcd::etcdctl("endpoint health"))?;
     let path = format!("{WORK_DIR}/{id}.db");
     let q = shell_quote(&path);
@@ -55,7 +56,7 @@ pub fn take_snapshot(conn: &Connection, id: &str) -> Result<Snapshot, SshError> 
     conn.run_ok("backup: clean up", &format!("rm -f {q}"))?;
     let got = sha256_hex(&bytes);
     if got != want {
-        return Err(SshError {
+        return Err(StepError {
             host: conn.host.clone(),
             step: "backup: download".into(),
             message: format!("the snapshot read back has sha256 {got}, the host's has {want}"),
@@ -106,14 +107,14 @@ pub fn restore_member(
     member: &Member,
     members: &[Member],
     token: &str,
-) -> Result<(), SshError> {
+) -> Result<(), StepError> {
     let path = format!("{WORK_DIR}/restore.db");
     conn.run_ok("restore: prepare", &format!("install -d -m 0700 {WORK_DIR}"))?;
     conn.upload("restore: upload", snapshot, &path, 0o600)?;
     let out = conn.run_ok("restore: checksum", &format!("sha256sum {}", shell_quote(&path)))?;
     let on_host = host_sum(&out.stdout);
     if on_host != sha256 {
-        return Err(SshError {
+        return Err(StepError {
             host: conn.host.clone(),
             step: "restore: checksum".into(),
             message: format!("the snapshot on the host has sha256 {on_host}, the backup's record says {sha256}"),

@@ -9,7 +9,8 @@ use crate::engine::Step;
 use crate::engine::wait::{Wait, Waited};
 
 use super::pki::{ETCD_CA, Member, Pki};
-use super::ssh::{Connection, FileSpec, SshError};
+use super::ssh::{Connection, FileSpec};
+use crate::bootstrap::StepError;
 
 const UNIT: &str = include_str!("../../templates/etcd.service");
 const UNIT_PATH: &str = "/etc/systemd/system/kforge-etcd.service";
@@ -131,7 +132,7 @@ pub fn ensure_member(
     members: &[Member],
     binary: &str,
     start: Start,
-) -> Result<MemberReport, SshError> {
+) -> Result<MemberReport, StepError> {
     let mut report = MemberReport::default();
     let step = "etcd";
     let mut batch = member_files(pki, cluster, member, binary);
@@ -177,7 +178,7 @@ pub fn ensure_member(
 }
 
 /// Whether the member on `conn` holds data (it has started before).
-pub fn has_data(conn: &Connection) -> Result<bool, SshError> {
+pub fn has_data(conn: &Connection) -> Result<bool, StepError> {
     Ok(conn.run("etcd: data", &format!("test -d {DATA_DIR}/member"))?.status == 0)
 }
 
@@ -232,7 +233,7 @@ pub fn reconfigure(
     command: &str,
     done_when: &str,
     deadline: Duration,
-) -> Result<String, SshError> {
+) -> Result<String, StepError> {
     Wait::new(step, deadline)
         .until_blocking(|| {
             let out = conn.run(step, command)?;
@@ -256,12 +257,12 @@ pub fn reconfigure(
 /// is one whose data is gone (removed first); `member add` unless etcd lists it unstarted already (an interrupted
 /// join); then its first start with the members etcd lists, and a wait until all of them are healthy. Returns
 /// how many members etcd has now.
-pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration) -> Result<usize, SshError> {
+pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration) -> Result<usize, StepError> {
     let step = "etcd: join";
     let endpoints: Vec<String> = seeds.iter().map(|m| format!("https://{}:2379", m.address)).collect();
     let at = |args: &str| etcdctl_at(&endpoints.join(","), args);
     let mine = peer_url(me);
-    let listed = |conn: &Connection| -> Result<Vec<ListedMember>, SshError> {
+    let listed = |conn: &Connection| -> Result<Vec<ListedMember>, StepError> {
         Ok(parse_member_list(&conn.run_ok(step, &at("member list"))?.stdout))
     };
     let mut members = listed(conn)?;
@@ -285,7 +286,7 @@ pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration
         )?;
         members = listed(conn)?;
     }
-    let failed = |message: String, hint: &str| SshError {
+    let failed = |message: String, hint: &str| StepError {
         host: conn.host.clone(),
         step: step.into(),
         message,
@@ -344,7 +345,7 @@ pub fn health_command_of(members: &[Member]) -> String {
 }
 
 /// Waits until every one of `expected` members reports healthy, asking through `conn`.
-pub fn wait_healthy(conn: &Connection, expected: usize, deadline: Duration) -> Result<String, SshError> {
+pub fn wait_healthy(conn: &Connection, expected: usize, deadline: Duration) -> Result<String, StepError> {
     Wait::new("etcd: health", deadline)
         .poll(Duration::from_secs(1))
         .until_blocking(|| {
@@ -364,7 +365,7 @@ pub fn wait_healthy(conn: &Connection, expected: usize, deadline: Duration) -> R
             })
         })
         .map_err(|w| {
-            w.or_timed_out(|t| SshError {
+            w.or_timed_out(|t| StepError {
                 host: conn.host.clone(),
                 step: "etcd: health".into(),
                 message: t.reason,

@@ -10,8 +10,9 @@ use serde::Serialize;
 
 use super::api::ApiClient;
 use super::etcd;
-use super::ssh::{Connection, Output, SshError};
+use super::ssh::{Connection, Output};
 use super::units;
+use crate::bootstrap::StepError;
 use crate::bootstrap::host::BootstrapHost;
 use crate::engine::Step;
 use crate::engine::executor::TimedOut;
@@ -191,7 +192,7 @@ pub fn parse_unit_states(text: &str) -> Vec<UnitState> {
 }
 
 /// The state of each of `units` on the host.
-pub fn unit_states(conn: &Connection, step: &str, units: &[&str]) -> Result<Vec<UnitState>, SshError> {
+pub fn unit_states(conn: &Connection, step: &str, units: &[&str]) -> Result<Vec<UnitState>, StepError> {
     let out = conn.run_ok(
         step,
         &format!(
@@ -521,7 +522,7 @@ pub fn control_plane_problem(node: &serde_json::Value) -> Option<String> {
 }
 
 /// Waits until the API server on `conn`'s master answers /readyz ok, within `deadline`.
-pub fn wait_apiserver_ready(conn: &Connection, deadline: Duration) -> Result<(), SshError> {
+pub fn wait_apiserver_ready(conn: &Connection, deadline: Duration) -> Result<(), StepError> {
     let step = "control plane: readyz";
     Wait::new(step, deadline)
         .until_blocking(|| {
@@ -535,7 +536,7 @@ pub fn wait_apiserver_ready(conn: &Connection, deadline: Duration) -> Result<(),
             })
         })
         .map_err(|w| {
-            w.or_timed_out(|t| SshError {
+            w.or_timed_out(|t| StepError {
                 host: conn.host.clone(),
                 step: step.into(),
                 message: format!(
@@ -587,13 +588,13 @@ pub fn wait_node(
     api: &ApiClient,
     rt: &tokio::runtime::Handle,
     deadline: Duration,
-) -> Result<(), SshError> {
+) -> Result<(), StepError> {
     let step = "node: health";
     let started = Instant::now();
     let units = [KUBELET, KUBE_PROXY];
     let baseline: Vec<UnitState> = unit_states(conn, step, &units)?;
     let mut restarted_for_registration = false;
-    let fail = |message: String, unit: &str| SshError {
+    let fail = |message: String, unit: &str| StepError {
         host: host.to_string(),
         step: step.into(),
         message: format!("{message}; journal of {unit}: {}", journal_tail(conn, unit, 8)),

@@ -16,3 +16,16 @@ pub mod preflight;
 pub mod run;
 pub mod ssh;
 pub mod units;
+
+/// A failed step of the bootstrap or of a day-2 command on one host (or on the cluster's API), as the user should
+/// read it: an SSH failure, a command that failed on the host, or an API call the step made.
+#[derive(Debug, thiserror::Error)]
+#[error("{host}: {step}: {message}\n  hint: {hint}")]
+pub struct StepError {
+    pub host: String,
+    pub step: String,
+    pub message: String,
+    pub hint: String,
+    /// Worth trying again (sshd not up yet, connection refused or reset, an API server starting).
+    pub transient: bool,
+}

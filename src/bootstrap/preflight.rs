@@ -7,7 +7,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use super::health;
-use super::ssh::{Connection, FileSpec, SshError};
+use super::ssh::{Connection, FileSpec};
+use crate::bootstrap::StepError;
 use crate::spec::HostRole;
 
 /// What the probe found on one host.
@@ -250,7 +251,7 @@ pub struct ClockSample {
 }
 
 /// Reads the host's clock, timed from here.
-pub fn sample_clock(conn: &Connection) -> Result<ClockSample, SshError> {
+pub fn sample_clock(conn: &Connection) -> Result<ClockSample, StepError> {
     let now = || {
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

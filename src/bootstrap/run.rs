@@ -19,9 +19,10 @@ use super::etcd;
 use super::health;
 use super::pki::{Member, Pki};
 use super::preflight::{self, ClockSample};
-use super::ssh::{self, Connection, SshError};
+use super::ssh::{self, Connection};
 use super::units::{self, ClusterFacts};
 use crate::assets::{self, Manifest, Stage};
+use crate::bootstrap::StepError;
 use crate::bootstrap::host::BootstrapHost;
 use crate::model::Assets;
 use crate::progress::{Event, Reporter};
@@ -78,11 +79,11 @@ impl Report {
 #[error("bootstrap stopped at stage {stage}:\n{}", grouped(.failures))]
 pub struct BootstrapFailed {
     pub stage: String,
-    pub failures: Vec<SshError>,
+    pub failures: Vec<StepError>,
     pub report: Report,
 }
 
-fn grouped(failures: &[SshError]) -> String {
+fn grouped(failures: &[StepError]) -> String {
     let mut by_cause: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
     for f in failures {
         let hosts = by_cause
@@ -218,9 +219,9 @@ async fn stage<F>(
     concurrency: usize,
     select: impl Fn(&HostWork) -> bool,
     work: F,
-) -> Vec<SshError>
+) -> Vec<StepError>
 where
-    F: Fn(&mut HostWork) -> Result<(), SshError> + Send + Sync + 'static,
+    F: Fn(&mut HostWork) -> Result<(), StepError> + Send + Sync + 'static,
 {
     let work = Arc::new(work);
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
@@ -258,7 +259,7 @@ where
 }
 
 /// Installs the assets of `stage_of` that the host's role needs.
-fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<(), SshError> {
+fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<(), StepError> {
     let role = h.host.role;
     for asset in shared
         .manifest
@@ -274,7 +275,7 @@ fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<
                 &shared.assets.files,
                 &shared.version,
             )
-            .map_err(|e| SshError {
+            .map_err(|e| StepError {
                 host: h.host.name.clone(),
                 step: step.clone(),
                 message: e.to_string(),
@@ -284,7 +285,7 @@ fn install_assets(h: &mut HostWork, shared: &Shared, stage_of: Stage) -> Result<
         let out = h.conn().run(&step, &resolved.install_script())?;
         if out.status != 0 {
             let (message, hint) = resolved.failure(out.status, &out.stderr);
-            return Err(SshError {
+            return Err(StepError {
                 host: h.host.name.clone(),
                 step,
                 message,
@@ -332,7 +333,7 @@ fn with_new_binaries(installed: &[String], units: &[String], restart: Vec<String
 /// Moves a master whose etcd is a 3.5 before the manifest's bridge release onto it first (etcd's upgrade path to
 /// 3.6), restarting its member and waiting until every member is healthy; refuses what etcd cannot do by a binary
 /// swap. Runs one master at a time.
-fn etcd_bridge_step(h: &mut HostWork, shared: &Shared, members: usize) -> Result<(), SshError> {
+fn etcd_bridge_step(h: &mut HostWork, shared: &Shared, members: usize) -> Result<(), StepError> {
     let step = "etcd: upgrade path";
     let have = h.conn().run_ok(step, &assets::installed_etcd_version_command())?.stdout;
     let have = have.trim();
@@ -340,7 +341,7 @@ fn etcd_bridge_step(h: &mut HostWork, shared: &Shared, members: usize) -> Result
         return Ok(());
     };
     let bridge = shared.manifest.etcd_upgrade_bridge.as_ref().map(|b| b.version.as_str());
-    let failed = |message: String, hint: &str| SshError {
+    let failed = |message: String, hint: &str| StepError {
         host: h.host.name.clone(),
         step: step.into(),
         message,
@@ -378,7 +379,7 @@ fn etcd_bridge_step(h: &mut HostWork, shared: &Shared, members: usize) -> Result
 
 /// Enables `units`, restarts those in `restart` (after a daemon-reload, since unit files may have changed) and
 /// starts any that is not running. Returns whether anything was (re)started.
-fn ensure_running(h: &mut HostWork, step: &str, units: &[String], restart: &[String]) -> Result<bool, SshError> {
+fn ensure_running(h: &mut HostWork, step: &str, units: &[String], restart: &[String]) -> Result<bool, StepError> {
     let list = units.join(" ");
     if !restart.is_empty() {
         h.conn().run_ok(
@@ -402,7 +403,7 @@ fn ensure_running(h: &mut HostWork, step: &str, units: &[String], restart: &[Str
 }
 
 /// Disables a unit the distribution started that would fight over the same ports (guarded).
-fn disable_distro_unit(h: &HostWork, step: &str, unit: &str) -> Result<bool, SshError> {
+fn disable_distro_unit(h: &HostWork, step: &str, unit: &str) -> Result<bool, StepError> {
     h.conn().run_guarded(
         step,
         &format!("! systemctl is-enabled --quiet {unit} 2>/dev/null && ! systemctl is-active --quiet {unit}"),
@@ -410,14 +411,14 @@ fn disable_distro_unit(h: &HostWork, step: &str, unit: &str) -> Result<bool, Ssh
     )
 }
 
-fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
+fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), StepError> {
     let conn = ssh::connect(&h.host, opts.connect_timeout)?;
     let out = conn.run_ok(
         "inspect",
         "uname -m; command -v systemctl >/dev/null || echo no-systemd",
     )?;
     if out.stdout.contains("no-systemd") {
-        return Err(SshError {
+        return Err(StepError {
             host: h.host.name.clone(),
             step: "inspect".into(),
             message: "systemd is not the init system".into(),
@@ -427,7 +428,7 @@ fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
     }
     let machine = out.stdout.lines().next().unwrap_or_default().trim().to_string();
     h.arch = assets::arch_of(&machine)
-        .ok_or_else(|| SshError {
+        .ok_or_else(|| StepError {
             host: h.host.name.clone(),
             step: "inspect".into(),
             message: format!("architecture {machine} is not supported"),
@@ -440,7 +441,7 @@ fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), SshError> {
 }
 
 /// The read-only checks of one host; `Err` names everything that stops it.
-fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Result<(), SshError> {
+fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Result<(), StepError> {
     let out = h.conn().run_ok("preflight", &preflight::probe_script())?;
     let facts = preflight::parse_probe(&out.stdout);
     let (problems, warnings) = preflight::judge(&facts, h.host.role, version, fail_cgroup_v1);
@@ -449,7 +450,7 @@ fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Resu
     if problems.is_empty() {
         return Ok(());
     }
-    Err(SshError {
+    Err(StepError {
         host: h.host.name.clone(),
         step: "preflight".into(),
         message: problems
@@ -463,7 +464,7 @@ fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Resu
 }
 
 /// The kernel settings pods need, made persistent and applied (guarded: nothing runs when they are in force).
-fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
+fn host_settings_step(h: &mut HostWork) -> Result<(), StepError> {
     let step = "host settings";
     let uploaded = h.conn().sync_files(step, &preflight::settings_files())?;
     let in_force = h.conn().run(step, &preflight::settings_in_force_command())?.status == 0;
@@ -472,7 +473,7 @@ fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
     } else {
         let out = h.conn().run(step, &preflight::apply_settings_command())?;
         if out.status != 0 {
-            return Err(SshError {
+            return Err(StepError {
                 host: h.host.name.clone(),
                 step: step.into(),
                 message: format!(
@@ -494,7 +495,7 @@ fn host_settings_step(h: &mut HostWork) -> Result<(), SshError> {
 fn manifest_of(version: &str, cluster: &str) -> Result<Manifest, BootstrapFailed> {
     assets::manifest(version).map_err(|e| BootstrapFailed {
         stage: "assets".into(),
-        failures: vec![SshError {
+        failures: vec![StepError {
             host: cluster.to_string(),
             step: "asset manifest".into(),
             message: e.to_string(),
@@ -518,7 +519,7 @@ pub async fn run(
     reporter: &dyn Reporter,
 ) -> Result<Report, BootstrapFailed> {
     let started = Instant::now();
-    let fail = |stage: &str, failures: Vec<SshError>, hosts: &[HostWork]| BootstrapFailed {
+    let fail = |stage: &str, failures: Vec<StepError>, hosts: &[HostWork]| BootstrapFailed {
         stage: stage.into(),
         failures,
         report: Report {
@@ -529,7 +530,7 @@ pub async fn run(
     let manifest = manifest_of(version, &facts.cluster)?;
     let api = ApiClient::admin(&facts.api_url, &pki).map_err(|e| BootstrapFailed {
         stage: "credentials".into(),
-        failures: vec![SshError {
+        failures: vec![StepError {
             host: facts.api_url.clone(),
             step: "admin client".into(),
             message: format!("{e:#}"),
@@ -584,9 +585,9 @@ pub async fn run(
         .iter()
         .filter_map(|h| Some((h.host.name.clone(), h.clock.clone()?)))
         .collect();
-    let skewed: Vec<SshError> = preflight::clock_skew(&samples)
+    let skewed: Vec<StepError> = preflight::clock_skew(&samples)
         .into_iter()
-        .map(|(host, p)| SshError {
+        .map(|(host, p)| StepError {
             host,
             step: "preflight: clock".into(),
             message: p.message,
@@ -900,10 +901,10 @@ const IMDS_IDENTITY: &str = "t=$(curl -sS --max-time 5 -X PUT -H 'X-aws-ec2-meta
 
 /// Checks that the instance the host's metadata names is the one kforge found in EC2 for it (so the provider ID
 /// the kubelet registers with is the machine's own), and fills it in when EC2 did not say.
-fn verify_provider_id(h: &mut HostWork) -> Result<(), SshError> {
+fn verify_provider_id(h: &mut HostWork) -> Result<(), StepError> {
     let step = "node: instance metadata";
     let out = h.conn().run_ok(step, IMDS_IDENTITY)?;
-    let (zone, id) = parse_imds_identity(&out.stdout).ok_or_else(|| SshError {
+    let (zone, id) = parse_imds_identity(&out.stdout).ok_or_else(|| StepError {
         host: h.host.name.clone(),
         step: step.into(),
         message: format!(
@@ -916,7 +917,7 @@ fn verify_provider_id(h: &mut HostWork) -> Result<(), SshError> {
         transient: true,
     })?;
     match (&h.host.instance_id, &h.host.zone) {
-        (Some(known), Some(known_zone)) if (known, known_zone) != (&id, &zone) => Err(SshError {
+        (Some(known), Some(known_zone)) if (known, known_zone) != (&id, &zone) => Err(StepError {
             host: h.host.name.clone(),
             step: step.into(),
             message: format!(
@@ -976,8 +977,8 @@ fn control_plane_patch(node: &serde_json::Value) -> Option<serde_json::Value> {
 /// Gives master `name`'s Node the control-plane role ([`control_plane_patch`]; a conflicting write is retried on
 /// the Node read again); `Ok(true)` when the Node lacked something. The taint normally comes from the kubelet's
 /// registration: this puts back one removed since.
-async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, SshError> {
-    let failed = |message: String| SshError {
+async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, StepError> {
+    let failed = |message: String| StepError {
         host: name.to_string(),
         step: "node: control-plane role".into(),
         message,
@@ -1017,10 +1018,10 @@ async fn ensure_control_plane_role(api: &ApiClient, name: &str) -> Result<bool, 
     )))
 }
 
-async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, SshError> {
+async fn apply_addons(shared: &Shared) -> Result<Vec<addons::Applied>, StepError> {
     let api = &shared.facts.api_url;
     let images = shared.manifest.images_in(shared.assets.image_registry.as_deref());
-    let objects = addons::objects(&shared.facts, &images, &shared.addons).map_err(|m| SshError {
+    let objects = addons::objects(&shared.facts, &images, &shared.addons).map_err(|m| StepError {
         host: api.clone(),
         step: "addons: render".into(),
         message: m,
@@ -1060,7 +1061,7 @@ pub async fn pending_changes(
     asset_settings: Assets,
     opts: &Options,
 ) -> Result<BTreeMap<String, Vec<String>>, BootstrapFailed> {
-    let fail = |stage: &str, failures: Vec<SshError>| BootstrapFailed {
+    let fail = |stage: &str, failures: Vec<StepError>| BootstrapFailed {
         stage: stage.into(),
         failures,
         report: Report::default(),
@@ -1184,8 +1185,8 @@ mod failure_tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
-    fn failure(host: &str, message: &str) -> SshError {
-        SshError {
+    fn failure(host: &str, message: &str) -> StepError {
+        StepError {
             host: host.into(),
             step: "api".into(),
             message: message.into(),
@@ -1197,7 +1198,7 @@ mod failure_tests {
     #[test]
     fn a_failure_names_each_host_once() {
         // Seven hosts' checks of one endpoint fail alike: the endpoint is named once, not seven times.
-        let same: Vec<SshError> = (0..7).map(|_| failure("https://10.0.0.5:6443", "not ready")).collect();
+        let same: Vec<StepError> = (0..7).map(|_| failure("https://10.0.0.5:6443", "not ready")).collect();
         let text = grouped(&same);
         assert_eq!(text.matches("https://10.0.0.5:6443").count(), 1, "{text}");
         // Different hosts failing alike are listed together; different causes on lines of their own.

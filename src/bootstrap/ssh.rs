@@ -14,22 +14,11 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use ssh2::{CheckResult, KnownHostFileKind, Session};
 
+use crate::bootstrap::StepError;
 use crate::bootstrap::host::{BootstrapHost, ExpectedHostKey};
 use crate::engine::Step;
 use crate::engine::wait::Wait;
 use crate::shell::shell_quote;
-
-/// A failed step on a host, as the user should read it.
-#[derive(Debug, thiserror::Error)]
-#[error("{host}: {step}: {message}\n  hint: {hint}")]
-pub struct SshError {
-    pub host: String,
-    pub step: String,
-    pub message: String,
-    pub hint: String,
-    /// Worth trying again (sshd not up yet, connection refused or reset).
-    pub transient: bool,
-}
 
 /// What a command printed and returned.
 #[derive(Debug, Clone)]
@@ -76,7 +65,7 @@ fn write_all_polling(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Opens a channel from `jump` to `host` and relays it to a fresh local port; returns the local address.
-fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::SocketAddr, Tunnel), SshError> {
+fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::SocketAddr, Tunnel), StepError> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let step = format!("tunnel via {}", jump.host);
@@ -145,8 +134,8 @@ fn tunnel_through(jump: Connection, host: &BootstrapHost) -> Result<(std::net::S
     ))
 }
 
-fn err(host: &BootstrapHost, step: &str, message: impl Into<String>, hint: &str, transient: bool) -> SshError {
-    SshError {
+fn err(host: &BootstrapHost, step: &str, message: impl Into<String>, hint: &str, transient: bool) -> StepError {
+    StepError {
         host: host.name.clone(),
         step: step.into(),
         message: message.into(),
@@ -164,7 +153,7 @@ pub fn fingerprint(blob: &[u8]) -> String {
 }
 
 /// Checks the key the host presented against what kforge expects of it.
-fn verify_host_key(host: &BootstrapHost, session: &Session) -> Result<(), SshError> {
+fn verify_host_key(host: &BootstrapHost, session: &Session) -> Result<(), StepError> {
     let step = "host key check";
     let Some((blob, _)) = session.host_key() else {
         return Err(err(
@@ -256,7 +245,7 @@ fn verify_host_key(host: &BootstrapHost, session: &Session) -> Result<(), SshErr
 }
 
 /// One attempt: TCP (directly, or through the jump host), handshake, host key, login.
-fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, SshError> {
+fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, StepError> {
     let (addr, tunnel) = match &host.jump {
         Some(jump) => {
             let via = connect_once(jump, timeout)?;
@@ -284,7 +273,7 @@ fn connect_once(host: &BootstrapHost, timeout: Duration) -> Result<Connection, S
     login(host, tcp, timeout, tunnel)
 }
 
-fn direct_address(host: &BootstrapHost) -> Result<std::net::SocketAddr, SshError> {
+fn direct_address(host: &BootstrapHost) -> Result<std::net::SocketAddr, StepError> {
     (host.address.as_str(), host.port)
         .to_socket_addrs()
         .map_err(|e| {
@@ -313,7 +302,7 @@ fn login(
     tcp: TcpStream,
     timeout: Duration,
     tunnel: Option<Tunnel>,
-) -> Result<Connection, SshError> {
+) -> Result<Connection, StepError> {
     let mut session =
         Session::new().map_err(|e| err(host, "connect", e.to_string(), "libssh2 could not start", false))?;
     session.set_timeout(timeout.as_millis() as u32);
@@ -356,10 +345,10 @@ fn login(
 }
 
 /// Connects, retrying while the host is not reachable yet, until `deadline` passes.
-pub fn connect(host: &BootstrapHost, deadline: Duration) -> Result<Connection, SshError> {
+pub fn connect(host: &BootstrapHost, deadline: Duration) -> Result<Connection, StepError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(250);
-    let mut last: Option<SshError> = None;
+    let mut last: Option<StepError> = None;
     Wait::new(format!("SSH to {}", host.name), deadline)
         .until_blocking(|| {
             let left = deadline.saturating_sub(started.elapsed());
@@ -378,7 +367,7 @@ pub fn connect(host: &BootstrapHost, deadline: Duration) -> Result<Connection, S
         })
         .map_err(|w| {
             w.or_timed_out(|t| {
-                let mut e = last.take().unwrap_or_else(|| SshError {
+                let mut e = last.take().unwrap_or_else(|| StepError {
                     host: host.name.clone(),
                     step: "connect".into(),
                     message: t.reason.clone(),
@@ -392,8 +381,8 @@ pub fn connect(host: &BootstrapHost, deadline: Duration) -> Result<Connection, S
 }
 
 impl Connection {
-    fn fail(&self, step: &str, message: String, hint: &str) -> SshError {
-        SshError {
+    fn fail(&self, step: &str, message: String, hint: &str) -> StepError {
+        StepError {
             host: self.host.clone(),
             step: step.into(),
             message,
@@ -403,7 +392,7 @@ impl Connection {
     }
 
     /// Runs `command` through the login shell and returns what it printed and its exit status.
-    pub fn run(&self, step: &str, command: &str) -> Result<Output, SshError> {
+    pub fn run(&self, step: &str, command: &str) -> Result<Output, StepError> {
         let (status, stdout, stderr) =
             self.exec(step, command, "the connection broke", "re-run; steps are idempotent")?;
         Ok(Output {
@@ -415,7 +404,7 @@ impl Connection {
 
     /// The bytes of `path` on the host, read as root (through sudo where the login needs it) and streamed over
     /// the channel, so a file only root may read (an etcd snapshot) comes back without a copy anyone else could.
-    pub fn read_file(&self, step: &str, path: &str) -> Result<Vec<u8>, SshError> {
+    pub fn read_file(&self, step: &str, path: &str) -> Result<Vec<u8>, StepError> {
         let (status, bytes, stderr) = self.exec(
             step,
             &format!("cat {}", shell_quote(path)),
@@ -434,7 +423,7 @@ impl Connection {
 
     /// Runs `command` on a channel of its own (through `sudo -n` when the login needs it): exit status, stdout's
     /// bytes, stderr. A broken channel is `broken: <cause>` with `hint`.
-    fn exec(&self, step: &str, command: &str, broken: &str, hint: &str) -> Result<(i32, Vec<u8>, String), SshError> {
+    fn exec(&self, step: &str, command: &str, broken: &str, hint: &str) -> Result<(i32, Vec<u8>, String), StepError> {
         let broken = |e: &dyn std::fmt::Display| self.fail(step, format!("{broken}: {e}"), hint);
         let mut channel = self.session.channel_session().map_err(|e| broken(&e))?;
         let command = if self.sudo {
@@ -453,7 +442,7 @@ impl Connection {
     }
 
     /// Runs `command`; a non-zero exit is an error naming the step, with the end of what it printed.
-    pub fn run_ok(&self, step: &str, command: &str) -> Result<Output, SshError> {
+    pub fn run_ok(&self, step: &str, command: &str) -> Result<Output, StepError> {
         let out = self.run(step, command)?;
         if out.status != 0 {
             let tail: Vec<&str> = out.stderr.lines().chain(out.stdout.lines()).rev().take(5).collect();
@@ -472,7 +461,7 @@ impl Connection {
 
     /// Runs `command` unless `check` succeeds (exit 0) first: the guard that makes a step idempotent. Returns
     /// whether `command` ran.
-    pub fn run_guarded(&self, step: &str, check: &str, command: &str) -> Result<bool, SshError> {
+    pub fn run_guarded(&self, step: &str, check: &str, command: &str) -> Result<bool, StepError> {
         if self.run(step, check)?.status == 0 {
             return Ok(false);
         }
@@ -483,7 +472,7 @@ impl Connection {
     /// Puts `bytes` at `path` with `mode` unless the host already has exactly those bytes there (compared by
     /// sha256 on the host); written to a temporary name and renamed, so a broken upload never leaves half a file.
     /// Returns whether it uploaded.
-    pub fn upload(&self, step: &str, bytes: &[u8], path: &str, mode: i32) -> Result<bool, SshError> {
+    pub fn upload(&self, step: &str, bytes: &[u8], path: &str, mode: i32) -> Result<bool, StepError> {
         Ok(!self
             .sync_files(
                 step,
@@ -497,7 +486,7 @@ impl Connection {
     }
 
     /// The files of `files` whose bytes or mode differ on the host (one round trip; nothing is changed).
-    pub fn stale_files<'a>(&self, step: &str, files: &'a [FileSpec]) -> Result<Vec<&'a FileSpec>, SshError> {
+    pub fn stale_files<'a>(&self, step: &str, files: &'a [FileSpec]) -> Result<Vec<&'a FileSpec>, StepError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }
@@ -525,7 +514,7 @@ impl Connection {
     /// command reads every file's sha256 and mode, one SFTP session stages the changed ones (as the login user,
     /// in a private directory), one command installs each under a temporary name and renames it into place.
     /// Returns the paths it wrote.
-    pub fn sync_files(&self, step: &str, files: &[FileSpec]) -> Result<Vec<String>, SshError> {
+    pub fn sync_files(&self, step: &str, files: &[FileSpec]) -> Result<Vec<String>, StepError> {
         let changed = self.stale_files(step, files)?;
         if changed.is_empty() {
             return Ok(Vec::new());
