@@ -168,10 +168,7 @@ pub struct SpecFile {
 #[derive(Debug, Args)]
 pub struct CreateClusterArgs {
     #[command(flatten)]
-    pub spec: SpecFile,
-    /// Only these phases, e.g. network or network,security (earlier phases must exist already)
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub phase: Vec<Phase>,
+    pub apply: ApplyArgs,
     /// Print the fully defaulted spec and stop; nothing is called
     #[arg(long)]
     pub dry_run: bool,
@@ -181,11 +178,6 @@ pub struct CreateClusterArgs {
     /// Kubeconfig to merge the new EKS cluster into [default: first of $KUBECONFIG, else ~/.kube/config]
     #[arg(long, value_name = "FILE", conflicts_with = "no_kubeconfig")]
     pub kubeconfig: Option<PathBuf>,
-    /// How long to wait for new EC2 machines to print their SSH host keys to the console (provider ec2)
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
-    pub host_key_timeout: std::time::Duration,
-    #[command(flatten)]
-    pub bootstrap: BootstrapArgs,
 }
 
 /// How the bootstrap phase of self-built clusters works on its hosts.

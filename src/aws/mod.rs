@@ -27,7 +27,8 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
 }
 
-/// Shared AWS clients for one region.
+/// Shared AWS clients for one region (a clone shares the clients made so far).
+#[derive(Clone)]
 pub struct Aws {
     config: SdkConfig,
     endpoint_url: Option<String>,
