@@ -271,24 +271,30 @@ pub async fn apply(
             hint: f.hint,
             transient: f.transient,
         };
-        let wait = Wait::new(object.describe(), until.saturating_duration_since(Instant::now()));
-        let changed = match wait
+        // The last transient failure: past the deadline, it is the error.
+        let last: std::sync::Mutex<Option<CallFailure>> = Default::default();
+        let waited = Wait::new(object.describe(), until.saturating_duration_since(Instant::now()))
             .until(|| async {
                 match apply_one(client, object).await {
-                    Ok(changed) => Ok(Step::Done(Ok(changed))),
+                    Ok(changed) => Ok(Step::Done(changed)),
                     Err(f) if f.transient => {
                         tracing::debug!(object = %object.describe(), error = %f.message, "retrying an addon object");
-                        Ok(Step::Blocked { reason: f.message })
+                        let reason = f.message.clone();
+                        *last.lock().expect("never poisoned") = Some(f);
+                        Ok(Step::Blocked { reason })
                     }
-                    Err(f) => Ok(Step::Done(Err(f))),
+                    Err(f) => Err(failed(f).into()),
                 }
             })
-            .await
-        {
-            Ok(Ok(changed)) => changed,
-            Ok(Err(f)) => return Err(failed(f)),
-            // Past the deadline, the last answer is the error (asked once more for its message and hint).
-            Err(_) => apply_one(client, object).await.map_err(failed)?,
+            .await;
+        let changed = match waited {
+            Ok(changed) => changed,
+            Err(e) => {
+                return Err(e.downcast::<StepError>().unwrap_or_else(|_| {
+                    let f = last.into_inner().expect("never poisoned");
+                    failed(f.expect("a deadline follows a transient failure"))
+                }));
+            }
         };
         applied.push(Applied {
             addon: object.addon,

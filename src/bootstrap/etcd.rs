@@ -122,8 +122,9 @@ pub enum Start {
     Join,
 }
 
-/// Puts certificates and unit on `member` (and, before its first start in a new cluster, `members` as the initial
-/// cluster), and starts it as `start` says (without waiting for the others).
+/// Puts certificates and unit on `member` (and, before its first start in a new cluster, when it `has_data` not
+/// yet, `members` as the initial cluster), and starts it as `start` says (without waiting for the others).
+#[allow(clippy::too_many_arguments)]
 pub fn ensure_member(
     conn: &Connection,
     pki: &Pki,
@@ -131,12 +132,13 @@ pub fn ensure_member(
     member: &Member,
     members: &[Member],
     binary: &str,
+    has_data: bool,
     start: Start,
 ) -> Result<MemberReport, StepError> {
     let mut report = MemberReport::default();
     let step = "etcd";
     let mut batch = member_files(pki, cluster, member, binary);
-    if start != Start::Join && !has_data(conn)? {
+    if start != Start::Join && !has_data {
         let all: Vec<(String, String)> = members.iter().map(|m| (m.name.clone(), peer_url(m))).collect();
         batch.push(FileSpec {
             path: INITIAL_ENV.into(),

@@ -265,9 +265,7 @@ pub fn check_host(conn: &Connection, host: &BootstrapHost, masters: usize) -> Ve
 
 /// A Node's Ready condition: `(ready, reason: message)`.
 fn node_ready(node: &serde_json::Value) -> (bool, String) {
-    let conditions = node.pointer("/status/conditions").and_then(|c| c.as_array());
-    let ready = conditions.and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
-    match ready {
+    match ready_condition(node) {
         Some(c) => (
             c["status"] == "True",
             format!(
@@ -287,10 +285,14 @@ fn node_ready(node: &serde_json::Value) -> (bool, String) {
 /// controller sets `Unknown` when the kubelet stopped posting (it was stopped, or the API server it talks to was,
 /// which for a master is its own); `False` is a kubelet that reports, e.g. no pod network yet.
 fn kubelet_reporting(node: &serde_json::Value) -> bool {
-    let conditions = node.pointer("/status/conditions").and_then(|c| c.as_array());
-    conditions
+    ready_condition(node).is_some_and(|c| c["status"] != "Unknown")
+}
+
+/// A Node's `Ready` condition, when it has one.
+fn ready_condition(node: &serde_json::Value) -> Option<&serde_json::Value> {
+    node.pointer("/status/conditions")
+        .and_then(|c| c.as_array())
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .is_some_and(|c| c["status"] != "Unknown")
 }
 
 /// Why a pod is not healthy, or `None` when it is (Running with every container ready, or finished).

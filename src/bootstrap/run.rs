@@ -118,6 +118,8 @@ struct HostWork {
     etcd_was_active: bool,
     /// The member's files changed while it ran: restarted in turn, one member at a time.
     etcd_restart_due: bool,
+    /// The member holds etcd data (it has started before).
+    etcd_has_data: bool,
     /// A master that joins the running etcd (see [`Options::established`]).
     etcd_joining: bool,
 }
@@ -135,6 +137,7 @@ impl HostWork {
             installed: Vec::new(),
             etcd_was_active: false,
             etcd_restart_due: false,
+            etcd_has_data: false,
             etcd_joining: false,
         }
     }
@@ -623,7 +626,7 @@ pub async fn run(
     //    not cost the quorum).
     let failed = stage(&mut work, n, HostWork::is_master, |h| {
         h.etcd_was_active = h.conn().run("etcd", "systemctl is-active --quiet kforge-etcd")?.status == 0;
-        h.etcd_joining = !etcd::has_data(h.conn())?;
+        h.etcd_has_data = etcd::has_data(h.conn())?;
         Ok(())
     })
     .await;
@@ -633,7 +636,7 @@ pub async fn run(
     let with_data: Vec<(String, bool)> = work
         .iter()
         .filter(|h| h.is_master())
-        .map(|h| (h.host.name.clone(), !h.etcd_joining))
+        .map(|h| (h.host.name.clone(), h.etcd_has_data))
         .collect();
     let joiners = etcd::joiners(opts.established, &with_data);
     for h in work.iter_mut() {
@@ -684,6 +687,7 @@ pub async fn run(
             &me,
             &s.facts.masters,
             ETCD_BINARY,
+            h.etcd_has_data,
             start,
         )?;
         let changed = r.changed();

@@ -35,6 +35,23 @@ fn still(status: impl Into<String>) -> Step<()> {
     Step::Blocked { reason: status.into() }
 }
 
+/// EKS's description of `addon` of cluster `name` (`what` names it in errors).
+async fn describe_addon(
+    eks: &aws_sdk_eks::Client,
+    name: &str,
+    addon: &str,
+    what: &str,
+) -> anyhow::Result<Option<aws_sdk_eks::types::Addon>> {
+    Ok(eks
+        .describe_addon()
+        .cluster_name(name)
+        .addon_name(addon)
+        .send()
+        .await
+        .map_err(aws_err(what, "DescribeAddon"))?
+        .addon)
+}
+
 /// The cluster, if it is kforge's cluster of this name.
 async fn own_cluster(ctx: &Ctx) -> anyhow::Result<aws_sdk_eks::types::Cluster> {
     let name = &ctx.cluster;
@@ -377,14 +394,8 @@ pub async fn upgrade(
     };
     for addon in addons {
         let what = format!("addon {addon} of {name}");
-        let current = eks
-            .describe_addon()
-            .cluster_name(name)
-            .addon_name(&addon)
-            .send()
-            .await
-            .map_err(aws_err(&what, "DescribeAddon"))?
-            .addon
+        let current = describe_addon(eks, name, &addon, &what)
+            .await?
             .and_then(|a| a.addon_version().map(str::to_string))
             .unwrap_or_default();
         let want = default_addon_version(ctx, &addon, to).await?;
@@ -404,14 +415,7 @@ pub async fn upgrade(
             w.wait(&what)
                 .reporting(reporter)
                 .until(|| async {
-                    let a = eks
-                        .describe_addon()
-                        .cluster_name(name)
-                        .addon_name(&addon)
-                        .send()
-                        .await
-                        .map_err(aws_err(&what, "DescribeAddon"))?
-                        .addon;
+                    let a = describe_addon(eks, name, &addon, &what).await?;
                     Ok(match a.as_ref().and_then(|a| a.status()) {
                         Some(AddonStatus::Active) => Step::Done(()),
                         Some(AddonStatus::UpdateFailed) => anyhow::bail!("{what}: UPDATE_FAILED"),
