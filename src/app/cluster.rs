@@ -114,7 +114,7 @@ pub(super) async fn plan_with_deletions(
     let cloud = !p.resources.is_empty();
     let mut plan = engine::plan(&p.ctx, p.resources, &p.phases, opts, reporter).await?;
     let orphans = if cloud {
-        delete::orphans(&p.ctx, &wanted, &p.phases).await?
+        delete::orphans(&p.ctx, &providers::kinds(), &wanted, &p.phases).await?
     } else {
         Vec::new()
     };
@@ -443,7 +443,7 @@ pub(super) async fn delete_cluster(s: &Session<'_>, args: DeleteClusterArgs) -> 
     locked(g, started, &store, &name, "kforge delete cluster", None, async {
         let ctx = Arc::new(Ctx::new(s.aws(region.as_deref()).await, &name));
         let found = if cloud {
-            delete::discover(&ctx, &Phase::ALL).await?
+            delete::discover(&ctx, &providers::kinds(), &Phase::ALL).await?
         } else {
             Vec::new()
         };
@@ -647,7 +647,7 @@ pub(super) async fn get_cluster(s: &Session<'_>, name: &str) -> anyhow::Result<F
     let resources = match (&region, cloud) {
         (Some(region), true) => {
             let ctx = Ctx::new(s.aws(Some(region)).await, name);
-            delete::discover(&ctx, &Phase::ALL).await?
+            delete::discover(&ctx, &providers::kinds(), &Phase::ALL).await?
         }
         _ => Vec::new(),
     };

@@ -15,9 +15,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::aws::inventory::Inventory;
+use crate::delete::Kind;
 use crate::aws::{Aws, ErrorClass, aws_err, sdk_class, tags};
-use crate::engine::wait::{Wait, not_yet};
-use crate::engine::{self, Ctx, ExecOptions, Phase, Resource, Step};
+use crate::engine::{self, Ctx, ExecOptions, Phase, Resource};
 use crate::progress::{Event, Reporter};
 use crate::providers::iam::{ExistingRole, IamRole};
 use crate::providers::network::subnet_role_tag;
@@ -431,8 +431,32 @@ pub struct Deleted {
     pub result: crate::delete::DeleteResult,
 }
 
-/// Scales the service to 0, deletes it and waits until ECS reports it INACTIVE; with `purge` also its task
-/// definitions, log group, the roles kforge created and its security group. Safe to run again.
+/// What a service owns, for delete (see `delete::Kind`), in the report's order: the service; with `purge` also its
+/// task definitions, its log group, the roles kforge created for it (under its IAM path, never ones the spec
+/// named) and its security group.
+pub fn kinds(cluster: &str, service: &str, purge: bool) -> Vec<Arc<dyn Kind>> {
+    let mut kinds: Vec<Arc<dyn Kind>> = vec![Arc::new(resources::EcsServiceKind {
+        cluster: cluster.into(),
+        service: service.into(),
+    })];
+    if purge {
+        kinds.extend([
+            Arc::new(resources::TaskDefinitionsKind {
+                family: model::family_name(cluster, service),
+            }) as Arc<dyn Kind>,
+            Arc::new(resources::LogGroupKind {
+                cluster: cluster.into(),
+                service: service.into(),
+            }),
+            Arc::new(crate::providers::iam::IamRoleKind),
+            Arc::new(crate::providers::security_group::SecurityGroupKind),
+        ]);
+    }
+    kinds
+}
+
+/// Deletes the service (scaled to 0 first, waited until its tasks drained); with `purge` also what it owns (see
+/// [`kinds`]), through the same walk as `delete cluster`. Safe to run again.
 pub async fn delete_service(
     aws: Aws,
     cluster: &str,
@@ -441,175 +465,29 @@ pub async fn delete_service(
     deadline: Duration,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Vec<Deleted>> {
-    let stack = model::stack_name(cluster, name);
-    let family = model::family_name(cluster, name);
-    let ctx = Ctx::new(aws, &stack);
-    let ecs = ctx.aws.ecs();
-    let mut done = Vec::new();
-    let what = format!("ECS service {name} (cluster {cluster})");
-    // Before the service goes: what its task definition names (log group, roles) is what purge removes.
-    let latest = ecs
-        .describe_task_definition()
-        .task_definition(&family)
-        .send()
-        .await
-        .ok();
-    let td = latest.as_ref().and_then(|o| o.task_definition());
-    if let Some(svc) = resources::describe_service(&ctx, cluster, name).await? {
-        reporter.event(Event::Started {
-            id: format!("service/{name}"),
-            action: "delete".into(),
-        });
-        let started = std::time::Instant::now();
-        if svc.desired_count() > 0 {
-            ecs.update_service()
-                .cluster(cluster)
-                .service(name)
-                .desired_count(0)
-                .send()
-                .await
-                .map_err(aws_err(&what, "UpdateService"))?;
-        }
-        ecs.delete_service()
-            .cluster(cluster)
-            .service(name)
-            .force(true)
-            .send()
-            .await
-            .map_err(aws_err(&what, "DeleteService"))?;
-        Wait::new(format!("service/{name}"), deadline)
-            .reporting(reporter)
-            .until(|| async {
-                Ok(match resources::describe_service(&ctx, cluster, name).await? {
-                    None => Step::Done(()),
-                    Some(_) => not_yet(Duration::from_secs(5), "draining tasks"),
-                })
-            })
-            .await
-            .with_context(|| what.clone())?;
-        reporter.event(Event::Done {
-            id: format!("service/{name}"),
-            elapsed: started.elapsed(),
-        });
-        done.push(Deleted {
-            kind: "ecs-service",
-            name: name.into(),
-            result: crate::delete::DeleteResult::Deleted,
-        });
+    // Everything a service owns is tagged (and its roles pathed) with its stack name.
+    let ctx = Arc::new(Ctx::new(aws, &model::stack_name(cluster, name)));
+    let found = crate::delete::discover(&ctx, &kinds(cluster, name, purge), &Phase::ALL).await?;
+    let opts = ExecOptions {
+        overall_deadline: Some(std::time::Instant::now() + deadline),
+        ..ExecOptions::default()
+    };
+    let report = crate::delete::sweep(&ctx, found, true, &opts, reporter).await?;
+    let mut errors = report.errors.into_iter();
+    if let Some(first) = errors.next() {
+        let others: String = errors.map(|e| format!("\n  - {e:#}")).collect();
+        let also = if others.is_empty() { String::new() } else { format!("; also failed:{others}") };
+        return Err(first.context(format!("deleting ECS service {name} (cluster {cluster}){also}")));
     }
-    if !purge {
-        return Ok(done);
-    }
-
-    // Task definitions: every revision of the family, deregistered, then deleted.
-    let mut revisions = Vec::new();
-    for status in [
-        aws_sdk_ecs::types::TaskDefinitionStatus::Active,
-        aws_sdk_ecs::types::TaskDefinitionStatus::Inactive,
-    ] {
-        let mut pages = ecs
-            .list_task_definitions()
-            .family_prefix(&family)
-            .status(status.clone())
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(aws_err(format!("task definitions {family}"), "ListTaskDefinitions"))?;
-            for arn in page.task_definition_arns() {
-                // family_prefix is a prefix: `apps-web` also matches `apps-web2`.
-                let fam = arn.rsplit('/').next().and_then(|r| r.rsplit_once(':')).map(|(f, _)| f);
-                if fam == Some(family.as_str()) {
-                    revisions.push((arn.clone(), status == aws_sdk_ecs::types::TaskDefinitionStatus::Active));
-                }
-            }
-        }
-    }
-    for (arn, active) in &revisions {
-        if *active {
-            ecs.deregister_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-                .map_err(aws_err(format!("task definition {arn}"), "DeregisterTaskDefinition"))?;
-        }
-    }
-    let arns: Vec<String> = revisions.iter().map(|(a, _)| a.clone()).collect();
-    for chunk in arns.chunks(10) {
-        if let Err(e) = ecs
-            .delete_task_definitions()
-            .set_task_definitions(Some(chunk.to_vec()))
-            .send()
-            .await
-        {
-            // Deregistered revisions cannot run; deleting them is housekeeping some endpoints lack.
-            tracing::warn!(
-                "task definitions of {family} deregistered but not deleted: {}",
-                crate::aws::cloud_error(format!("task definitions {family}"), "DeleteTaskDefinitions", e)
-            );
-        }
-    }
-    if !revisions.is_empty() {
-        done.push(Deleted {
-            kind: "task-definition",
-            name: format!(
-                "{family} ({} revision{})",
-                revisions.len(),
-                if revisions.len() == 1 { "" } else { "s" }
-            ),
-            result: crate::delete::DeleteResult::Deleted,
-        });
-    }
-
-    let log_group = td
-        .and_then(|t| t.container_definitions().first())
-        .and_then(|c| c.log_configuration())
-        .and_then(|l| l.options())
-        .and_then(|o| o.get("awslogs-group"))
-        .cloned()
-        .unwrap_or_else(|| format!("/kforge/ecs/{cluster}/{name}"));
-    if resources::find_log_group(&ctx, &log_group).await?.is_some() {
-        resources::delete_log_group(&ctx, &log_group).await?;
-        done.push(Deleted {
-            kind: "log-group",
-            name: log_group,
-            result: crate::delete::DeleteResult::Deleted,
-        });
-    }
-
-    // Roles: only the ones kforge made for this service (its tag), never ones the spec named.
-    for suffix in ["exec", "task"] {
-        let role = role_name(&stack, suffix);
-        let owned = match ctx.aws.iam().get_role().role_name(&role).send().await {
-            Ok(out) => out
-                .role()
-                .is_some_and(|r| r.tags().iter().any(|t| t.key() == tags::CLUSTER && t.value() == stack)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => false,
-            Err(e) => return Err(aws_err(format!("role {role}"), "GetRole")(e).into()),
-        };
-        if owned {
-            crate::providers::iam::delete_role(&ctx.aws, &role).await?;
-            done.push(Deleted {
-                kind: "iam-role",
-                name: role,
-                result: crate::delete::DeleteResult::Deleted,
-            });
-        }
-    }
-
-    for g in ctx.inventory.security_groups(&ctx.aws).await? {
-        let id = g.group_id().unwrap_or_default();
-        // The tasks' network interfaces can outlive the service by a minute.
-        Wait::new(format!("security group {id}"), deadline)
-            .poll(Duration::from_secs(5))
-            .until(|| crate::providers::security_group::delete_security_group(&ctx.aws, id))
-            .await?;
-        done.push(Deleted {
-            kind: "security-group",
-            name: id.to_string(),
-            result: crate::delete::DeleteResult::Deleted,
-        });
-    }
-    Ok(done)
+    Ok(report
+        .entries
+        .into_iter()
+        .map(|e| Deleted {
+            kind: e.kind,
+            name: e.id,
+            result: e.result,
+        })
+        .collect())
 }
 
 /// Resolves a service's region and cluster from `-f SPEC`, for `delete service -f`.

@@ -2,6 +2,8 @@
 //! 6443 listener forwarding to a target group that holds every master. (With one master the endpoint is the
 //! master's own address.)
 
+use crate::delete::{Doomed, Kind, Order};
+use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -583,6 +585,70 @@ async fn registered(aws: &Aws, tg: &str) -> anyhow::Result<Vec<String>> {
         .collect();
     ids.sort();
     Ok(ids)
+}
+
+/// What delete knows about ELBv2 load balancers (see `delete::Kind`): kforge's and those Kubernetes made for the
+/// cluster (the service controller, the AWS Load Balancer Controller).
+#[derive(Debug)]
+pub struct LoadBalancerKind;
+
+#[async_trait]
+impl Kind for LoadBalancerKind {
+    fn name(&self) -> &'static str {
+        "load-balancer"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .load_balancers(&ctx.aws)
+            .await?
+            .iter()
+            .map(|lb| Doomed::new(kind, &lb.arn, lb.tags.get(tags::RESOURCE).cloned(), Some(&lb.detail)))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_load_balancer(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // Kubernetes' service controller would re-create a load balancer while the cluster runs.
+        &[
+            Order::Kind("eks-cluster"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("instance"),
+        ]
+    }
+}
+
+/// What delete knows about ELBv2 target groups (see `delete::Kind`).
+#[derive(Debug)]
+pub struct TargetGroupKind;
+
+#[async_trait]
+impl Kind for TargetGroupKind {
+    fn name(&self) -> &'static str {
+        "target-group"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .target_groups(&ctx.aws)
+            .await?
+            .iter()
+            .map(|tg| Doomed::new(kind, &tg.arn, tg.tags.get(tags::RESOURCE).cloned(), Some(&tg.detail)))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_target_group(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[Order::Kind("load-balancer"), Order::Kind("eks-cluster")]
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! place; spot groups use a mixed-instances policy (several types, price-capacity-optimized, no on-demand above a
 //! base of zero). A new launch template version starts an instance refresh so running workers roll onto it.
 
+use crate::delete::{Doomed, Kind};
+use std::sync::Arc;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -373,5 +375,39 @@ pub async fn delete_auto_scaling_group(aws: &Aws, name: &str) -> anyhow::Result<
             })
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What delete knows about Auto Scaling groups (see `delete::Kind`); their instances go with them.
+#[derive(Debug)]
+pub struct AutoScalingGroupKind;
+
+#[async_trait]
+impl Kind for AutoScalingGroupKind {
+    fn name(&self) -> &'static str {
+        "auto-scaling-group"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .auto_scaling_groups(&ctx.aws)
+            .await?
+            .iter()
+            .map(|g| {
+                let logical = g
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(tags::RESOURCE))
+                    .and_then(|t| t.value())
+                    .map(str::to_string);
+                Doomed::new(kind, g.auto_scaling_group_name().unwrap_or_default(), logical, None)
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_auto_scaling_group(&ctx.aws, &item.cloud_id).await
     }
 }

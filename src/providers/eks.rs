@@ -7,6 +7,7 @@
 //! takes one at a time), and answers `Retry` until the object is ACTIVE with nothing left to change. A run killed
 //! while a cluster was CREATING therefore resumes by waiting, never by creating a second one.
 
+use crate::delete::{Doomed, Kind, Order};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1667,6 +1668,171 @@ pub fn is_next_minor(from: &str, to: &str) -> bool {
         Some((a.parse().ok()?, b.parse().ok()?))
     };
     matches!((minor(from), minor(to)), (Some((1, f)), Some((1, t))) if t == f + 1) && SUPPORTED_VERSIONS.contains(&to)
+}
+
+/// The cluster's EKS cluster as delete sees it: only one kforge tagged as this cluster's is ever deleted (one of
+/// the same name made by others is left alone); what hangs off it is listed only when it is.
+async fn own_cluster(ctx: &Ctx) -> anyhow::Result<Option<(&aws_sdk_eks::types::Cluster, Option<&str>)>> {
+    Ok(ctx
+        .inventory
+        .own_eks_cluster(&ctx.aws)
+        .await?
+        .map(|c| (c, c.resources_vpc_config().and_then(|v| v.vpc_id()))))
+}
+
+fn resource_tag(tags: Option<&HashMap<String, String>>) -> Option<String> {
+    tags.and_then(|t| t.get(tags::RESOURCE)).cloned()
+}
+
+/// What delete knows about EKS clusters (see `delete::Kind`).
+#[derive(Debug)]
+pub struct EksClusterKind;
+
+#[async_trait]
+impl Kind for EksClusterKind {
+    fn name(&self) -> &'static str {
+        "eks-cluster"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(own_cluster(ctx)
+            .await?
+            .map(|(c, vpc)| Doomed::new(kind, c.name().unwrap_or_default(), resource_tag(c.tags()), vpc))
+            .into_iter()
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_cluster(ctx, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[
+            Order::Kind("eks-nodegroup"),
+            Order::Kind("eks-fargate-profile"),
+            Order::Kind("eks-addon"),
+        ]
+    }
+}
+
+/// What delete knows about EKS managed nodegroups (see `delete::Kind`).
+#[derive(Debug)]
+pub struct EksNodegroupKind;
+
+#[async_trait]
+impl Kind for EksNodegroupKind {
+    fn name(&self) -> &'static str {
+        "eks-nodegroup"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        let Some((_, vpc)) = own_cluster(ctx).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(ctx
+            .inventory
+            .nodegroups(&ctx.aws)
+            .await?
+            .iter()
+            .map(|n| Doomed::new(kind, n.nodegroup_name().unwrap_or_default(), resource_tag(n.tags()), vpc))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_nodegroup(ctx, &ctx.cluster, &item.cloud_id).await
+    }
+}
+
+/// What delete knows about EKS Fargate profiles (see `delete::Kind`).
+#[derive(Debug)]
+pub struct EksFargateProfileKind;
+
+#[async_trait]
+impl Kind for EksFargateProfileKind {
+    fn name(&self) -> &'static str {
+        "eks-fargate-profile"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        let Some((_, vpc)) = own_cluster(ctx).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(ctx
+            .inventory
+            .fargate_profiles(&ctx.aws)
+            .await?
+            .iter()
+            .map(|p| Doomed::new(kind, p.fargate_profile_name().unwrap_or_default(), resource_tag(p.tags()), vpc))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_fargate_profile(ctx, &ctx.cluster, &item.cloud_id).await
+    }
+}
+
+/// What delete knows about EKS addons (see `delete::Kind`).
+#[derive(Debug)]
+pub struct EksAddonKind;
+
+#[async_trait]
+impl Kind for EksAddonKind {
+    fn name(&self) -> &'static str {
+        "eks-addon"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        let Some((_, vpc)) = own_cluster(ctx).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(ctx
+            .inventory
+            .addons(&ctx.aws)
+            .await?
+            .iter()
+            .map(|a| Doomed::new(kind, a.addon_name().unwrap_or_default(), resource_tag(a.tags()), vpc))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_addon(ctx, &ctx.cluster, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // What runs the addons' pods goes first.
+        &[Order::Kind("eks-nodegroup"), Order::Kind("eks-fargate-profile")]
+    }
+}
+
+/// What delete knows about the cluster's IAM OIDC providers (see `delete::Kind`).
+#[derive(Debug)]
+pub struct OidcProviderKind;
+
+#[async_trait]
+impl Kind for OidcProviderKind {
+    fn name(&self) -> &'static str {
+        "iam-oidc-provider"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .oidc_providers(&ctx.aws)
+            .await?
+            .iter()
+            .map(|p| Doomed::new(kind, &p.arn, p.tags.get(tags::RESOURCE).cloned(), None))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_oidc_provider(ctx, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[Order::Kind("eks-cluster")]
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! path `/kforge/CLUSTER/` (IAM cannot list by tag; delete lists by path). Roles named in the spec instead are only
 //! looked up. Shared by every provider that needs roles.
 
+use crate::delete::{Doomed, Kind, Order};
+use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
@@ -414,6 +416,49 @@ impl Resource for ExistingRole {
     }
     async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
         Ok(Step::Done(()))
+    }
+}
+
+/// What delete knows about IAM roles (see `delete::Kind`): the roles under the cluster's path.
+#[derive(Debug)]
+pub struct IamRoleKind;
+
+#[async_trait]
+impl Kind for IamRoleKind {
+    fn name(&self) -> &'static str {
+        "iam-role"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Security
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        // Role listings carry no tags; kforge's role names are `kforge-CLUSTER-WHICH` for `role/WHICH`.
+        let prefix = format!("kforge-{}-", ctx.cluster);
+        Ok(ctx
+            .inventory
+            .roles(&ctx.aws)
+            .await?
+            .iter()
+            .map(|r| {
+                let logical = r.role_name().strip_prefix(&prefix).map(|which| format!("role/{which}"));
+                Doomed::new(kind, r.role_name(), logical, None)
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_role(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // Roles go once what assumes them is gone.
+        &[
+            Order::Kind("eks-cluster"),
+            Order::Kind("eks-nodegroup"),
+            Order::Kind("eks-fargate-profile"),
+            Order::Kind("eks-addon"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("instance"),
+            Order::Kind("instance-profile"),
+        ]
     }
 }
 

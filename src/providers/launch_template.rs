@@ -4,6 +4,9 @@
 //! A change of the instance settings is a new template *version* made the default, so what runs keeps running and
 //! the owner (nodegroup, ASG) rolls onto the new version; the `version` output tells it which one.
 
+use crate::delete::{Doomed, Kind, Order};
+use std::sync::Arc;
+use crate::aws::inventory::logical_id;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -428,5 +431,39 @@ pub async fn delete_launch_template(ctx: &Ctx, id: &str) -> anyhow::Result<Step<
         Ok(_) => Ok(Step::Done(())),
         Err(e) if is_not_found(&e) => Ok(Step::Done(())),
         Err(e) => Err(e),
+    }
+}
+
+/// What delete knows about launch templates (see `delete::Kind`).
+#[derive(Debug)]
+pub struct LaunchTemplateKind;
+
+#[async_trait]
+impl Kind for LaunchTemplateKind {
+    fn name(&self) -> &'static str {
+        "launch-template"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .launch_templates(&ctx.aws)
+            .await?
+            .iter()
+            .map(|t| Doomed::new(kind, t.launch_template_id().unwrap_or_default(), logical_id(t.tags()), None))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_launch_template(ctx, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // Nodegroups and Auto Scaling groups launch from the templates until they are gone.
+        &[
+            Order::Kind("eks-nodegroup"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("instance"),
+        ]
     }
 }

@@ -2,6 +2,9 @@
 //! image (resolved from a public SSM parameter) and single instances (masters, bastion) started from a launch
 //! template. Worker groups are Auto Scaling groups (`asg`).
 
+use crate::delete::{Doomed, Kind, Order};
+use std::sync::Arc;
+use crate::aws::inventory::logical_id;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -574,6 +577,98 @@ pub async fn terminate_instance(aws: &Aws, id: &str) -> anyhow::Result<Step<()>>
                 reason: "termination requested".into(),
             })
         }
+    }
+}
+
+/// What delete knows about single instances (see `delete::Kind`); an Auto Scaling group's go with their group
+/// (deleting them alone would only get them replaced).
+#[derive(Debug)]
+pub struct InstanceKind;
+
+#[async_trait]
+impl Kind for InstanceKind {
+    fn name(&self) -> &'static str {
+        "instance"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .instances(&ctx.aws)
+            .await?
+            .iter()
+            .filter(|i| !i.tags().iter().any(|t| t.key() == Some("aws:autoscaling:groupName")))
+            .map(|i| Doomed::new(kind, i.instance_id().unwrap_or_default(), logical_id(i.tags()), i.vpc_id()))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        terminate_instance(&ctx.aws, &item.cloud_id).await
+    }
+}
+
+/// What delete knows about key pairs (see `delete::Kind`).
+#[derive(Debug)]
+pub struct KeyPairKind;
+
+#[async_trait]
+impl Kind for KeyPairKind {
+    fn name(&self) -> &'static str {
+        "key-pair"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Security
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .key_pairs(&ctx.aws)
+            .await?
+            .iter()
+            .map(|k| Doomed::new(kind, k.key_name().unwrap_or_default(), logical_id(k.tags()), None))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_key_pair(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[Order::Kind("auto-scaling-group"), Order::Kind("instance")]
+    }
+}
+
+/// What delete knows about instance profiles (see `delete::Kind`): those under the cluster's IAM path.
+#[derive(Debug)]
+pub struct InstanceProfileKind;
+
+#[async_trait]
+impl Kind for InstanceProfileKind {
+    fn name(&self) -> &'static str {
+        "instance-profile"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Security
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        // Profiles are named `kforge-CLUSTER-WHICH` for `instance-profile/WHICH`.
+        let prefix = format!("kforge-{}-", ctx.cluster);
+        Ok(ctx
+            .inventory
+            .instance_profiles(&ctx.aws)
+            .await?
+            .iter()
+            .map(|p| {
+                let name = p.instance_profile_name();
+                let logical = name.strip_prefix(&prefix).map(|which| format!("instance-profile/{which}"));
+                Doomed::new(kind, name, logical, None)
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_instance_profile(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[Order::Kind("auto-scaling-group"), Order::Kind("instance")]
     }
 }
 

@@ -20,6 +20,7 @@ pub mod security_group;
 
 use std::sync::Arc;
 
+use crate::delete::Kind;
 use crate::engine::{Ctx, Phase, Resource};
 use crate::model::Cluster;
 use crate::spec::Provider;
@@ -28,6 +29,34 @@ use crate::spec::Provider;
 /// tagged with the cluster, listed once each (see `aws::inventory`).
 pub fn prefetch(ctx: &Ctx) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
     Box::pin(ctx.inventory.prefetch(&ctx.aws))
+}
+
+/// Every cloud kind a cluster can own, for delete (see `delete::Kind`): discovery lists them in this order, which
+/// is the order of delete's report. Adding a kind is its file plus one line here.
+pub fn kinds() -> Vec<Arc<dyn Kind>> {
+    vec![
+        Arc::new(eks::EksNodegroupKind),
+        Arc::new(eks::EksFargateProfileKind),
+        Arc::new(eks::EksAddonKind),
+        Arc::new(eks::EksClusterKind),
+        Arc::new(asg::AutoScalingGroupKind),
+        Arc::new(machine::InstanceKind),
+        Arc::new(eks::OidcProviderKind),
+        Arc::new(launch_template::LaunchTemplateKind),
+        Arc::new(api_lb::LoadBalancerKind),
+        Arc::new(api_lb::TargetGroupKind),
+        Arc::new(network::NetworkInterfaceKind),
+        Arc::new(network::NatGatewayKind),
+        Arc::new(network::ElasticIpKind),
+        Arc::new(network::InternetGatewayKind),
+        Arc::new(network::RouteTableKind),
+        Arc::new(security_group::SecurityGroupKind),
+        Arc::new(network::SubnetKind),
+        Arc::new(network::VpcKind),
+        Arc::new(machine::KeyPairKind),
+        Arc::new(machine::InstanceProfileKind),
+        Arc::new(iam::IamRoleKind),
+    ]
 }
 
 /// The phases a full `create` of this provider goes through, in order.
@@ -89,6 +118,7 @@ pub fn resources(cluster: &Cluster, selected: &[Phase]) -> Vec<Arc<dyn Resource>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delete::Doomed;
 
     #[test]
     fn phases_are_selected_and_foreign_ones_refused() {
@@ -115,5 +145,88 @@ mod tests {
             selected_phases(Provider::Hosts, &[Phase::Bootstrap]).unwrap(),
             [Phase::Bootstrap]
         );
+    }
+
+    /// An object of the registered kind `name`, as discovery would list it.
+    fn d(name: &str, id: &str, vpc: &str) -> Doomed {
+        let kind = kinds().into_iter().find(|k| k.name() == name).expect("a registered kind");
+        Doomed::new(&kind, id, None, Some(vpc))
+    }
+
+    fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
+        crate::delete::deletion_deps(item, all)
+    }
+
+    #[test]
+    fn every_kind_an_order_names_is_registered_once() {
+        let all = kinds();
+        assert_eq!(crate::delete::unknown_orders(&all), Vec::<String>::new());
+        let mut names: Vec<&str> = all.iter().map(|k| k.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "two kinds share a name");
+    }
+
+    #[test]
+    fn vpc_goes_last_and_nat_first() {
+        let all = vec![
+            d("vpc", "vpc-1", "vpc-1"),
+            d("subnet", "subnet-1", "vpc-1"),
+            d("nat-gateway", "nat-1", "vpc-1"),
+            d("elastic-ip", "eipalloc-1", ""),
+            d("route-table", "rtb-1", "vpc-1"),
+            d("subnet", "subnet-9", "vpc-9"),
+        ];
+        let deps = |i: usize| deletion_deps(&all[i], &all);
+        assert_eq!(deps(0), ["subnet subnet-1", "nat-gateway nat-1", "route-table rtb-1"]);
+        assert_eq!(deps(1), ["nat-gateway nat-1", "route-table rtb-1"]);
+        assert!(deps(2).is_empty());
+        assert_eq!(deps(3), ["nat-gateway nat-1"]);
+        assert!(deps(5).is_empty(), "a subnet of another VPC waits for nothing here");
+    }
+
+    #[test]
+    fn eks_goes_workers_then_addons_then_cluster_then_roles_and_kubernetes_leftovers() {
+        let all = vec![
+            d("eks-nodegroup", "workers", "vpc-1"),
+            d("eks-fargate-profile", "serverless", "vpc-1"),
+            d("eks-addon", "coredns", "vpc-1"),
+            d("eks-cluster", "demo", "vpc-1"),
+            d("iam-oidc-provider", "arn:oidc", ""),
+            d("iam-role", "kforge-demo-node", ""),
+            d("load-balancer", "arn:lb", "vpc-1"),
+            d("target-group", "arn:tg", "vpc-1"),
+            d("network-interface", "eni-1", "vpc-1"),
+            d("security-group", "sg-k8s", "vpc-1"),
+            d("subnet", "subnet-1", "vpc-1"),
+        ];
+        let deps = |i: usize| deletion_deps(&all[i], &all);
+        assert!(
+            deps(0).is_empty() && deps(1).is_empty(),
+            "nodegroups and Fargate profiles go first, together"
+        );
+        assert_eq!(deps(2), ["eks-nodegroup workers", "eks-fargate-profile serverless"]);
+        assert_eq!(
+            deps(3),
+            [
+                "eks-nodegroup workers",
+                "eks-fargate-profile serverless",
+                "eks-addon coredns"
+            ]
+        );
+        assert_eq!(deps(4), ["eks-cluster demo"]);
+        assert!(
+            deps(5).contains(&"eks-cluster demo".to_string()),
+            "roles outlive what assumes them"
+        );
+        assert_eq!(deps(6), ["eks-cluster demo"], "the service controller is gone first");
+        assert_eq!(deps(7), ["eks-cluster demo", "load-balancer arn:lb"]);
+        for leftover in ["load-balancer arn:lb", "network-interface eni-1", "eks-cluster demo"] {
+            assert!(
+                deps(9).contains(&leftover.to_string()),
+                "security group after {leftover}"
+            );
+            assert!(deps(10).contains(&leftover.to_string()), "subnet after {leftover}");
+        }
     }
 }

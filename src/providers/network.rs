@@ -5,6 +5,8 @@
 //! subnet and its public-IP attribute), so the dependency graph, not a resource's internals, orders the calls and
 //! independent ones run together. Deleting functions here are shared with the delete sweep.
 
+use crate::delete::{Doomed, Kind, Order};
+use crate::aws::inventory::{logical_id, nat_is_live};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1402,6 +1404,276 @@ pub fn subnet_role_tag(kind: SubnetType) -> (&'static str, &'static str) {
     match kind {
         SubnetType::Public => ("kubernetes.io/role/elb", "1"),
         SubnetType::Private => ("kubernetes.io/role/internal-elb", "1"),
+    }
+}
+
+// What delete knows about the network kinds (see `delete::Kind`).
+
+#[derive(Debug)]
+pub struct NatGatewayKind;
+
+#[async_trait]
+impl Kind for NatGatewayKind {
+    fn name(&self) -> &'static str {
+        "nat-gateway"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .nat_gateways(&ctx.aws)
+            .await?
+            .iter()
+            .filter_map(|n| {
+                let deleting = n.state() == Some(&NatGatewayState::Deleting);
+                (nat_is_live(n) || deleting).then(|| Doomed {
+                    deleting,
+                    ..Doomed::new(kind, n.nat_gateway_id().unwrap_or_default(), logical_id(n.tags()), n.vpc_id())
+                })
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, wait: bool) -> anyhow::Result<Step<()>> {
+        delete_nat_gateway(&ctx.aws, &item.cloud_id, wait).await
+    }
+    fn deletes_asynchronously(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+pub struct ElasticIpKind;
+
+#[async_trait]
+impl Kind for ElasticIpKind {
+    fn name(&self) -> &'static str {
+        "elastic-ip"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .addresses(&ctx.aws)
+            .await?
+            .iter()
+            .map(|a| Doomed::new(kind, a.allocation_id().unwrap_or_default(), logical_id(a.tags()), None))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        release_address(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // A NAT gateway holds its address.
+        &[Order::Kind("nat-gateway")]
+    }
+}
+
+#[derive(Debug)]
+pub struct InternetGatewayKind;
+
+#[async_trait]
+impl Kind for InternetGatewayKind {
+    fn name(&self) -> &'static str {
+        "internet-gateway"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .internet_gateways(&ctx.aws)
+            .await?
+            .iter()
+            .map(|g| {
+                let vpcs: Vec<String> = g
+                    .attachments()
+                    .iter()
+                    .filter_map(|a| a.vpc_id().map(str::to_string))
+                    .collect();
+                Doomed {
+                    attached: vpcs.clone(),
+                    ..Doomed::new(
+                        kind,
+                        g.internet_gateway_id().unwrap_or_default(),
+                        logical_id(g.tags()),
+                        vpcs.first().map(String::as_str),
+                    )
+                }
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_internet_gateway(&ctx.aws, &item.cloud_id, &item.attached).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // Public addresses are mapped through the gateway: NAT gateways', load balancers', machines'.
+        &[
+            Order::Kind("nat-gateway"),
+            Order::Kind("load-balancer"),
+            Order::Kind("instance"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("eks-cluster"),
+        ]
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteTableKind;
+
+#[async_trait]
+impl Kind for RouteTableKind {
+    fn name(&self) -> &'static str {
+        "route-table"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .route_tables(&ctx.aws)
+            .await?
+            .iter()
+            .map(|t| Doomed {
+                // The main association goes with the VPC; the others are undone first.
+                attached: t
+                    .associations()
+                    .iter()
+                    .filter(|a| !a.main().unwrap_or(false))
+                    .filter_map(|a| a.route_table_association_id().map(str::to_string))
+                    .collect(),
+                ..Doomed::new(kind, t.route_table_id().unwrap_or_default(), logical_id(t.tags()), t.vpc_id())
+            })
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_route_table(&ctx.aws, &item.cloud_id, &item.attached).await
+    }
+}
+
+#[derive(Debug)]
+pub struct SubnetKind;
+
+#[async_trait]
+impl Kind for SubnetKind {
+    fn name(&self) -> &'static str {
+        "subnet"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .subnets(&ctx.aws)
+            .await?
+            .iter()
+            .map(|s| Doomed::new(kind, s.subnet_id().unwrap_or_default(), logical_id(s.tags()), s.vpc_id()))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_subnet(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // What has a network interface or an association in the subnet.
+        &[
+            Order::InVpc("nat-gateway"),
+            Order::InVpc("route-table"),
+            Order::InVpc("auto-scaling-group"),
+            Order::InVpc("instance"),
+            Order::InVpc("load-balancer"),
+            Order::InVpc("network-interface"),
+            Order::InVpc("eks-cluster"),
+            Order::InVpc("eks-nodegroup"),
+            Order::InVpc("eks-fargate-profile"),
+        ]
+    }
+}
+
+#[derive(Debug)]
+pub struct VpcKind;
+
+#[async_trait]
+impl Kind for VpcKind {
+    fn name(&self) -> &'static str {
+        "vpc"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Network
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .vpcs(&ctx.aws)
+            .await?
+            .iter()
+            .map(|v| Doomed::new(kind, v.vpc_id().unwrap_or_default(), logical_id(v.tags()), v.vpc_id()))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_vpc(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        &[Order::EverythingInVpc]
+    }
+}
+
+#[derive(Debug)]
+pub struct NetworkInterfaceKind;
+
+#[async_trait]
+impl Kind for NetworkInterfaceKind {
+    fn name(&self) -> &'static str {
+        "network-interface"
+    }
+    /// Kubernetes' leftovers go with the cluster.
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .leftover_network_interfaces(&ctx.aws)
+            .await?
+            .iter()
+            .map(|e| Doomed::new(kind, e.network_interface_id().unwrap_or_default(), None, e.vpc_id()))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        let id = &item.cloud_id;
+        let r = ctx
+            .aws
+            .ec2()
+            .delete_network_interface()
+            .network_interface_id(id)
+            .send()
+            .await;
+        match r.map_err(|e| {
+            anyhow::Error::from(aws_err(format!("network-interface ({id})"), "DeleteNetworkInterface")(e))
+        }) {
+            Ok(_) => Ok(Step::Done(())),
+            Err(e) if is_not_found(&e) => Ok(Step::Done(())),
+            Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
+                reason: format!("network interface {id} is attached"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+    fn after(&self) -> &'static [Order] {
+        // Pods' interfaces are detached once what ran them is gone.
+        &[
+            Order::Kind("eks-cluster"),
+            Order::Kind("eks-nodegroup"),
+            Order::Kind("eks-fargate-profile"),
+            Order::Kind("load-balancer"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("instance"),
+        ]
     }
 }
 

@@ -4,6 +4,9 @@
 //! The rules resource owns the group's whole ingress set: what the spec wants is authorized, anything else (a rule
 //! added by hand, a CIDR dropped from the spec) is revoked. Egress stays AWS' default (all outbound).
 
+use crate::delete::{Doomed, Kind, Order};
+use std::sync::Arc;
+use crate::aws::inventory::logical_id;
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
@@ -368,6 +371,45 @@ pub async fn delete_security_group(aws: &Aws, id: &str) -> anyhow::Result<Step<(
             reason: format!("security group {id} is still referenced or in use"),
         }),
         Err(e) => Err(e),
+    }
+}
+
+/// What delete knows about security groups (see `delete::Kind`): kforge's and those Kubernetes tagged `owned`.
+#[derive(Debug)]
+pub struct SecurityGroupKind;
+
+#[async_trait]
+impl Kind for SecurityGroupKind {
+    fn name(&self) -> &'static str {
+        "security-group"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Security
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(ctx
+            .inventory
+            .security_groups(&ctx.aws)
+            .await?
+            .iter()
+            .filter(|g| g.group_name() != Some("default"))
+            .map(|g| Doomed::new(kind, g.group_id().unwrap_or_default(), logical_id(g.tags()), g.vpc_id()))
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        delete_security_group(&ctx.aws, &item.cloud_id).await
+    }
+    fn after(&self) -> &'static [Order] {
+        // Whatever has a network interface in the group.
+        &[
+            Order::Kind("eks-cluster"),
+            Order::Kind("eks-nodegroup"),
+            Order::Kind("eks-fargate-profile"),
+            Order::Kind("load-balancer"),
+            Order::Kind("network-interface"),
+            Order::Kind("auto-scaling-group"),
+            Order::Kind("instance"),
+        ]
     }
 }
 

@@ -1,508 +1,11 @@
-//! The reconcile-engine resources of an ECS service: the ECS cluster (shared, never deleted by a service), the
-//! CloudWatch log group, the task definition (a new revision only when what kforge renders differs from the
-//! latest one) and the service itself, whose `ready` waits for a steady deployment and turns a failed one into a
-//! report of the stopped tasks' reasons and the rollback.
+//! The ECS service: created or updated with the circuit breaker on, ready at a steady deployment of its task
+//! definition, a failed one reported with the stopped tasks' reasons and the rollback.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use super::*;
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use aws_sdk_ecs::error::ProvideErrorMetadata;
-use aws_sdk_ecs::types as ecs;
-
-use super::model::{EcsService, HealthCheck};
-use crate::aws::{ErrorClass, aws_err, sdk_class};
-use crate::engine::{
-    Change, Ctx, Desired, Inputs, Mutability, Observed, Outputs, Phase, Resource, Step, Value, diff_attrs,
-    resource_metadata,
-};
-
-fn outputs(pairs: &[(&str, &str)]) -> Outputs {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-fn ecs_tags(tags: &BTreeMap<String, String>) -> Vec<ecs::Tag> {
-    tags.iter()
-        .map(|(k, v)| ecs::Tag::builder().key(k).value(v).build())
-        .collect()
-}
-
-/// A value kforge already knows (a kforge cluster's VPC): a node dependants can read outputs from.
-pub struct Known {
-    pub id: String,
-    pub outputs: Outputs,
-    pub deps: Vec<String>,
-}
-
-#[async_trait]
-impl Resource for Known {
-    resource_metadata!("known", Phase::Network);
-    fn desired(&self, _: &Inputs) -> Desired {
-        Desired::default()
-    }
-    async fn find(&self, _: &Ctx) -> anyhow::Result<Option<Observed>> {
-        Ok(Some(Observed {
-            id: self.outputs.get("id").cloned().unwrap_or_default(),
-            attrs: BTreeMap::new(),
-            outputs: self.outputs.clone(),
-        }))
-    }
-    async fn apply(&self, _: &Ctx, _: &Change, _: Option<&Observed>, _: &Desired) -> anyhow::Result<Step<Outputs>> {
-        Ok(Step::Done(self.outputs.clone()))
-    }
-    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
-        Ok(Step::Done(()))
-    }
-}
-
-pub const CAPACITY_PROVIDERS: &str = "FARGATE,FARGATE_SPOT";
-
-/// The ECS cluster, with Fargate and Fargate Spot as capacity providers. Shared by services: created when missing,
-/// never deleted by `delete service`.
-pub struct EcsClusterRes {
-    pub id: String,
-    pub name: String,
-    pub tags: BTreeMap<String, String>,
-    pub deps: Vec<String>,
-}
-
-#[async_trait]
-impl Resource for EcsClusterRes {
-    resource_metadata!("ecs-cluster", Phase::Cluster);
-    fn desired(&self, _: &Inputs) -> Desired {
-        Desired::default().attr("capacityProviders", CAPACITY_PROVIDERS, Mutability::InPlace)
-    }
-    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let out = ctx
-            .aws
-            .ecs()
-            .describe_clusters()
-            .clusters(&self.name)
-            .send()
-            .await
-            .map_err(aws_err(format!("ECS cluster {}", self.name), "DescribeClusters"))?;
-        Ok(out.clusters().iter().find(|c| c.status() == Some("ACTIVE")).map(|c| {
-            let mut providers: Vec<&str> = c.capacity_providers().iter().map(String::as_str).collect();
-            providers.sort();
-            Observed {
-                id: c.cluster_arn().unwrap_or_default().to_string(),
-                attrs: BTreeMap::from([("capacityProviders", providers.join(","))]),
-                outputs: outputs(&[("id", c.cluster_arn().unwrap_or_default()), ("name", &self.name)]),
-            }
-        }))
-    }
-    async fn apply(
-        &self,
-        ctx: &Ctx,
-        _: &Change,
-        actual: Option<&Observed>,
-        _: &Desired,
-    ) -> anyhow::Result<Step<Outputs>> {
-        let what = format!("ECS cluster {}", self.name);
-        let strategy = ecs::CapacityProviderStrategyItem::builder()
-            .capacity_provider("FARGATE")
-            .weight(1)
-            .build()?;
-        let arn = match actual {
-            None => {
-                let out = ctx
-                    .aws
-                    .ecs()
-                    .create_cluster()
-                    .cluster_name(&self.name)
-                    .capacity_providers("FARGATE")
-                    .capacity_providers("FARGATE_SPOT")
-                    .default_capacity_provider_strategy(strategy)
-                    .set_tags(Some(ecs_tags(&self.tags)))
-                    .send()
-                    .await
-                    .map_err(aws_err(&what, "CreateCluster"))?;
-                out.cluster()
-                    .and_then(|c| c.cluster_arn())
-                    .unwrap_or_default()
-                    .to_string()
-            }
-            Some(a) => {
-                ctx.aws
-                    .ecs()
-                    .put_cluster_capacity_providers()
-                    .cluster(&self.name)
-                    .capacity_providers("FARGATE")
-                    .capacity_providers("FARGATE_SPOT")
-                    .default_capacity_provider_strategy(strategy)
-                    .send()
-                    .await
-                    .map_err(aws_err(&what, "PutClusterCapacityProviders"))?;
-                a.id.clone()
-            }
-        };
-        Ok(Step::Done(outputs(&[("id", &arn), ("name", &self.name)])))
-    }
-    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
-        Ok(Step::Done(()))
-    }
-}
-
-/// The service's CloudWatch log group and its retention.
-pub struct LogGroupRes {
-    pub id: String,
-    pub name: String,
-    pub retention_days: u32,
-    pub tags: BTreeMap<String, String>,
-    pub deps: Vec<String>,
-}
-
-#[async_trait]
-impl Resource for LogGroupRes {
-    resource_metadata!("log-group", Phase::Cluster);
-    fn desired(&self, _: &Inputs) -> Desired {
-        Desired::default().attr("retentionDays", self.retention_days.to_string(), Mutability::InPlace)
-    }
-    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        Ok(find_log_group(ctx, &self.name).await?.map(|g| Observed {
-            id: self.name.clone(),
-            attrs: BTreeMap::from([(
-                "retentionDays",
-                g.retention_in_days()
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "never expire".into()),
-            )]),
-            outputs: outputs(&[("id", &self.name), ("arn", g.arn().unwrap_or_default())]),
-        }))
-    }
-    async fn apply(
-        &self,
-        ctx: &Ctx,
-        _: &Change,
-        actual: Option<&Observed>,
-        _: &Desired,
-    ) -> anyhow::Result<Step<Outputs>> {
-        let what = format!("log group {}", self.name);
-        let logs = ctx.aws.logs();
-        if actual.is_none() {
-            let r = logs
-                .create_log_group()
-                .log_group_name(&self.name)
-                .set_tags(Some(self.tags.clone().into_iter().collect()))
-                .send()
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if e.code() == Some("ResourceAlreadyExistsException") => {}
-                Err(e) => return Err(aws_err(&what, "CreateLogGroup")(e).into()),
-            }
-        }
-        logs.put_retention_policy()
-            .log_group_name(&self.name)
-            .retention_in_days(self.retention_days as i32)
-            .send()
-            .await
-            .map_err(aws_err(&what, "PutRetentionPolicy"))?;
-        Ok(Step::Done(outputs(&[("id", &self.name)])))
-    }
-    async fn delete(&self, ctx: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
-        delete_log_group(ctx, &self.name).await
-    }
-}
-
-/// The log group called exactly `name` (the API lists by prefix).
-pub async fn find_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Option<aws_sdk_cloudwatchlogs::types::LogGroup>> {
-    let out = ctx
-        .aws
-        .logs()
-        .describe_log_groups()
-        .log_group_name_prefix(name)
-        .send()
-        .await
-        .map_err(aws_err(format!("log group {name}"), "DescribeLogGroups"))?;
-    Ok(out
-        .log_groups()
-        .iter()
-        .find(|g| g.log_group_name() == Some(name))
-        .cloned())
-}
-
-pub async fn delete_log_group(ctx: &Ctx, name: &str) -> anyhow::Result<Step<()>> {
-    match ctx.aws.logs().delete_log_group().log_group_name(name).send().await {
-        Ok(_) => Ok(Step::Done(())),
-        Err(e) if sdk_class(&e) == ErrorClass::NotFound => Ok(Step::Done(())),
-        Err(e) => Err(aws_err(format!("log group {name}"), "DeleteLogGroup")(e).into()),
-    }
-}
-
-/// The task definition family's latest revision, compared field by field with what kforge renders; a difference
-/// registers a new revision (revisions are immutable).
-pub struct TaskDefinitionRes {
-    pub id: String,
-    pub service: EcsService,
-    /// The image reference the task runs (resolved: a pushed image is `repo@digest`).
-    pub image: String,
-    /// Logical ids of the execution and task roles (resources that output `arn`).
-    pub execution_role: String,
-    pub task_role: String,
-    pub tags: BTreeMap<String, String>,
-    pub deps: Vec<String>,
-}
-
-fn health_text(h: Option<&HealthCheck>) -> String {
-    h.map(|h| {
-        format!(
-            "{} every {}s, timeout {}s, {} retries, start period {}s",
-            serde_json::to_string(&h.command).unwrap_or_default(),
-            h.interval,
-            h.timeout,
-            h.retries,
-            h.start_period
-        )
-    })
-    .unwrap_or_else(|| "none".into())
-}
-
-fn pairs_text<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut v: Vec<String> = items.map(|(k, val)| format!("{k}={val}")).collect();
-    v.sort();
-    v.join(",")
-}
-
-impl TaskDefinitionRes {
-    fn container_name(&self) -> &str {
-        &self.service.name
-    }
-}
-
-#[async_trait]
-impl Resource for TaskDefinitionRes {
-    resource_metadata!("task-definition", Phase::Cluster);
-    fn desired(&self, inputs: &Inputs) -> Desired {
-        let s = &self.service;
-        Desired::default()
-            .attr("image", self.image.clone(), Mutability::InPlace)
-            .attr("cpu", s.cpu.to_string(), Mutability::InPlace)
-            .attr("memory", s.memory.to_string(), Mutability::InPlace)
-            .attr("architecture", s.architecture, Mutability::InPlace)
-            .attr(
-                "command",
-                s.command
-                    .as_ref()
-                    .map(|c| serde_json::to_string(c).unwrap_or_default())
-                    .unwrap_or_default(),
-                Mutability::InPlace,
-            )
-            .attr(
-                "environment",
-                pairs_text(s.environment.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-                Mutability::InPlace,
-            )
-            .attr(
-                "secrets",
-                pairs_text(s.secrets.iter().map(|(k, (arn, _))| (k.as_str(), arn.as_str()))),
-                Mutability::InPlace,
-            )
-            .attr(
-                "port",
-                s.container_port.map(|p| p.to_string()).unwrap_or_default(),
-                Mutability::InPlace,
-            )
-            .attr("healthCheck", health_text(s.health_check.as_ref()), Mutability::InPlace)
-            .attr("logGroup", s.log_group.clone(), Mutability::InPlace)
-            .attr(
-                "executionRole",
-                inputs.get(&self.execution_role, "arn"),
-                Mutability::InPlace,
-            )
-            .attr("taskRole", inputs.get(&self.task_role, "arn"), Mutability::InPlace)
-    }
-    async fn find(&self, ctx: &Ctx) -> anyhow::Result<Option<Observed>> {
-        let family = self.service.family();
-        let out = match ctx
-            .aws
-            .ecs()
-            .describe_task_definition()
-            .task_definition(&family)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("ClientException") || e.code() == Some("InvalidParameterException") => {
-                return Ok(None);
-            }
-            Err(e) => return Err(aws_err(format!("task definition {family}"), "DescribeTaskDefinition")(e).into()),
-        };
-        let Some(td) = out.task_definition() else {
-            return Ok(None);
-        };
-        if td.status() != Some(&ecs::TaskDefinitionStatus::Active) {
-            return Ok(None);
-        }
-        let container = td
-            .container_definitions()
-            .iter()
-            .find(|c| c.name() == Some(self.container_name()));
-        let mut attrs = BTreeMap::new();
-        attrs.insert("cpu", td.cpu().unwrap_or_default().to_string());
-        attrs.insert("memory", td.memory().unwrap_or_default().to_string());
-        attrs.insert(
-            "architecture",
-            td.runtime_platform()
-                .and_then(|p| p.cpu_architecture())
-                .map(|a| a.as_str().to_string())
-                .unwrap_or_else(|| "X86_64".into()),
-        );
-        attrs.insert("executionRole", td.execution_role_arn().unwrap_or_default().to_string());
-        attrs.insert("taskRole", td.task_role_arn().unwrap_or_default().to_string());
-        if let Some(c) = container {
-            attrs.insert("image", c.image().unwrap_or_default().to_string());
-            attrs.insert(
-                "command",
-                if c.command().is_empty() {
-                    String::new()
-                } else {
-                    serde_json::to_string(c.command()).unwrap_or_default()
-                },
-            );
-            attrs.insert(
-                "environment",
-                pairs_text(
-                    c.environment()
-                        .iter()
-                        .map(|kv| (kv.name().unwrap_or_default(), kv.value().unwrap_or_default())),
-                ),
-            );
-            attrs.insert(
-                "secrets",
-                pairs_text(c.secrets().iter().map(|s| (s.name(), s.value_from()))),
-            );
-            attrs.insert(
-                "port",
-                c.port_mappings()
-                    .first()
-                    .and_then(|p| p.container_port())
-                    .map(|p| p.to_string())
-                    .unwrap_or_default(),
-            );
-            attrs.insert(
-                "healthCheck",
-                health_text(
-                    c.health_check()
-                        .map(|h| HealthCheck {
-                            command: h.command().to_vec(),
-                            interval: h.interval().unwrap_or(30) as u32,
-                            timeout: h.timeout().unwrap_or(5) as u32,
-                            retries: h.retries().unwrap_or(3) as u32,
-                            start_period: h.start_period().unwrap_or(0) as u32,
-                        })
-                        .as_ref(),
-                ),
-            );
-            attrs.insert(
-                "logGroup",
-                c.log_configuration()
-                    .and_then(|l| l.options())
-                    .and_then(|o| o.get("awslogs-group"))
-                    .cloned()
-                    .unwrap_or_default(),
-            );
-        }
-        let arn = td.task_definition_arn().unwrap_or_default();
-        Ok(Some(Observed {
-            id: arn.to_string(),
-            attrs,
-            outputs: outputs(&[("id", arn), ("arn", arn), ("revision", &td.revision().to_string())]),
-        }))
-    }
-    fn planned_outputs(&self, actual: &Observed, change: &Change) -> Outputs {
-        // A change is a new revision: its ARN is known after apply.
-        match change {
-            Change::None => actual.outputs.clone(),
-            _ => Outputs::new(),
-        }
-    }
-    async fn apply(
-        &self,
-        ctx: &Ctx,
-        _: &Change,
-        _: Option<&Observed>,
-        desired: &Desired,
-    ) -> anyhow::Result<Step<Outputs>> {
-        let s = &self.service;
-        let family = s.family();
-        let mut container = ecs::ContainerDefinition::builder()
-            .name(self.container_name())
-            .image(&self.image)
-            .essential(true)
-            .set_command(s.command.clone())
-            .set_environment(Some(
-                s.environment
-                    .iter()
-                    .map(|(k, v)| ecs::KeyValuePair::builder().name(k).value(v).build())
-                    .collect(),
-            ))
-            .log_configuration(
-                ecs::LogConfiguration::builder()
-                    .log_driver(ecs::LogDriver::Awslogs)
-                    .options("awslogs-group", &s.log_group)
-                    .options("awslogs-region", &s.region)
-                    .options("awslogs-stream-prefix", &s.name)
-                    .build()?,
-            );
-        for (name, (arn, _)) in &s.secrets {
-            container = container.secrets(ecs::Secret::builder().name(name).value_from(arn).build()?);
-        }
-        if let Some(p) = s.container_port {
-            container = container.port_mappings(
-                ecs::PortMapping::builder()
-                    .container_port(p as i32)
-                    .protocol(ecs::TransportProtocol::Tcp)
-                    .build(),
-            );
-        }
-        if let Some(h) = &s.health_check {
-            container = container.health_check(
-                ecs::HealthCheck::builder()
-                    .set_command(Some(h.command.clone()))
-                    .interval(h.interval as i32)
-                    .timeout(h.timeout as i32)
-                    .retries(h.retries as i32)
-                    .start_period(h.start_period as i32)
-                    .build()?,
-            );
-        }
-        let out = ctx
-            .aws
-            .ecs()
-            .register_task_definition()
-            .family(&family)
-            .requires_compatibilities(ecs::Compatibility::Fargate)
-            .network_mode(ecs::NetworkMode::Awsvpc)
-            .cpu(s.cpu.to_string())
-            .memory(s.memory.to_string())
-            .runtime_platform(
-                ecs::RuntimePlatform::builder()
-                    .cpu_architecture(ecs::CpuArchitecture::from(s.architecture))
-                    .operating_system_family(ecs::OsFamily::Linux)
-                    .build(),
-            )
-            .execution_role_arn(desired.value("executionRole")?)
-            .task_role_arn(desired.value("taskRole")?)
-            .container_definitions(container.build())
-            .set_tags(Some(ecs_tags(&self.tags)))
-            .send()
-            .await
-            .map_err(aws_err(format!("task definition {family}"), "RegisterTaskDefinition"))?;
-        let td = out
-            .task_definition()
-            .ok_or_else(|| anyhow::anyhow!("RegisterTaskDefinition returned no task definition"))?;
-        let arn = td.task_definition_arn().unwrap_or_default();
-        Ok(Step::Done(outputs(&[
-            ("id", arn),
-            ("arn", arn),
-            ("revision", &td.revision().to_string()),
-        ])))
-    }
-    async fn delete(&self, _: &Ctx, _: &Observed) -> anyhow::Result<Step<()>> {
-        Ok(Step::Done(()))
-    }
-}
+use crate::delete::{Doomed, Kind, Order};
+use crate::engine::wait::not_yet;
 
 /// The ECS service: created or updated with the circuit breaker and rollback on; `ready` waits for a steady
 /// deployment of this task definition.
@@ -1266,5 +769,70 @@ mod tests {
             ],
         );
         assert!(matches!(rollout(&draining.services()[0], TD2), Rollout::InProgress(r) if r.contains("draining")));
+    }
+}
+
+/// What delete knows about one ECS service (see `delete::Kind`): scaled to 0, deleted, gone once ECS no longer
+/// lists it (its tasks drained).
+#[derive(Debug)]
+pub struct EcsServiceKind {
+    pub cluster: String,
+    pub service: String,
+}
+
+impl EcsServiceKind {
+    fn what(&self) -> String {
+        format!("ECS service {} (cluster {})", self.service, self.cluster)
+    }
+}
+
+#[async_trait]
+impl Kind for EcsServiceKind {
+    fn name(&self) -> &'static str {
+        "ecs-service"
+    }
+    fn phase(&self) -> Phase {
+        Phase::Cluster
+    }
+    async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
+        Ok(describe_service(ctx, &self.cluster, &self.service)
+            .await?
+            .map(|_| Doomed::new(kind, &self.service, None, None))
+            .into_iter()
+            .collect())
+    }
+    async fn delete(&self, ctx: &Ctx, _: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
+        let Some(svc) = describe_service(ctx, &self.cluster, &self.service).await? else {
+            return Ok(Step::Done(()));
+        };
+        if svc.status() == Some("ACTIVE") {
+            let ecs = ctx.aws.ecs();
+            if svc.desired_count() > 0 {
+                ecs.update_service()
+                    .cluster(&self.cluster)
+                    .service(&self.service)
+                    .desired_count(0)
+                    .send()
+                    .await
+                    .map_err(aws_err(self.what(), "UpdateService"))?;
+            }
+            ecs.delete_service()
+                .cluster(&self.cluster)
+                .service(&self.service)
+                .force(true)
+                .send()
+                .await
+                .map_err(aws_err(self.what(), "DeleteService"))?;
+        }
+        Ok(not_yet(Duration::from_secs(5), "draining tasks"))
+    }
+    fn before(&self) -> &'static [Order] {
+        // What `--purge` removes goes once nothing runs from it.
+        &[
+            Order::Kind("task-definition"),
+            Order::Kind("log-group"),
+            Order::Kind("iam-role"),
+            Order::Kind("security-group"),
+        ]
     }
 }
