@@ -35,6 +35,7 @@ pub struct Aws {
     ec2: OnceLock<aws_sdk_ec2::Client>,
     eks: OnceLock<aws_sdk_eks::Client>,
     elbv2: OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
+    elb: OnceLock<aws_sdk_elasticloadbalancing::Client>,
     iam: OnceLock<aws_sdk_iam::Client>,
     s3: OnceLock<aws_sdk_s3::Client>,
     autoscaling: OnceLock<aws_sdk_autoscaling::Client>,
@@ -117,6 +118,7 @@ impl Aws {
             ec2: OnceLock::new(),
             eks: OnceLock::new(),
             elbv2: OnceLock::new(),
+            elb: OnceLock::new(),
             iam: OnceLock::new(),
             s3: OnceLock::new(),
             autoscaling: OnceLock::new(),
@@ -158,6 +160,7 @@ impl Aws {
             ec2: cell(ec2),
             eks: cell(eks),
             elbv2: OnceLock::new(),
+            elb: OnceLock::new(),
             iam: cell(iam),
             s3: OnceLock::new(),
             autoscaling: OnceLock::new(),
@@ -199,6 +202,12 @@ impl Aws {
     pub fn elbv2(&self) -> &aws_sdk_elasticloadbalancingv2::Client {
         self.elbv2
             .get_or_init(|| client!(aws_sdk_elasticloadbalancingv2, &self.config))
+    }
+
+    /// Classic load balancers (what Kubernetes' service controller makes by default).
+    pub fn elb(&self) -> &aws_sdk_elasticloadbalancing::Client {
+        self.elb
+            .get_or_init(|| client!(aws_sdk_elasticloadbalancing, &self.config))
     }
 
     pub fn iam(&self) -> &aws_sdk_iam::Client {
