@@ -617,4 +617,88 @@ mod tests {
         .unwrap();
         assert_eq!(proxy["nodePortAddresses"], serde_json::json!(["primary"]));
     }
+
+    /// Every file rendered from `templates/` as a host gets it (certificates and kubeconfigs left out: their keys
+    /// are new each run), one snapshot each: a template edit shows up as a reviewed diff of what hosts receive.
+    #[test]
+    fn rendered_templates_match_their_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let labels = BTreeMap::from([("kforge.dev/node-group".to_string(), "workers".to_string())]);
+        let m1 = Member {
+            name: "m1".into(),
+            address: "10.0.0.11".parse().unwrap(),
+        };
+        let taints = ["gpu=true:NoSchedule".to_string()];
+        let sets: [(&str, Vec<FileSpec>); 6] = [
+            ("containerd1", runtime_files(&facts(false, 1))),
+            ("containerd2", runtime_files(&facts(false, 2))),
+            ("master", control_plane_files(&facts(true, 2), &pki, &m1)),
+            (
+                "ec2-master-node",
+                node_files(
+                    &facts(true, 2),
+                    &pki,
+                    &NodeIdentity {
+                        name: "m1",
+                        address: "10.0.0.11",
+                        labels: &BTreeMap::new(),
+                        taints: &[],
+                        master: true,
+                        provider_id: Some(aws_provider_id("eu-west-1a", "i-0123456789abcdef0")),
+                    },
+                ),
+            ),
+            (
+                "hosts-worker-node",
+                node_files(
+                    &facts(false, 2),
+                    &pki,
+                    &NodeIdentity {
+                        name: "w1",
+                        address: "10.0.0.21",
+                        labels: &labels,
+                        taints: &taints,
+                        master: false,
+                        provider_id: None,
+                    },
+                ),
+            ),
+            (
+                "etcd",
+                super::super::etcd::member_files(&pki, "c", &m1, "/opt/kforge/bin/etcd"),
+            ),
+        ];
+        let mut seen = 0;
+        for (set, files) in &sets {
+            for f in files {
+                if f.path.starts_with(PKI_DIR) || f.path.ends_with(".kubeconfig") {
+                    continue;
+                }
+                let name = format!("{set}{}", f.path.replace('/', "_"));
+                insta::assert_snapshot!(name, std::str::from_utf8(&f.bytes).unwrap());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 14, "every unit and configuration file: {seen}");
+        let members = [("m1".to_string(), "https://10.0.0.11:2380".to_string())];
+        insta::assert_snapshot!("etcd-initial-env-new", super::super::etcd::initial_env(&members, false));
+        // The addons as applied: every object of every addon, with the images a manifest would name.
+        let images: BTreeMap<String, String> = super::super::addons::TEMPLATES
+            .iter()
+            .flat_map(|(_, t)| t.match_indices("{{image:").map(move |(i, _)| &t[i + 8..]))
+            .filter_map(|rest| rest.split_once("}}").map(|(n, _)| n.to_string()))
+            .map(|n| (n.clone(), format!("registry.example/{n}:v1")))
+            .collect();
+        let names: Vec<String> = super::super::addons::TEMPLATES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let objects = super::super::addons::objects(&facts(true, 2), &images, &names).unwrap();
+        for (addon, _) in super::super::addons::TEMPLATES {
+            let docs: Vec<&serde_json::Value> = objects.iter().filter(|o| o.addon == addon).map(|o| &o.body).collect();
+            assert!(!docs.is_empty(), "{addon}");
+            insta::assert_snapshot!(format!("addon-{addon}"), serde_norway::to_string(&docs).unwrap());
+        }
+    }
 }

@@ -192,6 +192,45 @@ fn help_text() {
     insta::assert_snapshot!("delete_cluster_help", env.ok(&["delete", "cluster", "--help"]).stdout);
 }
 
+/// What `plan` prints for a new self-built cluster against moto, as a snapshot: a change to the plan's wording or
+/// to what a spec turns into shows up as a reviewed diff.
+#[test]
+fn plan_of_a_new_cluster_matches_its_snapshot() {
+    let env = TestEnv::new();
+    let o = env.ok(&[
+        "plan",
+        "-f",
+        s(&example("selfbuilt-ha.yaml")),
+        "--phase",
+        "network,security,cluster",
+    ]);
+    insta::assert_snapshot!("plan_selfbuilt_ha", o.stdout);
+    // And of a change to a cluster's network that exists: the attributes that move, resource by resource.
+    env.ok(&[
+        "create",
+        "cluster",
+        "-f",
+        s(&example("selfbuilt-ha.yaml")),
+        "--phase",
+        "network",
+    ]);
+    let text = std::fs::read_to_string(example("selfbuilt-ha.yaml"))
+        .unwrap()
+        .replace("  region: eu-west-1\n", "  region: eu-west-1\n  tags: {team: ml}\n");
+    let changed = write_spec(env.dir.path(), "selfbuilt-ha.yaml", &text);
+    let o = env.ok(&["plan", "-f", s(&changed), "--phase", "network"]);
+    // The cloud ids moto made are new each run: `~ vpc (vpc-0123...): update` is kept as `~ vpc (<id>): update`.
+    let redacted: Vec<String> = o
+        .stdout
+        .lines()
+        .map(|line| match (line.find(" ("), line.find("): ")) {
+            (Some(a), Some(b)) if a < b => format!("{} (<id>{}", &line[..a], &line[b..]),
+            _ => line.to_string(),
+        })
+        .collect();
+    insta::assert_snapshot!("plan_selfbuilt_ha_tag_change", redacted.join("\n"));
+}
+
 #[test]
 fn token_is_an_exec_credential_with_a_presigned_sts_url() {
     use base64::Engine;
