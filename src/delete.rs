@@ -92,7 +92,12 @@ pub struct Doomed {
 
 impl Doomed {
     /// An object of `kind` with nothing attached, not deleting.
-    pub fn new(kind: &Arc<dyn Kind>, cloud_id: impl Into<String>, logical: Option<String>, vpc: Option<&str>) -> Doomed {
+    pub fn new(
+        kind: &Arc<dyn Kind>,
+        cloud_id: impl Into<String>,
+        logical: Option<String>,
+        vpc: Option<&str>,
+    ) -> Doomed {
         Doomed {
             kind: Arc::clone(kind),
             cloud_id: cloud_id.into(),
@@ -159,7 +164,11 @@ pub fn unknown_orders(kinds: &[Arc<dyn Kind>]) -> Vec<String> {
     kinds
         .iter()
         .flat_map(|k| k.after().iter().chain(k.before()).map(move |o| (k.name(), *o)))
-        .filter_map(|(k, o)| o.kind_named().filter(|n| !names.contains(n)).map(|n| format!("{k} -> {n}")))
+        .filter_map(|(k, o)| {
+            o.kind_named()
+                .filter(|n| !names.contains(n))
+                .map(|n| format!("{k} -> {n}"))
+        })
         .collect()
 }
 
@@ -389,7 +398,11 @@ mod tests {
         assert!(deps(1).is_empty());
         assert_eq!(deps(4), ["late l1"], "a `before` rule of another kind");
         assert!(deps(5).is_empty(), "InVpc: only the same VPC");
-        assert_eq!(deps(6), ["gate g1", "pump p1", "late l1", "field f1"], "everything else in the VPC");
+        assert_eq!(
+            deps(6),
+            ["gate g1", "pump p1", "late l1", "field f1"],
+            "everything else in the VPC"
+        );
         assert!(deps(7).is_empty(), "no VPC, nothing in it");
         let misspelt: Arc<dyn Kind> = Arc::new(Fake("x", &[Order::Kind("pumpp")], &[Order::InVpc("gate")]));
         assert_eq!(unknown_orders(&[misspelt, gate, pump]), ["x -> pumpp"]);

@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::aws::inventory::Inventory;
-use crate::delete::Kind;
 use crate::aws::{Aws, ErrorClass, aws_err, sdk_class, tags};
+use crate::delete::Kind;
 use crate::engine::{self, Ctx, ExecOptions, Phase, Resource};
 use crate::progress::{Event, Reporter};
 use crate::providers::iam::{ExistingRole, IamRole};
@@ -476,7 +476,11 @@ pub async fn delete_service(
     let mut errors = report.errors.into_iter();
     if let Some(first) = errors.next() {
         let others: String = errors.map(|e| format!("\n  - {e:#}")).collect();
-        let also = if others.is_empty() { String::new() } else { format!("; also failed:{others}") };
+        let also = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; also failed:{others}")
+        };
         return Err(first.context(format!("deleting ECS service {name} (cluster {cluster}){also}")));
     }
     Ok(report

@@ -3,8 +3,8 @@
 //! master's own address.)
 
 use crate::delete::{Doomed, Kind, Order};
-use std::sync::Arc;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;

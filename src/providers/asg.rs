@@ -3,8 +3,8 @@
 //! base of zero). A new launch template version starts an instance refresh so running workers roll onto it.
 
 use crate::delete::{Doomed, Kind};
-use std::sync::Arc;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;

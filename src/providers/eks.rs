@@ -1736,7 +1736,14 @@ impl Kind for EksNodegroupKind {
             .nodegroups(&ctx.aws)
             .await?
             .iter()
-            .map(|n| Doomed::new(kind, n.nodegroup_name().unwrap_or_default(), resource_tag(n.tags()), vpc))
+            .map(|n| {
+                Doomed::new(
+                    kind,
+                    n.nodegroup_name().unwrap_or_default(),
+                    resource_tag(n.tags()),
+                    vpc,
+                )
+            })
             .collect())
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
@@ -1765,7 +1772,14 @@ impl Kind for EksFargateProfileKind {
             .fargate_profiles(&ctx.aws)
             .await?
             .iter()
-            .map(|p| Doomed::new(kind, p.fargate_profile_name().unwrap_or_default(), resource_tag(p.tags()), vpc))
+            .map(|p| {
+                Doomed::new(
+                    kind,
+                    p.fargate_profile_name().unwrap_or_default(),
+                    resource_tag(p.tags()),
+                    vpc,
+                )
+            })
             .collect())
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {

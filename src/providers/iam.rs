@@ -3,8 +3,8 @@
 //! looked up. Shared by every provider that needs roles.
 
 use crate::delete::{Doomed, Kind, Order};
-use std::sync::Arc;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 

@@ -4,10 +4,10 @@
 //! A change of the instance settings is a new template *version* made the default, so what runs keeps running and
 //! the owner (nodegroup, ASG) rolls onto the new version; the `version` output tells it which one.
 
-use crate::delete::{Doomed, Kind, Order};
-use std::sync::Arc;
 use crate::aws::inventory::logical_id;
+use crate::delete::{Doomed, Kind, Order};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
@@ -452,7 +452,14 @@ impl Kind for LaunchTemplateKind {
             .launch_templates(&ctx.aws)
             .await?
             .iter()
-            .map(|t| Doomed::new(kind, t.launch_template_id().unwrap_or_default(), logical_id(t.tags()), None))
+            .map(|t| {
+                Doomed::new(
+                    kind,
+                    t.launch_template_id().unwrap_or_default(),
+                    logical_id(t.tags()),
+                    None,
+                )
+            })
             .collect())
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {

@@ -2,10 +2,10 @@
 //! image (resolved from a public SSM parameter) and single instances (masters, bastion) started from a launch
 //! template. Worker groups are Auto Scaling groups (`asg`).
 
-use crate::delete::{Doomed, Kind, Order};
-use std::sync::Arc;
 use crate::aws::inventory::logical_id;
+use crate::delete::{Doomed, Kind, Order};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -600,7 +600,14 @@ impl Kind for InstanceKind {
             .await?
             .iter()
             .filter(|i| !i.tags().iter().any(|t| t.key() == Some("aws:autoscaling:groupName")))
-            .map(|i| Doomed::new(kind, i.instance_id().unwrap_or_default(), logical_id(i.tags()), i.vpc_id()))
+            .map(|i| {
+                Doomed::new(
+                    kind,
+                    i.instance_id().unwrap_or_default(),
+                    logical_id(i.tags()),
+                    i.vpc_id(),
+                )
+            })
             .collect())
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
@@ -659,7 +666,9 @@ impl Kind for InstanceProfileKind {
             .iter()
             .map(|p| {
                 let name = p.instance_profile_name();
-                let logical = name.strip_prefix(&prefix).map(|which| format!("instance-profile/{which}"));
+                let logical = name
+                    .strip_prefix(&prefix)
+                    .map(|which| format!("instance-profile/{which}"));
                 Doomed::new(kind, name, logical, None)
             })
             .collect())

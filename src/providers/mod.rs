@@ -149,7 +149,10 @@ mod tests {
 
     /// An object of the registered kind `name`, as discovery would list it.
     fn d(name: &str, id: &str, vpc: &str) -> Doomed {
-        let kind = kinds().into_iter().find(|k| k.name() == name).expect("a registered kind");
+        let kind = kinds()
+            .into_iter()
+            .find(|k| k.name() == name)
+            .expect("a registered kind");
         Doomed::new(&kind, id, None, Some(vpc))
     }
 

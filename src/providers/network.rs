@@ -5,8 +5,8 @@
 //! subnet and its public-IP attribute), so the dependency graph, not a resource's internals, orders the calls and
 //! independent ones run together. Deleting functions here are shared with the delete sweep.
 
-use crate::delete::{Doomed, Kind, Order};
 use crate::aws::inventory::{logical_id, nat_is_live};
+use crate::delete::{Doomed, Kind, Order};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1430,7 +1430,12 @@ impl Kind for NatGatewayKind {
                 let deleting = n.state() == Some(&NatGatewayState::Deleting);
                 (nat_is_live(n) || deleting).then(|| Doomed {
                     deleting,
-                    ..Doomed::new(kind, n.nat_gateway_id().unwrap_or_default(), logical_id(n.tags()), n.vpc_id())
+                    ..Doomed::new(
+                        kind,
+                        n.nat_gateway_id().unwrap_or_default(),
+                        logical_id(n.tags()),
+                        n.vpc_id(),
+                    )
                 })
             })
             .collect())
@@ -1547,7 +1552,12 @@ impl Kind for RouteTableKind {
                     .filter(|a| !a.main().unwrap_or(false))
                     .filter_map(|a| a.route_table_association_id().map(str::to_string))
                     .collect(),
-                ..Doomed::new(kind, t.route_table_id().unwrap_or_default(), logical_id(t.tags()), t.vpc_id())
+                ..Doomed::new(
+                    kind,
+                    t.route_table_id().unwrap_or_default(),
+                    logical_id(t.tags()),
+                    t.vpc_id(),
+                )
             })
             .collect())
     }
@@ -1573,7 +1583,14 @@ impl Kind for SubnetKind {
             .subnets(&ctx.aws)
             .await?
             .iter()
-            .map(|s| Doomed::new(kind, s.subnet_id().unwrap_or_default(), logical_id(s.tags()), s.vpc_id()))
+            .map(|s| {
+                Doomed::new(
+                    kind,
+                    s.subnet_id().unwrap_or_default(),
+                    logical_id(s.tags()),
+                    s.vpc_id(),
+                )
+            })
             .collect())
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
@@ -1654,7 +1671,9 @@ impl Kind for NetworkInterfaceKind {
             .send()
             .await;
         match r.map_err(|e| {
-            anyhow::Error::from(aws_err(format!("network-interface ({id})"), "DeleteNetworkInterface")(e))
+            anyhow::Error::from(aws_err(format!("network-interface ({id})"), "DeleteNetworkInterface")(
+                e,
+            ))
         }) {
             Ok(_) => Ok(Step::Done(())),
             Err(e) if is_not_found(&e) => Ok(Step::Done(())),

@@ -4,10 +4,10 @@
 //! The rules resource owns the group's whole ingress set: what the spec wants is authorized, anything else (a rule
 //! added by hand, a CIDR dropped from the spec) is revoked. Egress stays AWS' default (all outbound).
 
-use crate::delete::{Doomed, Kind, Order};
-use std::sync::Arc;
 use crate::aws::inventory::logical_id;
+use crate::delete::{Doomed, Kind, Order};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup, UserIdGroupPair};

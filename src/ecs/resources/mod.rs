@@ -64,4 +64,3 @@ impl Resource for Known {
         Ok(Step::Done(()))
     }
 }
-

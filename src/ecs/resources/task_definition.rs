@@ -299,7 +299,10 @@ impl TaskDefinitionsKind {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(aws_err(format!("task definitions {}", self.family), "ListTaskDefinitions"))?;
+            let page = page.map_err(aws_err(
+                format!("task definitions {}", self.family),
+                "ListTaskDefinitions",
+            ))?;
             for arn in page.task_definition_arns() {
                 let fam = arn.rsplit('/').next().and_then(|r| r.rsplit_once(':')).map(|(f, _)| f);
                 if fam == Some(self.family.as_str()) {
