@@ -7,6 +7,7 @@
 pub mod api_lb;
 pub mod asg;
 pub mod asg_roll;
+pub mod classic_elb;
 pub mod ec2;
 pub mod eks;
 pub mod eks_day2;
@@ -45,6 +46,7 @@ pub fn kinds() -> Vec<Arc<dyn Kind>> {
         Arc::new(launch_template::LaunchTemplateKind),
         Arc::new(api_lb::LoadBalancerKind),
         Arc::new(api_lb::TargetGroupKind),
+        Arc::new(classic_elb::ClassicLoadBalancerKind),
         Arc::new(network::NetworkInterfaceKind),
         Arc::new(network::NatGatewayKind),
         Arc::new(network::ElasticIpKind),

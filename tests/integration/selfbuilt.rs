@@ -931,3 +931,125 @@ fn plan_right_after_create_is_empty_every_time() {
         assert_eq!(plan.code, 0, "round {round}: {}\n{}", plan.stdout, plan.stderr);
     }
 }
+
+/// Kubernetes' classic load balancers (what the AWS cloud controller manager makes for a `Service` of type
+/// LoadBalancer, tagged `kubernetes.io/cluster/NAME: owned`) go with the cluster, before their security group and
+/// the subnets; one another cluster owns is left alone, and a second delete finds nothing.
+#[test]
+fn classic_load_balancers_kubernetes_made_go_with_the_cluster() {
+    use aws_sdk_elasticloadbalancing::types::{Listener, Tag};
+    let env = TestEnv::new();
+    let text = std::fs::read_to_string(example("selfbuilt-ha.yaml"))
+        .unwrap()
+        .replace("count: 3", "count: 1")
+        .replace("enabled: true", "enabled: false");
+    let spec = write_spec(env.dir.path(), "selfbuilt-ha.yaml", &text);
+    env.ok(&[
+        "create",
+        "cluster",
+        "-f",
+        s(&spec),
+        "--host-key-timeout",
+        "60s",
+        "--phase",
+        INFRA,
+    ]);
+    let ec2 = env.ec2(REGION);
+    let elb = aws_sdk_elasticloadbalancing::Client::new(&env.sdk(REGION));
+    let owned = |cluster: &str| {
+        Tag::builder()
+            .key(format!("kubernetes.io/cluster/{cluster}"))
+            .value("owned")
+            .build()
+            .unwrap()
+    };
+    let names = rt().block_on(async {
+        let subnets = ec2
+            .describe_subnets()
+            .filters(Filter::builder().name("tag:kforge.dev/cluster").values(CLUSTER).build())
+            .send()
+            .await
+            .unwrap();
+        let vpc = subnets.subnets()[0].vpc_id().unwrap().to_string();
+        let subnet = subnets.subnets()[0].subnet_id().unwrap().to_string();
+        let sg = ec2
+            .create_security_group()
+            .group_name("k8s-elb-a1b2c3")
+            .description("Security group for Kubernetes ELB a1b2c3 (default/web)")
+            .vpc_id(&vpc)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::SecurityGroup)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(format!("kubernetes.io/cluster/{CLUSTER}"))
+                            .value("owned")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_string();
+        let listener = Listener::builder()
+            .protocol("TCP")
+            .load_balancer_port(80)
+            .instance_protocol("TCP")
+            .instance_port(30080)
+            .build()
+            .unwrap();
+        for (name, cluster) in [("a1b2c3", CLUSTER), ("d4e5f6", "someone-else")] {
+            elb.create_load_balancer()
+                .load_balancer_name(name)
+                .listeners(listener.clone())
+                .subnets(&subnet)
+                .security_groups(&sg)
+                .tags(owned(cluster))
+                .tags(
+                    Tag::builder()
+                        .key("kubernetes.io/service-name")
+                        .value("default/web")
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        let listed = elb.describe_load_balancers().send().await.unwrap();
+        listed
+            .load_balancer_descriptions()
+            .iter()
+            .filter_map(|d| d.load_balancer_name().map(str::to_string))
+            .collect::<BTreeSet<String>>()
+    });
+    assert_eq!(names, BTreeSet::from(["a1b2c3".to_string(), "d4e5f6".to_string()]));
+    let o = env.ok(&["delete", "cluster", CLUSTER, "--yes", "-o", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let deleted: Vec<&serde_json::Value> = report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "classic-load-balancer")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{}", o.stdout);
+    assert_eq!(deleted[0]["id"], "a1b2c3");
+    assert_eq!(deleted[0]["result"], "deleted");
+    let left = rt().block_on(elb.describe_load_balancers().send()).unwrap();
+    let left: Vec<&str> = left
+        .load_balancer_descriptions()
+        .iter()
+        .filter_map(|d| d.load_balancer_name())
+        .collect();
+    assert_eq!(left, ["d4e5f6"], "only the other cluster's is left");
+    assert!(
+        census(&env, CLUSTER).values().all(BTreeSet::is_empty),
+        "{:?}",
+        census(&env, CLUSTER)
+    );
+    let again = env.ok(&["delete", "cluster", CLUSTER, "--yes"]);
+    assert!(again.stderr.contains("nothing to delete"), "{}", again.stderr);
+}
