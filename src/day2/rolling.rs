@@ -1,220 +1,8 @@
-//! Day 2 of self-built clusters: hosts taken out of the spec (drained, Node deleted, units stopped; a master only
-//! while etcd keeps quorum, its member removed first), `kforge rolling-update cluster` (one node at a time:
-//! drain, update, wait until Ready and `validate cluster` passes, uncordon; masters first and only with every etcd
-//! member healthy), and etcd `backup` / `restore` through the state store.
+//! `kforge rolling-update cluster`: one host at a time (masters first, each only with every etcd member healthy),
+//! drained, updated in place or (ec2 workers) replaced through its Auto Scaling group, waited Ready and valid,
+//! uncordoned; `--force` runs record their progress so a re-run resumes.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
-
-use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Node;
-use serde::Serialize;
-use sha2::{Digest as _, Sha256};
-
-use crate::bootstrap::StepError;
-use crate::bootstrap::api::{self, ApiClient};
-use crate::bootstrap::drain::{self, DrainOptions};
-use crate::bootstrap::host::BootstrapHost;
-use crate::bootstrap::pki::{Member, Pki};
-use crate::bootstrap::run::{self, Options};
-use crate::bootstrap::ssh::{self, Connection};
-use crate::bootstrap::{backup, etcd, health};
-use crate::engine::Step;
-use crate::engine::executor::TimedOut;
-use crate::engine::wait::Wait;
-use crate::model::Cluster;
-use crate::progress::{Event, Reporter};
-use crate::providers::hosts::HostList;
-use crate::selfbuilt;
-use crate::spec::HostRole;
-use crate::state::{BackupRecord, ClusterRecord, StateStore};
-
-/// The units kforge runs on a host of `role`, in the order a restart takes them.
-fn units_in_order(role: HostRole) -> Vec<&'static str> {
-    health::units_of(role).to_vec()
-}
-
-/// Connects to `host` on a blocking thread.
-async fn connect(host: &BootstrapHost, timeout: Duration) -> Result<Connection, StepError> {
-    let host = host.clone();
-    tokio::task::spawn_blocking(move || ssh::connect(&host, timeout))
-        .await
-        .expect("connect does not panic")
-}
-
-/// Runs `f` with `conn` on a blocking thread (libssh2 blocks) and gives the connection back.
-async fn blocking<T: Send + 'static>(
-    conn: Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StepError> + Send + 'static,
-) -> (Connection, Result<T, StepError>) {
-    tokio::task::spawn_blocking(move || {
-        let r = f(&conn);
-        (conn, r)
-    })
-    .await
-    .expect("SSH steps do not panic")
-}
-
-fn step_failed(e: StepError) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}: {}\n  hint: {}", e.host, e.step, e.message, e.hint)
-}
-
-/// Why taking `removed` masters out of `before` would break etcd, or `None` when it keeps quorum: never every
-/// master, and only while every member that stays is healthy. Members then leave one after the other, each removal
-/// committed by all of the (healthy) members that remain, so etcd has a quorum at every step; the spec's own rule
-/// (one, three or five masters) means going from three to one takes two at once.
-pub fn master_removal_problem(before: &[String], removed: &[String], unhealthy: &[String]) -> Option<String> {
-    if removed.is_empty() {
-        return None;
-    }
-    if removed.len() >= before.len() {
-        return Some("no master would be left: delete the cluster instead".into());
-    }
-    let staying_unhealthy: Vec<&str> = unhealthy
-        .iter()
-        .filter(|u| !removed.contains(u))
-        .map(String::as_str)
-        .collect();
-    if !staying_unhealthy.is_empty() {
-        return Some(format!(
-            "etcd member(s) {} that stay are not healthy: without {} etcd could lose its quorum",
-            staying_unhealthy.join(", "),
-            removed.join(", ")
-        ));
-    }
-    None
-}
-
-/// The etcd members `endpoint health --cluster` did not call healthy (by address), named as masters.
-fn unhealthy_members(health_output: &str, masters: &[Member]) -> Vec<String> {
-    masters
-        .iter()
-        .filter(|m| {
-            !health_output
-                .lines()
-                .any(|l| l.contains(&format!("https://{}:2379", m.address)) && l.contains("is healthy"))
-        })
-        .map(|m| m.name.clone())
-        .collect()
-}
-
-/// Takes the hosts of `before` that `after` no longer has out of the cluster (see the module comment). Runs
-/// before the bootstrap of `after`, which then renders the remaining masters without the removed ones.
-#[allow(clippy::too_many_arguments)]
-pub async fn remove_hosts(
-    store: &StateStore,
-    record: &ClusterRecord,
-    before: &HostList,
-    after: &HostList,
-    pki: &Pki,
-    opts: &Options,
-    drain_opts: &DrainOptions,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<()> {
-    let keep: BTreeSet<&str> = after.hosts.iter().map(|h| h.name.as_str()).collect();
-    let removed: Vec<&BootstrapHost> = before
-        .hosts
-        .iter()
-        .filter(|h| !keep.contains(h.name.as_str()))
-        .collect();
-    if removed.is_empty() {
-        return Ok(());
-    }
-    let (url, _, _, _) = selfbuilt::admin_credentials(store, record, before).await?;
-    let client = api::ApiClient::kube_admin(&record.name, &url, pki).await?;
-    let masters_before = run::members(&before.hosts).map_err(anyhow::Error::msg)?;
-    let removed_masters: Vec<String> = removed
-        .iter()
-        .filter(|h| h.role == HostRole::Master)
-        .map(|h| h.name.clone())
-        .collect();
-    // A master leaves etcd first, asked on one that stays.
-    let mut stays = None;
-    if !removed_masters.is_empty() {
-        let staying = before
-            .hosts
-            .iter()
-            .find(|h| h.role == HostRole::Master && !removed_masters.contains(&h.name))
-            .context("every master would be removed: delete the cluster instead")?;
-        let conn = connect(staying, opts.connect_timeout).await.map_err(step_failed)?;
-        let health = etcd::health_command_of(&masters_before);
-        let (conn, out) = blocking(conn, move |c| c.run("remove: etcd health", &health)).await;
-        let out = out.map_err(step_failed)?;
-        let unhealthy = unhealthy_members(&format!("{}{}", out.stdout, out.stderr), &masters_before);
-        let names: Vec<String> = masters_before.iter().map(|m| m.name.clone()).collect();
-        if let Some(problem) = master_removal_problem(&names, &removed_masters, &unhealthy) {
-            anyhow::bail!(
-                "cannot remove master {}: {problem}\n  hint: put the master back in the spec, make etcd healthy \
-                 (`kforge validate cluster {}`), and re-run",
-                removed_masters.join(", "),
-                record.name
-            );
-        }
-        stays = Some(conn);
-    }
-    for host in removed {
-        reporter.event(Event::Note(format!(
-            "remove: {} ({}) is no longer in the spec",
-            host.name,
-            host.role_name()
-        )));
-        if health::runs_kubelet(host.role) {
-            drain_node(&client, &host.name, drain_opts, "remove", reporter).await?;
-            delete_node(&client, &host.name, "remove").await?;
-        }
-        if host.role == HostRole::Master
-            && let Some(conn) = stays.take()
-        {
-            let name = host.name.clone();
-            let timeout = opts.health_timeout;
-            let (conn, r) = blocking(conn, move |c| {
-                let list = c.run_ok("remove: etcd members", &etcd::etcdctl("member list"))?;
-                let listed = etcd::parse_member_list(&list.stdout);
-                let Some(member) = listed.iter().find(|m| m.name == name) else {
-                    return Ok(());
-                };
-                let remove = etcd::etcdctl(&format!("member remove {}", member.id));
-                etcd::reconfigure(c, "remove: etcd member", &remove, "member not found", timeout).map(|_| ())
-            })
-            .await;
-            r.map_err(step_failed)?;
-            stays = Some(conn);
-            reporter.event(Event::Note(format!("remove: {} left etcd", host.name)));
-        }
-        let units = units_in_order(host.role).join(" ");
-        match connect(host, opts.connect_timeout).await {
-            Ok(conn) => {
-                let (_, r) = blocking(conn, move |c| {
-                    c.run_ok(
-                        "remove: stop units",
-                        &format!(
-                            "systemctl disable --now {units} 2>/dev/null; systemctl reset-failed 2>/dev/null; true"
-                        ),
-                    )?;
-                    // A removed member must never start again on its old data (it would try to rejoin under an
-                    // ID etcd removed): kept aside, not deleted, so that nothing is lost.
-                    c.run_ok(
-                        "remove: etcd data",
-                        &format!(
-                            "if [ -d {data} ]; then mv {data} {data}.removed-$(date -u +%Y%m%dT%H%M%SZ); fi; rm -f {env}",
-                            data = etcd::DATA_DIR,
-                            env = etcd::INITIAL_ENV
-                        ),
-                    )
-                })
-                .await;
-                r.map_err(step_failed)?;
-                reporter.event(Event::Note(format!("remove: {}: kforge's units stopped", host.name)));
-            }
-            Err(e) => reporter.event(Event::Note(format!(
-                "remove: warning: {} is unreachable ({}): its units were not stopped; if it comes back, stop them \
-                 by hand (`systemctl disable --now kforge-kubelet ...`)",
-                host.name, e.message
-            ))),
-        }
-    }
-    Ok(())
-}
+use super::*;
 
 /// What a rolling update did (or, with --dry-run, would do) with one host.
 #[derive(Debug, Clone, Serialize)]
@@ -249,9 +37,9 @@ pub struct RollOptions {
 }
 
 /// Where the record keeps the hosts a `--force` rolling update has finished (so a re-run resumes after them).
-const ROLLING_OUTPUT: &str = "rolling-update";
+pub(super) const ROLLING_OUTPUT: &str = "rolling-update";
 
-async fn rolled_so_far(store: &StateStore, cluster: &str) -> anyhow::Result<BTreeSet<String>> {
+pub(super) async fn rolled_so_far(store: &StateStore, cluster: &str) -> anyhow::Result<BTreeSet<String>> {
     Ok(store
         .get(cluster)
         .await?
@@ -260,7 +48,11 @@ async fn rolled_so_far(store: &StateStore, cluster: &str) -> anyhow::Result<BTre
         .unwrap_or_default())
 }
 
-async fn save_rolled(store: &StateStore, cluster: &str, done: Option<&BTreeSet<String>>) -> anyhow::Result<()> {
+pub(super) async fn save_rolled(
+    store: &StateStore,
+    cluster: &str,
+    done: Option<&BTreeSet<String>>,
+) -> anyhow::Result<()> {
     let Some(mut record) = store.get(cluster).await? else {
         return Ok(());
     };
@@ -280,7 +72,7 @@ async fn save_rolled(store: &StateStore, cluster: &str, done: Option<&BTreeSet<S
 
 /// Every check of `validate cluster` until all pass, or `Err` with the ones still failing after `timeout`;
 /// `then` is the hint's advice once the cause is fixed.
-async fn wait_valid(
+pub(super) async fn wait_valid(
     store: &StateStore,
     record: &ClusterRecord,
     list: &HostList,
@@ -332,7 +124,7 @@ pub async fn rolling_update(
 
 /// The in-place roll of `list`'s hosts (the workers too unless `workers`is false: an ec2 cluster's workers are
 /// replaced instead).
-async fn roll_in_place(
+pub(super) async fn roll_in_place(
     store: &StateStore,
     record: &ClusterRecord,
     cluster: &Cluster,
@@ -446,7 +238,7 @@ async fn roll_in_place(
 
 /// Drains `node`, saying so in lines that start with `step` (`remove`, `rolling-update`): `true` once drained,
 /// `false` when the node never registered (nothing to drain). A drain that cannot finish is the error.
-async fn drain_node(
+pub(super) async fn drain_node(
     kube: &kube::Client,
     node: &str,
     opts: &drain::DrainOptions,
@@ -477,7 +269,7 @@ async fn drain_node(
 }
 
 /// Deletes the Node object `node` (gone already is fine).
-async fn delete_node(kube: &kube::Client, node: &str, step: &str) -> anyhow::Result<()> {
+pub(super) async fn delete_node(kube: &kube::Client, node: &str, step: &str) -> anyhow::Result<()> {
     let nodes: kube::Api<Node> = kube::Api::all(kube.clone());
     match nodes.delete(node, &Default::default()).await {
         Ok(_) => Ok(()),
@@ -487,7 +279,7 @@ async fn delete_node(kube: &kube::Client, node: &str, step: &str) -> anyhow::Res
 }
 
 /// Drains `node` before its machine goes (nothing to do without the cluster's API).
-async fn drain_for_replacement(
+pub(super) async fn drain_for_replacement(
     kube: Option<&kube::Client>,
     node: &str,
     opts: &RollOptions,
@@ -700,7 +492,7 @@ pub async fn rolling_update_ec2(
 /// One host of a rolling update: quorum check (masters), drain (kubelet hosts), update, restart, wait, validate,
 /// uncordon.
 #[allow(clippy::too_many_arguments)]
-async fn roll_host(
+pub(super) async fn roll_host(
     store: &StateStore,
     record: &ClusterRecord,
     cluster: &Cluster,
@@ -789,198 +581,4 @@ async fn roll_host(
         host.name
     )));
     Ok(())
-}
-
-/// `kforge backup cluster`: a snapshot from the first master whose member is healthy, into the state store.
-pub async fn backup(store: &StateStore, record: &ClusterRecord, ssh_timeout: Duration) -> anyhow::Result<BackupRecord> {
-    let list = selfbuilt::recorded_hosts(record)?;
-    let id = crate::state::new_backup_id();
-    let mut tried = Vec::new();
-    for host in list.hosts.iter().filter(|h| h.role == HostRole::Master) {
-        let conn = match connect(host, ssh_timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                tried.push(format!("{}: {}", e.host, e.message));
-                continue;
-            }
-        };
-        let snapshot_id = id.clone();
-        let (_, r) = blocking(conn, move |c| backup::take_snapshot(c, &snapshot_id)).await;
-        match r {
-            Ok(snapshot) => {
-                let backup = BackupRecord {
-                    id,
-                    cluster: record.name.clone(),
-                    created_at: crate::state::now(),
-                    member: snapshot.member,
-                    sha256: snapshot.sha256,
-                    size: snapshot.bytes.len() as u64,
-                    kubernetes_version: record.kubernetes_version.clone(),
-                    kforge_version: env!("CARGO_PKG_VERSION").into(),
-                };
-                store.put_backup(&backup, &snapshot.bytes).await?;
-                return Ok(backup);
-            }
-            Err(e) => tried.push(format!("{}: {}: {}", e.host, e.step, e.message)),
-        }
-    }
-    anyhow::bail!(
-        "no master gave a snapshot of cluster {}: {}\n  hint: `kforge validate cluster {}` shows etcd's health",
-        record.name,
-        tried.join("; "),
-        record.name
-    )
-}
-
-/// `kforge restore cluster`: see the module comment of `bootstrap::backup`. The snapshot's checksum is verified
-/// before anything is stopped.
-pub async fn restore(
-    store: &StateStore,
-    record: &ClusterRecord,
-    id: &str,
-    opts: &Options,
-    validate_timeout: Duration,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<()> {
-    let (backup, snapshot) = store.get_backup(&record.name, id).await?.with_context(|| {
-        format!(
-            "cluster {} has no backup {id}\n  hint: `kforge get backups {}` lists them",
-            record.name, record.name
-        )
-    })?;
-    let got = format!("{:x}", Sha256::digest(&snapshot));
-    if got != backup.sha256 {
-        anyhow::bail!(
-            "backup {id} of cluster {} is corrupt: its snapshot has sha256 {got}, its record says {}\n  hint: \
-             nothing was changed; restore another backup",
-            record.name,
-            backup.sha256
-        );
-    }
-    let list = selfbuilt::recorded_hosts(record)?;
-    let members = run::members(&list.hosts).map_err(anyhow::Error::msg)?;
-    let hosts: Vec<&BootstrapHost> = list.hosts.iter().filter(|h| h.role == HostRole::Master).collect();
-    let mut conns = Vec::new();
-    for h in &hosts {
-        conns.push(connect(h, opts.connect_timeout).await.map_err(step_failed)?);
-    }
-    let note = |s: String| reporter.event(Event::Note(format!("restore: {s}")));
-    note(format!(
-        "backup {id} ({} bytes, sha256 verified, taken from {} at {})",
-        backup.size, backup.member, backup.created_at
-    ));
-    // Nothing may write to etcd while its members are replaced: the API servers (and what talks only to them)
-    // stop first, on every master, then etcd.
-    let control_plane = "kforge-kube-scheduler kforge-kube-controller-manager kforge-kube-apiserver";
-    let mut stopped = Vec::new();
-    for conn in conns {
-        let (conn, r) = blocking(conn, move |c| {
-            c.run_ok(
-                "restore: stop",
-                &format!("systemctl stop {control_plane} && systemctl stop kforge-etcd"),
-            )
-        })
-        .await;
-        r.map_err(step_failed)?;
-        stopped.push(conn);
-    }
-    note(format!("API servers and etcd stopped on {} masters", stopped.len()));
-    let token = format!("kforge-{}-restore-{}", record.name, id.to_lowercase());
-    let snapshot = std::sync::Arc::new(snapshot);
-    let mut restored = Vec::new();
-    for conn in stopped {
-        let me = members
-            .iter()
-            .find(|m| m.name == conn.host)
-            .context("a master that is no etcd member")?
-            .clone();
-        let (all, token, snapshot, sum) = (members.clone(), token.clone(), snapshot.clone(), backup.sha256.clone());
-        let (conn, r) = blocking(conn, move |c| {
-            backup::restore_member(c, &snapshot, &sum, &me, &all, &token)
-        })
-        .await;
-        r.map_err(step_failed)?;
-        restored.push(conn);
-    }
-    note(format!(
-        "every member restored from the snapshot (cluster token {token})"
-    ));
-    let mut started = Vec::new();
-    for conn in restored {
-        let (conn, r) = blocking(conn, |c| {
-            c.run_ok("restore: start etcd", "systemctl start --no-block kforge-etcd")
-        })
-        .await;
-        r.map_err(step_failed)?;
-        started.push(conn);
-    }
-    let expected = members.len();
-    let deadline = opts.health_timeout;
-    let mut ready = Vec::new();
-    for (i, conn) in started.into_iter().enumerate() {
-        let (conn, r) = blocking(conn, move |c| {
-            if i == 0 {
-                etcd::wait_healthy(c, expected, deadline)?;
-            }
-            c.run_ok(
-                "restore: start control plane",
-                &format!("systemctl start {control_plane}"),
-            )?;
-            health::wait_apiserver_ready(c, deadline)
-        })
-        .await;
-        r.map_err(step_failed)?;
-        ready.push(conn);
-    }
-    note(format!("etcd: {expected} members healthy; API servers ready"));
-    wait_valid(
-        store,
-        record,
-        &list,
-        validate_timeout,
-        "`kforge validate cluster` (the restore itself is done: do not restore again)",
-    )
-    .await?;
-    note("cluster valid".into());
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn a_master_leaves_only_while_etcd_keeps_quorum() {
-        let three = names(&["m1", "m2", "m3"]);
-        assert_eq!(master_removal_problem(&three, &[], &[]), None);
-        assert_eq!(master_removal_problem(&three, &names(&["m3"]), &[]), None);
-        assert_eq!(master_removal_problem(&three, &names(&["m2", "m3"]), &[]), None);
-        // The members that leave may be the broken ones.
-        assert_eq!(
-            master_removal_problem(&three, &names(&["m2", "m3"]), &names(&["m3"])),
-            None
-        );
-        let unhealthy = master_removal_problem(&three, &names(&["m2", "m3"]), &names(&["m1"])).unwrap();
-        assert!(unhealthy.contains("m1") && unhealthy.contains("quorum"), "{unhealthy}");
-        let last = master_removal_problem(&three, &three, &[]).unwrap();
-        assert!(last.contains("no master would be left"), "{last}");
-    }
-
-    #[test]
-    fn unhealthy_members_are_read_from_etcdctl() {
-        let members: Vec<Member> = (1..=3)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                address: format!("10.0.0.{i}").parse().unwrap(),
-            })
-            .collect();
-        let out = "https://10.0.0.1:2379 is healthy: successfully committed proposal: took = 2ms\n\
-                   https://10.0.0.3:2379 is healthy: successfully committed proposal: took = 3ms\n\
-                   https://10.0.0.2:2379 is unhealthy: failed to commit proposal: context deadline exceeded\n";
-        assert_eq!(unhealthy_members(out, &members), ["m2"]);
-    }
 }
