@@ -8,7 +8,6 @@ fn found<T, E, R>(
     r: Result<T, aws_sdk_eks::error::SdkError<E, R>>,
     what: &str,
     operation: &'static str,
-    not_found: impl Fn(&E) -> bool,
 ) -> anyhow::Result<Option<T>>
 where
     E: aws_sdk_eks::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -16,7 +15,7 @@ where
 {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(e) if e.as_service_error().is_some_and(&not_found) => Ok(None),
+        Err(e) if super::sdk_class(&e) == super::ErrorClass::NotFound => Ok(None),
         Err(e) => Err(aws_err(what, operation)(e).into()),
     }
 }
@@ -28,7 +27,7 @@ pub async fn describe_cluster(
     what: &str,
 ) -> anyhow::Result<Option<aws_sdk_eks::types::Cluster>> {
     let r = aws.eks().describe_cluster().name(name).send().await;
-    Ok(found(r, what, "DescribeCluster", |e| e.is_resource_not_found_exception())?.and_then(|o| o.cluster))
+    Ok(found(r, what, "DescribeCluster")?.and_then(|o| o.cluster))
 }
 
 pub async fn describe_nodegroup(
@@ -44,7 +43,7 @@ pub async fn describe_nodegroup(
         .nodegroup_name(name)
         .send()
         .await;
-    Ok(found(r, what, "DescribeNodegroup", |e| e.is_resource_not_found_exception())?.and_then(|o| o.nodegroup))
+    Ok(found(r, what, "DescribeNodegroup")?.and_then(|o| o.nodegroup))
 }
 
 pub async fn describe_fargate_profile(
@@ -60,10 +59,7 @@ pub async fn describe_fargate_profile(
         .fargate_profile_name(name)
         .send()
         .await;
-    Ok(found(r, what, "DescribeFargateProfile", |e| {
-        e.is_resource_not_found_exception()
-    })?
-    .and_then(|o| o.fargate_profile))
+    Ok(found(r, what, "DescribeFargateProfile")?.and_then(|o| o.fargate_profile))
 }
 
 pub async fn describe_addon(
@@ -79,5 +75,5 @@ pub async fn describe_addon(
         .addon_name(name)
         .send()
         .await;
-    Ok(found(r, what, "DescribeAddon", |e| e.is_resource_not_found_exception())?.and_then(|o| o.addon))
+    Ok(found(r, what, "DescribeAddon")?.and_then(|o| o.addon))
 }

@@ -43,7 +43,7 @@ async fn inline_policy(aws: &Aws, role: &str) -> anyhow::Result<Option<serde_jso
         .await
     {
         Ok(out) => Ok(Some(decode_policy(out.policy_document()))),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(None),
+        Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => Ok(None),
         Err(e) => Err(aws_err(format!("role {role}"), "GetRolePolicy")(e).into()),
     }
 }
@@ -149,7 +149,7 @@ impl Resource for IamRole {
                 Some(role) => role,
                 None => return Ok(None),
             },
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => return Ok(None),
+            Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => return Ok(None),
             Err(e) => return Err(aws_err(format!("{} (role {})", self.id, self.name), "GetRole")(e).into()),
         };
         let role_tags: BTreeMap<String, String> = role
@@ -296,7 +296,7 @@ impl Resource for IamRole {
                         .send()
                         .await;
                     if let Err(e) = r
-                        && !e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception())
+                        && crate::aws::sdk_class(&e) != crate::aws::ErrorClass::NotFound
                     {
                         return Err(aws_err(what, "DeleteRolePolicy")(e).into());
                     }
@@ -403,7 +403,7 @@ impl Resource for ExistingRole {
                 attrs: BTreeMap::new(),
                 outputs: outputs(r.arn(), r.role_name()),
             })),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(None),
+            Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => Ok(None),
             Err(e) => Err(aws_err(format!("{} {}", self.field, self.arn), "GetRole")(e).into()),
         }
     }

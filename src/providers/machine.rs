@@ -181,7 +181,7 @@ impl Resource for InstanceProfileRes {
                 Some(p) => p,
                 None => return Ok(None),
             },
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => return Ok(None),
+            Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => return Ok(None),
             Err(e) => {
                 return Err(aws_err(format!("{} ({})", self.id, self.name), "GetInstanceProfile")(e).into());
             }
@@ -353,7 +353,7 @@ impl Resource for MachineImageRes {
                 let r = ctx.aws.ssm().get_parameter().name(&param).send().await;
                 match r {
                     Ok(out) => out.parameter().and_then(|p| p.value()).unwrap_or_default().to_string(),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => anyhow::bail!(
+                    Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => anyhow::bail!(
                         "spec.image: region {} has no public parameter {param}\n  hint: set spec.image to an AMI id of the region",
                         ctx.aws.region()
                     ),

@@ -84,7 +84,7 @@ pub async fn delete_oidc_provider(ctx: &Ctx, arn: &str) -> anyhow::Result<Step<(
         .await
     {
         Ok(_) => Ok(Step::Done(())),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_entity_exception()) => Ok(Step::Done(())),
+        Err(e) if crate::aws::sdk_class(&e) == crate::aws::ErrorClass::NotFound => Ok(Step::Done(())),
         Err(e) => Err(aws_err(format!("iam-oidc-provider ({arn})"), "DeleteOpenIDConnectProvider")(e).into()),
     }
 }

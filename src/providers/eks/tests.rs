@@ -113,9 +113,8 @@ fn cluster_inputs() -> Inputs {
 
 #[tokio::test]
 async fn a_new_cluster_is_created_once_then_waited_for_until_active() {
-    let absent = mock!(aws_sdk_eks::Client::describe_cluster).then_error(|| {
-        DescribeClusterError::ResourceNotFoundException(ResourceNotFoundException::builder().message("no").build())
-    });
+    let absent = mock!(aws_sdk_eks::Client::describe_cluster)
+        .then_error(|| DescribeClusterError::ResourceNotFoundException(not_found()));
     let create = mock!(aws_sdk_eks::Client::create_cluster)
         .match_requests(|r| {
             r.version() == Some("1.33")
@@ -450,9 +449,8 @@ async fn addons_are_created_then_updated_with_the_right_calls() {
                 )
                 .build()
         });
-    let absent = mock!(aws_sdk_eks::Client::describe_addon).then_error(|| {
-        DescribeAddonError::ResourceNotFoundException(ResourceNotFoundException::builder().message("no").build())
-    });
+    let absent = mock!(aws_sdk_eks::Client::describe_addon)
+        .then_error(|| DescribeAddonError::ResourceNotFoundException(not_found()));
     let create = mock!(aws_sdk_eks::Client::create_addon)
         .match_requests(|r| {
             r.addon_name() == Some("coredns")
@@ -602,4 +600,17 @@ async fn upgrade_goes_control_plane_then_nodegroups_then_addons() {
     for rule in [&update_cluster, &update_ng, &update_addon, &addon_done] {
         assert_eq!(rule.num_calls(), 1);
     }
+}
+
+/// EKS's "not found" as a real response carries it: the modeled error with its code (kforge classifies by code).
+fn not_found() -> ResourceNotFoundException {
+    ResourceNotFoundException::builder()
+        .message("no")
+        .meta(
+            aws_sdk_eks::error::ErrorMetadata::builder()
+                .code("ResourceNotFoundException")
+                .message("no")
+                .build(),
+        )
+        .build()
 }
