@@ -502,3 +502,40 @@ pub fn names_from_spec(
     let s = load_service(path, fallback_region).context("reading the service spec")?;
     Ok((s.cluster, s.name, s.region))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delete::{Doomed, deletion_deps};
+
+    #[test]
+    fn a_service_is_gone_before_what_purge_removes() {
+        let kinds = kinds("apps", "web", true);
+        let items: Vec<Doomed> = kinds
+            .iter()
+            .map(|k| Doomed::new(k, format!("{}-1", k.name()), None, Some("vpc-1")))
+            .collect();
+        let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "ecs-service",
+                "task-definition",
+                "log-group",
+                "iam-role",
+                "security-group"
+            ]
+        );
+        assert!(deletion_deps(&items[0], &items).is_empty());
+        for item in &items[1..] {
+            assert_eq!(
+                deletion_deps(item, &items),
+                ["ecs-service ecs-service-1"],
+                "{}",
+                item.kind.name()
+            );
+        }
+        let plain = super::kinds("apps", "web", false);
+        assert_eq!(plain.len(), 1, "without --purge only the service");
+    }
+}
