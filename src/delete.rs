@@ -1,6 +1,8 @@
-//! Deleting a cluster: list everything tagged with it (so no local state is needed), delete in reverse dependency
-//! order through the executor (parallel where unblocked, `DependencyViolation` retried while others progress),
-//! and report what happened to each resource. The same sweep prunes resources a changed spec no longer wants.
+//! Deleting a cluster: list everything tagged with it (so no local state is needed) kind by kind, delete in the
+//! order the kinds' rules give through the executor (parallel where unblocked, `DependencyViolation` retried while
+//! others progress), and report what happened to each resource. The walk knows no kind: each registered
+//! [`Kind`] says how to list, delete and order its objects. The same walk prunes resources a changed spec no
+//! longer wants and tears down an ECS service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
