@@ -76,7 +76,9 @@ pub(super) async fn delete_service(s: &Session<'_>, args: DeleteServiceArgs) -> 
     }
     let aws = regional_aws(s, region.as_deref(), "deleting an ECS service").await?;
     let reporter = progress::console(g.quiet);
-    let deleted = crate::ecs::delete_service(aws, &cluster, &name, args.purge, g.timeout, reporter.as_ref()).await?;
+    // --timeout and --concurrency as for every walk through the executor.
+    let opts = exec_options(g, Instant::now());
+    let deleted = crate::ecs::delete_service(aws, &cluster, &name, args.purge, &opts, reporter.as_ref()).await?;
     if deleted.is_empty() {
         reporter.event(Event::Note(format!(
             "service {name} of cluster {cluster}: nothing to delete"

@@ -9,7 +9,6 @@ pub mod resources;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -462,17 +461,13 @@ pub async fn delete_service(
     cluster: &str,
     name: &str,
     purge: bool,
-    deadline: Duration,
+    opts: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> anyhow::Result<Vec<Deleted>> {
     // Everything a service owns is tagged (and its roles pathed) with its stack name.
     let ctx = Arc::new(Ctx::new(aws, &model::stack_name(cluster, name)));
     let found = crate::delete::discover(&ctx, &kinds(cluster, name, purge), &Phase::ALL).await?;
-    let opts = ExecOptions {
-        overall_deadline: Some(std::time::Instant::now() + deadline),
-        ..ExecOptions::default()
-    };
-    let report = crate::delete::sweep(&ctx, found, true, &opts, reporter).await?;
+    let report = crate::delete::sweep(&ctx, found, true, opts, reporter).await?;
     let mut errors = report.errors.into_iter();
     if let Some(first) = errors.next() {
         let others: String = errors.map(|e| format!("\n  - {e:#}")).collect();

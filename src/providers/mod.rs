@@ -120,7 +120,7 @@ pub fn resources(cluster: &Cluster, selected: &[Phase]) -> Vec<Arc<dyn Resource>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delete::Doomed;
+    use crate::delete::{Doomed, deletion_deps};
 
     #[test]
     fn phases_are_selected_and_foreign_ones_refused() {
@@ -156,10 +156,6 @@ mod tests {
             .find(|k| k.name() == name)
             .expect("a registered kind");
         Doomed::new(&kind, id, None, Some(vpc))
-    }
-
-    fn deletion_deps(item: &Doomed, all: &[Doomed]) -> Vec<String> {
-        crate::delete::deletion_deps(item, all)
     }
 
     #[test]

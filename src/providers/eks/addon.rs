@@ -231,16 +231,10 @@ impl Kind for EksAddonKind {
         Phase::Cluster
     }
     async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
-        let Some((_, vpc)) = own_cluster(ctx).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(ctx
-            .inventory
-            .addons(&ctx.aws)
-            .await?
-            .iter()
-            .map(|a| Doomed::new(kind, a.addon_name().unwrap_or_default(), resource_tag(a.tags()), vpc))
-            .collect())
+        hanging_off_cluster(ctx, kind, ctx.inventory.addons(&ctx.aws), |a| {
+            (a.addon_name(), a.tags())
+        })
+        .await
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
         delete_addon(ctx, &ctx.cluster, &item.cloud_id).await

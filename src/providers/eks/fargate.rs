@@ -236,23 +236,10 @@ impl Kind for EksFargateProfileKind {
         Phase::Cluster
     }
     async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
-        let Some((_, vpc)) = own_cluster(ctx).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(ctx
-            .inventory
-            .fargate_profiles(&ctx.aws)
-            .await?
-            .iter()
-            .map(|p| {
-                Doomed::new(
-                    kind,
-                    p.fargate_profile_name().unwrap_or_default(),
-                    resource_tag(p.tags()),
-                    vpc,
-                )
-            })
-            .collect())
+        hanging_off_cluster(ctx, kind, ctx.inventory.fargate_profiles(&ctx.aws), |p| {
+            (p.fargate_profile_name(), p.tags())
+        })
+        .await
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
         delete_fargate_profile(ctx, &ctx.cluster, &item.cloud_id).await

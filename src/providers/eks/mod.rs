@@ -327,3 +327,24 @@ async fn own_cluster(ctx: &Ctx) -> anyhow::Result<Option<(&aws_sdk_eks::types::C
 fn resource_tag(tags: Option<&HashMap<String, String>>) -> Option<String> {
     tags.and_then(|t| t.get(tags::RESOURCE)).cloned()
 }
+
+/// Delete's entries for what hangs off the cluster's own EKS cluster, placed in its VPC: `listed` (the
+/// inventory's list, awaited only when the cluster is kforge's) and each object's name and tags.
+async fn hanging_off_cluster<'a, T: 'a>(
+    ctx: &'a Ctx,
+    kind: &Arc<dyn Kind>,
+    listed: impl std::future::Future<Output = anyhow::Result<&'a [T]>>,
+    name_and_tags: impl Fn(&T) -> (Option<&str>, Option<&HashMap<String, String>>),
+) -> anyhow::Result<Vec<Doomed>> {
+    let Some((_, vpc)) = own_cluster(ctx).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(listed
+        .await?
+        .iter()
+        .map(|o| {
+            let (name, tags) = name_and_tags(o);
+            Doomed::new(kind, name.unwrap_or_default(), resource_tag(tags), vpc)
+        })
+        .collect())
+}

@@ -426,23 +426,10 @@ impl Kind for EksNodegroupKind {
         Phase::Cluster
     }
     async fn list(&self, ctx: &Ctx, kind: &Arc<dyn Kind>) -> anyhow::Result<Vec<Doomed>> {
-        let Some((_, vpc)) = own_cluster(ctx).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(ctx
-            .inventory
-            .nodegroups(&ctx.aws)
-            .await?
-            .iter()
-            .map(|n| {
-                Doomed::new(
-                    kind,
-                    n.nodegroup_name().unwrap_or_default(),
-                    resource_tag(n.tags()),
-                    vpc,
-                )
-            })
-            .collect())
+        hanging_off_cluster(ctx, kind, ctx.inventory.nodegroups(&ctx.aws), |n| {
+            (n.nodegroup_name(), n.tags())
+        })
+        .await
     }
     async fn delete(&self, ctx: &Ctx, item: &Doomed, _wait: bool) -> anyhow::Result<Step<()>> {
         delete_nodegroup(ctx, &ctx.cluster, &item.cloud_id).await

@@ -32,18 +32,13 @@ impl Kind for NetworkInterfaceKind {
             .network_interface_id(id)
             .send()
             .await;
-        match r.map_err(|e| {
+        let r = r.map(|_| ()).map_err(|e| {
             anyhow::Error::from(aws_err(format!("network-interface ({id})"), "DeleteNetworkInterface")(
                 e,
             ))
-        }) {
-            Ok(_) => Ok(Step::Done(())),
-            Err(e) if is_not_found(&e) => Ok(Step::Done(())),
-            Err(e) if class_of(&e) == ErrorClass::InUse => Ok(Step::Blocked {
-                reason: format!("network interface {id} is attached"),
-            }),
-            Err(e) => Err(e),
-        }
+        });
+        // An interface still attached answers InUse: blocked until what holds it is gone.
+        deletion_step(r, &format!("network interface {id}"))
     }
     fn after(&self) -> &'static [Order] {
         // Pods' interfaces are detached once what ran them is gone.
