@@ -108,6 +108,8 @@ pub(crate) fn cluster_facts(cluster: &Cluster, list: &HostList) -> anyhow::Resul
         containerd_major: crate::assets::major_of(&containerd),
         external_cloud: cluster.provider == crate::spec::Provider::Ec2,
         fail_cgroup_v1: cluster.kubelet.fail_cgroup_v1,
+        eviction_hard: cluster.kubelet.eviction_hard_rendered(),
+        image_gc: cluster.kubelet.image_gc_rendered(),
         sandbox_image: manifest
             .image("pause", registry)
             .context("the asset manifest has no pause image")?,

@@ -480,6 +480,8 @@ mod tests {
             sandbox_image: "registry.k8s.io/pause:3.10".into(),
             external_cloud: false,
             fail_cgroup_v1: false,
+            eviction_hard: BTreeMap::new(),
+            image_gc: None,
         }
     }
 

@@ -281,6 +281,28 @@ fn node_ready(node: &serde_json::Value) -> (bool, String) {
     }
 }
 
+/// The resource pressure a Node's kubelet reports (`MemoryPressure`, `DiskPressure`, `PIDPressure` True), as
+/// `Type: reason message` lines; `None` without any. Under pressure the kubelet evicts pods and the Node is tainted
+/// so that nothing new is scheduled there, while it stays Ready.
+fn node_pressure(node: &serde_json::Value) -> Option<String> {
+    let conditions = node.pointer("/status/conditions").and_then(|c| c.as_array())?;
+    let under: Vec<String> = conditions
+        .iter()
+        .filter(|c| c["type"].as_str().is_some_and(|t| t.ends_with("Pressure")) && c["status"] == "True")
+        .map(|c| {
+            format!(
+                "{}: {} {}",
+                c["type"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+            .trim()
+            .to_string()
+        })
+        .collect();
+    (!under.is_empty()).then(|| under.join("; "))
+}
+
 /// Whether a Node's kubelet is posting its status: a Ready condition that is not `Unknown`. The node lifecycle
 /// controller sets `Unknown` when the kubelet stopped posting (it was stopped, or the API server it talks to was,
 /// which for a master is its own); `False` is a kubelet that reports, e.g. no pod network yet.
@@ -388,6 +410,19 @@ pub async fn check_cluster(api: &ApiClient, hosts: &[BootstrapHost]) -> Vec<Chec
             Some(node) => {
                 let (ready, detail) = node_ready(node);
                 out.push(Check::new(&h.name, "node ready", ready, detail));
+                let pressure = node_pressure(node);
+                out.push(Check::new(
+                    &h.name,
+                    "node pressure",
+                    pressure.is_none(),
+                    match pressure {
+                        Some(p) => format!(
+                            "{p} (the kubelet evicts pods and nothing new is scheduled here: free the resource, or \
+                             tune spec.kubelet.evictionHard)"
+                        ),
+                        None => "no memory, disk or PID pressure".into(),
+                    },
+                ));
                 if h.role == HostRole::Master {
                     let problem = control_plane_problem(node);
                     let ok = problem.is_none();
@@ -688,108 +723,4 @@ pub fn wait_node(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn unit_states_are_read_per_unit() {
-        let text = "Id=kforge-kubelet.service\nActiveState=activating\nSubState=auto-restart\nNRestarts=4\n\n\
-                    Id=kforge-kube-proxy.service\nActiveState=active\nSubState=running\nNRestarts=0\n";
-        let s = parse_unit_states(text);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].unit, "kforge-kubelet");
-        assert!(!s[0].is_active());
-        assert_eq!(s[0].restarts, 4);
-        assert!(s[1].is_active());
-    }
-
-    #[test]
-    fn a_pod_is_healthy_only_when_running_with_every_container_ready() {
-        let running = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": true}]}});
-        assert_eq!(pod_problem(&running), None);
-        let done = json!({"status": {"phase": "Succeeded"}});
-        assert_eq!(pod_problem(&done), None);
-        let pulling = json!({"status": {"phase": "Pending", "containerStatuses": [
-            {"name": "coredns", "ready": false, "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}
-        ]}});
-        let p = pod_problem(&pulling).unwrap();
-        assert!(
-            p.starts_with("Pending; container coredns waiting: ImagePullBackOff"),
-            "{p}"
-        );
-        let unready = json!({"status": {"phase": "Running", "containerStatuses": [{"name": "a", "ready": false, "state": {"running": {}}}],
-            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}});
-        assert!(pod_problem(&unready).unwrap().contains("Ready is False"));
-        let unscheduled = json!({"status": {"phase": "Pending", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/2 nodes are available"}]}});
-        assert!(pod_problem(&unscheduled).unwrap().contains("Unschedulable"));
-    }
-
-    #[test]
-    fn a_node_is_ready_only_with_ready_true() {
-        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}});
-        assert!(node_ready(&ready).0);
-        let not = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
-            "message": "container runtime network not ready"}]}});
-        let (ok, why) = node_ready(&not);
-        assert!(!ok && why.contains("network not ready"), "{why}");
-        assert!(!node_ready(&json!({})).0);
-    }
-
-    #[test]
-    fn a_kubelet_reports_unless_its_ready_condition_is_unknown() {
-        let with = |status: &str| json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
-        assert!(kubelet_reporting(&with("True")));
-        assert!(kubelet_reporting(&with("False")));
-        assert!(!kubelet_reporting(&with("Unknown")));
-        assert!(!kubelet_reporting(&json!({"status": {}})));
-    }
-
-    #[test]
-    fn a_master_node_needs_the_control_plane_label_and_taint() {
-        let taint = json!([{"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"}]);
-        let good = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}}, "spec": {"taints": taint}});
-        assert_eq!(control_plane_problem(&good), None);
-        let unlabelled = json!({"metadata": {"labels": {}}, "spec": {"taints": taint}});
-        assert!(control_plane_problem(&unlabelled).unwrap().contains("the label"));
-        let untainted = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}}, "spec": {}});
-        assert!(control_plane_problem(&untainted).unwrap().contains("ordinary pods"));
-        let prefer = json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}},
-                            "spec": {"taints": [{"key": CONTROL_PLANE_ROLE, "effect": "PreferNoSchedule"}]}});
-        assert!(control_plane_problem(&prefer).is_some());
-    }
-
-    #[test]
-    fn every_role_has_its_units_and_probes() {
-        assert!(units_of(HostRole::Worker).contains(&KUBELET));
-        assert!(units_of(HostRole::Master).contains(&"kforge-kube-apiserver"));
-        // The masters are Nodes too.
-        assert!(units_of(HostRole::Master).contains(&KUBELET) && units_of(HostRole::Master).contains(&KUBE_PROXY));
-        let master: Vec<&str> = probes(HostRole::Master).iter().map(|p| p.check).collect();
-        assert_eq!(
-            master,
-            [
-                "etcd health",
-                "apiserver readyz",
-                "controller-manager healthz",
-                "scheduler healthz",
-                "kubelet healthz",
-                "kube-proxy healthz"
-            ]
-        );
-        let ok = Output {
-            status: 0,
-            stdout: "ok\n".into(),
-            stderr: String::new(),
-        };
-        assert!(says_ok(&ok, 0));
-        let refused = Output {
-            status: 7,
-            stdout: String::new(),
-            stderr: "curl: (7) Failed to connect".into(),
-        };
-        assert!(!says_ok(&refused, 0));
-        assert!(seconds_since("2020-01-01T00:00:00.000000Z").unwrap() > 1e8);
-    }
-}
+mod tests;

@@ -48,6 +48,10 @@ pub struct ClusterFacts {
     pub external_cloud: bool,
     /// The kubelet refuses to run on a cgroup v1 host (`failCgroupV1`).
     pub fail_cgroup_v1: bool,
+    /// The kubelet's `evictionHard`, complete (empty: the kubelet's defaults).
+    pub eviction_hard: BTreeMap<String, String>,
+    /// The kubelet's image garbage collection thresholds (high, low) in percent (none: its defaults).
+    pub image_gc: Option<(u32, u32)>,
 }
 
 /// Fills `{{key}}` placeholders; panics on one left unfilled (a template bug every test would catch).
@@ -235,6 +239,7 @@ pub fn node_files(f: &ClusterFacts, pki: &Pki, node: &NodeIdentity<'_>) -> Vec<F
     v.push(("cloud_flags", cloud_flags));
     v.push(("fail_cgroup_v1", f.fail_cgroup_v1.to_string()));
     v.push(("provider_id", provider_id));
+    v.push(("kubelet_thresholds", kubelet_thresholds(f)));
     let vv = vars(&v);
     let api = if node.master { LOCAL_API } else { f.api_url.as_str() };
     let (ca, _) = cert(pki, CLUSTER_CA);
@@ -272,6 +277,28 @@ pub fn node_files(f: &ClusterFacts, pki: &Pki, node: &NodeIdentity<'_>) -> Vec<F
             0o644,
         ),
     ]
+}
+
+/// The kubelet configuration's eviction and image garbage collection thresholds, each line ending in a newline;
+/// empty when the spec sets none (the kubelet's defaults hold).
+fn kubelet_thresholds(f: &ClusterFacts) -> String {
+    let mut out = String::new();
+    if !f.eviction_hard.is_empty() {
+        out.push_str("evictionHard:\n");
+        for (signal, threshold) in &f.eviction_hard {
+            // Quoted: a bare `10%` is YAML's, but `100Mi` and `5%` read alike only as strings.
+            out.push_str(&format!(
+                "  {signal}: {}\n",
+                serde_json::Value::from(threshold.as_str())
+            ));
+        }
+    }
+    if let Some((high, low)) = f.image_gc {
+        out.push_str(&format!(
+            "imageGCHighThresholdPercent: {high}\nimageGCLowThresholdPercent: {low}\n"
+        ));
+    }
+    out
 }
 
 /// The kubelet configuration's `registerWithTaints` (a flow sequence: JSON is YAML) for taints written as
@@ -447,6 +474,8 @@ mod tests {
             sandbox_image: "mirror:5000/pause:3.10".into(),
             external_cloud,
             fail_cgroup_v1: false,
+            eviction_hard: BTreeMap::new(),
+            image_gc: None,
         }
     }
 
@@ -560,6 +589,42 @@ mod tests {
     }
 
     #[test]
+    fn eviction_and_image_gc_thresholds_reach_the_kubelet_configuration_only_when_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let labels = BTreeMap::new();
+        let config_of = |f: &ClusterFacts| -> serde_json::Value {
+            let files = node_files(
+                f,
+                &pki,
+                &NodeIdentity {
+                    name: "w1",
+                    address: "10.0.0.21",
+                    labels: &labels,
+                    taints: &[],
+                    master: false,
+                    provider_id: None,
+                },
+            );
+            serde_norway::from_str(text_of(&files, "/etc/kforge/kubelet-config.yaml")).unwrap()
+        };
+        let plain = config_of(&facts(false, 2));
+        assert!(plain.get("evictionHard").is_none() && plain.get("imageGCHighThresholdPercent").is_none());
+        let mut tuned = facts(false, 2);
+        tuned.eviction_hard = [("memory.available", "500Mi"), ("nodefs.available", "5%")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        tuned.image_gc = Some((100, 99));
+        let config = config_of(&tuned);
+        assert_eq!(
+            config["evictionHard"],
+            serde_json::json!({"memory.available": "500Mi", "nodefs.available": "5%"})
+        );
+        assert_eq!(config["imageGCHighThresholdPercent"], 100);
+        assert_eq!(config["imageGCLowThresholdPercent"], 99);
+    }
+
+    #[test]
     fn containerd_gets_the_configuration_format_of_its_major_version() {
         let one = runtime_files(&facts(false, 1));
         let one = text_of(&one, "/etc/kforge/containerd/config.toml");
@@ -604,6 +669,7 @@ mod tests {
                 ("cluster_dns", "10.96.0.10"),
                 ("register_with_taints", &rendered),
                 ("provider_id", ""),
+                ("kubelet_thresholds", ""),
                 ("fail_cgroup_v1", "false"),
             ],
         );

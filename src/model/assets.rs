@@ -10,6 +10,82 @@ pub struct Kubelet {
     pub fail_cgroup_v1: bool,
     /// Whether the spec said so (a round trip writes back only what the spec set).
     pub fail_cgroup_v1_set: bool,
+    /// The spec's hard eviction thresholds by signal (validated), as it wrote them.
+    pub eviction_hard: BTreeMap<String, String>,
+    /// The spec's image garbage collection thresholds (percent of the image filesystem in use).
+    pub image_gc_high_threshold_percent: Option<u32>,
+    pub image_gc_low_threshold_percent: Option<u32>,
+}
+
+/// The kubelet's hard eviction thresholds when its configuration names none. A configuration that names some
+/// replaces all of them, so kforge renders these beside the spec's (see [`Kubelet::eviction_hard_rendered`]).
+pub const KUBELET_EVICTION_HARD_DEFAULTS: [(&str, &str); 5] = [
+    ("memory.available", "100Mi"),
+    ("nodefs.available", "10%"),
+    ("nodefs.inodesFree", "5%"),
+    ("imagefs.available", "15%"),
+    ("imagefs.inodesFree", "5%"),
+];
+
+/// The kubelet's image garbage collection thresholds when its configuration names none.
+pub const KUBELET_IMAGE_GC_DEFAULTS: (u32, u32) = (85, 80);
+
+/// The signals a kubelet's `evictionHard` accepts.
+const EVICTION_SIGNALS: [&str; 8] = [
+    "memory.available",
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "imagefs.inodesFree",
+    "containerfs.available",
+    "containerfs.inodesFree",
+    "pid.available",
+];
+
+impl Kubelet {
+    /// The `evictionHard` to render: none when the spec sets none (the kubelet's defaults hold), else the
+    /// kubelet's defaults overlaid with the spec's thresholds.
+    pub fn eviction_hard_rendered(&self) -> BTreeMap<String, String> {
+        if self.eviction_hard.is_empty() {
+            return BTreeMap::new();
+        }
+        let mut out: BTreeMap<String, String> = KUBELET_EVICTION_HARD_DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.extend(self.eviction_hard.clone());
+        out
+    }
+
+    /// The image garbage collection thresholds (high, low) to render: none when the spec sets neither.
+    pub fn image_gc_rendered(&self) -> Option<(u32, u32)> {
+        (self.image_gc_high_threshold_percent.is_some() || self.image_gc_low_threshold_percent.is_some()).then(|| {
+            (
+                self.image_gc_high_threshold_percent
+                    .unwrap_or(KUBELET_IMAGE_GC_DEFAULTS.0),
+                self.image_gc_low_threshold_percent
+                    .unwrap_or(KUBELET_IMAGE_GC_DEFAULTS.1),
+            )
+        })
+    }
+}
+
+/// Whether `v` is what a kubelet reads as an eviction threshold: a percentage up to 100%, or a non-negative
+/// quantity (`500Mi`, `1.5Gi`, `20000`).
+fn is_eviction_threshold(v: &str) -> bool {
+    let number = |n: &str| {
+        let (int, frac) = n.split_once('.').unwrap_or((n, "0"));
+        !int.is_empty()
+            && !frac.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    };
+    if let Some(p) = v.strip_suffix('%') {
+        return number(p) && p.parse::<f64>().is_ok_and(|p| p <= 100.0);
+    }
+    let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &v[digits.len()..];
+    number(digits) && ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"].contains(&suffix)
 }
 
 /// Where a self-built cluster's hosts get their files (see `crate::assets`).
@@ -176,7 +252,7 @@ pub(super) fn kubelet(c: &mut Checker, spec: Option<&spec::KubeletSpec>, provide
         .is_some_and(|m| m >= 35);
     let mut out = Kubelet {
         fail_cgroup_v1: v2_required,
-        fail_cgroup_v1_set: false,
+        ..Kubelet::default()
     };
     let Some(spec) = spec else { return out };
     if provider == Provider::Eks {
@@ -199,6 +275,59 @@ pub(super) fn kubelet(c: &mut Checker, spec: Option<&spec::KubeletSpec>, provide
         out.fail_cgroup_v1 = fail || v2_required;
         out.fail_cgroup_v1_set = true;
     }
+    for (signal, threshold) in spec.eviction_hard.iter().flatten() {
+        let path = format!("spec.kubelet.evictionHard.{signal}");
+        if !EVICTION_SIGNALS.contains(&signal.as_str()) {
+            c.err(
+                path,
+                format!("{signal:?} is not an eviction signal the kubelet knows"),
+                format!("use one of {}", EVICTION_SIGNALS.join(", ")),
+            );
+        } else if !is_eviction_threshold(threshold) {
+            c.err(
+                path,
+                format!("{threshold:?} is neither a percentage up to 100% nor a quantity"),
+                "write a percentage such as '10%' or a quantity such as 500Mi",
+            );
+        }
+    }
+    out.eviction_hard = spec.eviction_hard.clone().unwrap_or_default();
+    let (high, low) = (
+        spec.image_gc_high_threshold_percent,
+        spec.image_gc_low_threshold_percent,
+    );
+    for (field, value) in [
+        ("imageGCHighThresholdPercent", high),
+        ("imageGCLowThresholdPercent", low),
+    ] {
+        if value.is_some_and(|v| v > 100) {
+            c.err(
+                format!("spec.kubelet.{field}"),
+                format!("{} is not a percentage", value.unwrap_or_default()),
+                "give a whole number from 0 to 100",
+            );
+        }
+    }
+    let (effective_high, effective_low) = (
+        high.unwrap_or(KUBELET_IMAGE_GC_DEFAULTS.0),
+        low.unwrap_or(KUBELET_IMAGE_GC_DEFAULTS.1),
+    );
+    if (high.is_some() || low.is_some()) && effective_low >= effective_high && effective_high <= 100 {
+        c.err(
+            if low.is_some() {
+                "spec.kubelet.imageGCLowThresholdPercent"
+            } else {
+                "spec.kubelet.imageGCHighThresholdPercent"
+            },
+            format!(
+                "image garbage collection would free down to {effective_low}% once usage passes {effective_high}%: \
+                 the low threshold must be below the high one (the kubelet refuses to start otherwise)"
+            ),
+            "set both imageGCHighThresholdPercent and imageGCLowThresholdPercent, low below high",
+        );
+    }
+    out.image_gc_high_threshold_percent = high;
+    out.image_gc_low_threshold_percent = low;
     out
 }
 

@@ -635,8 +635,14 @@ impl Cluster {
                 }),
                 image: self.image.as_ref().map(MachineImage::as_spec),
                 tags: Some(self.tags.clone()),
-                kubelet: self.kubelet.fail_cgroup_v1_set.then_some(spec::KubeletSpec {
-                    fail_cgroup_v1: Some(self.kubelet.fail_cgroup_v1),
+                kubelet: (self.kubelet.fail_cgroup_v1_set
+                    || !self.kubelet.eviction_hard.is_empty()
+                    || self.kubelet.image_gc_rendered().is_some())
+                .then(|| spec::KubeletSpec {
+                    fail_cgroup_v1: self.kubelet.fail_cgroup_v1_set.then_some(self.kubelet.fail_cgroup_v1),
+                    eviction_hard: (!self.kubelet.eviction_hard.is_empty()).then(|| self.kubelet.eviction_hard.clone()),
+                    image_gc_high_threshold_percent: self.kubelet.image_gc_high_threshold_percent,
+                    image_gc_low_threshold_percent: self.kubelet.image_gc_low_threshold_percent,
                 }),
                 assets: (self.assets != Assets::default()).then(|| spec::AssetsSpec {
                     mirror: self.assets.mirror.clone(),

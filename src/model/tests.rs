@@ -305,6 +305,90 @@ fn cgroup_v1_cannot_be_allowed_where_kubernetes_requires_v2() {
 }
 
 #[test]
+fn kubelet_thresholds_are_validated_and_unlisted_eviction_signals_keep_their_defaults() {
+    let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
+    let untuned = check(hosts).unwrap().kubelet;
+    assert!(untuned.eviction_hard_rendered().is_empty() && untuned.image_gc_rendered().is_none());
+    let tuned = check(&format!(
+        "{hosts}  kubelet:\n    evictionHard: {{nodefs.available: '1%', memory.available: 1.5Gi}}\n    \
+         imageGCHighThresholdPercent: 100\n"
+    ))
+    .unwrap()
+    .kubelet;
+    let rendered = tuned.eviction_hard_rendered();
+    assert_eq!(rendered["nodefs.available"], "1%");
+    assert_eq!(rendered["memory.available"], "1.5Gi");
+    assert_eq!(
+        rendered["imagefs.available"], "15%",
+        "a default the spec did not replace"
+    );
+    assert_eq!(rendered.len(), 5);
+    assert_eq!(tuned.image_gc_rendered(), Some((100, 80)));
+    // The round trip writes back what the spec set, not the defaults.
+    let back = check(&format!(
+        "{hosts}  kubelet:\n    evictionHard: {{nodefs.available: '1%'}}\n    imageGCLowThresholdPercent: 70\n"
+    ))
+    .unwrap()
+    .to_spec();
+    let kubelet = back.spec.kubelet.unwrap();
+    assert_eq!(kubelet.eviction_hard.unwrap().len(), 1);
+    assert_eq!(
+        (
+            kubelet.image_gc_high_threshold_percent,
+            kubelet.image_gc_low_threshold_percent
+        ),
+        (None, Some(70))
+    );
+
+    for (bad, path, says) in [
+        (
+            "evictionHard: {disk.available: '10%'}",
+            "spec.kubelet.evictionHard.disk.available",
+            "not an eviction signal",
+        ),
+        (
+            "evictionHard: {nodefs.available: '120%'}",
+            "spec.kubelet.evictionHard.nodefs.available",
+            "neither a percentage",
+        ),
+        (
+            "evictionHard: {memory.available: 'lots'}",
+            "spec.kubelet.evictionHard.memory.available",
+            "neither a percentage",
+        ),
+        (
+            "evictionHard: {memory.available: '-1Gi'}",
+            "spec.kubelet.evictionHard.memory.available",
+            "neither a percentage",
+        ),
+        (
+            "imageGCHighThresholdPercent: 101",
+            "spec.kubelet.imageGCHighThresholdPercent",
+            "not a percentage",
+        ),
+        (
+            "imageGCHighThresholdPercent: 70",
+            "spec.kubelet.imageGCHighThresholdPercent",
+            "must be below",
+        ),
+        (
+            "{imageGCHighThresholdPercent: 90, imageGCLowThresholdPercent: 90}",
+            "spec.kubelet.imageGCLowThresholdPercent",
+            "must be below",
+        ),
+    ] {
+        let body = if bad.starts_with('{') {
+            bad.to_string()
+        } else {
+            format!("{{{bad}}}")
+        };
+        let e = check(&format!("{hosts}  kubelet: {body}\n")).unwrap_err();
+        assert_eq!(paths(&e), [path], "{bad}: {e}");
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn asset_versions_need_a_digest_and_the_image_registry_a_registry() {
     let hosts = "  provider: hosts\n  hosts: [{name: m1, address: 10.0.0.1, role: master, identityFile: id}]\n";
     let sha = "a".repeat(64);

@@ -112,6 +112,27 @@ pub struct KubeletSpec {
     /// requires cgroup v2, so `false` is refused there), false before (a cgroup v1 host gets a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_cgroup_v1: Option<bool>,
+    /// Hard eviction thresholds by signal (`memory.available`, `nodefs.available`, `nodefs.inodesFree`,
+    /// `imagefs.available`, `imagefs.inodesFree`, `containerfs.available`, `containerfs.inodesFree`,
+    /// `pid.available`): a quantity (`500Mi`) or a percentage (`10%`). Signals not listed keep the kubelet's
+    /// defaults (memory 100Mi, nodefs 10%, nodefs inodes 5%, imagefs 15%, imagefs inodes 5%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    /// Image filesystem usage (percent) above which the kubelet deletes unused images. Default 85; 100 turns
+    /// image garbage collection off.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imageGCHighThresholdPercent"
+    )]
+    pub image_gc_high_threshold_percent: Option<u32>,
+    /// Usage (percent) image garbage collection frees down to; below the high threshold. Default 80.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "imageGCLowThresholdPercent"
+    )]
+    pub image_gc_low_threshold_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]

@@ -65,6 +65,8 @@ fn files_per_host(hosts: &Hosts, pki_dir: &Path) -> Vec<Vec<FileSpec>> {
         sandbox_image: "registry.k8s.io/pause:3.10".into(),
         external_cloud: false,
         fail_cgroup_v1: false,
+        eviction_hard: Default::default(),
+        image_gc: None,
     };
     NAMES
         .iter()

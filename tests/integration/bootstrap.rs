@@ -460,6 +460,8 @@ fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubern
         sandbox_image: "registry.k8s.io/pause:3.10".into(),
         external_cloud: false,
         fail_cgroup_v1: false,
+        eviction_hard: Default::default(),
+        image_gc: None,
     };
     let mut rendered = units::control_plane_files(&facts, &pki_obj, &members[0]);
     rendered.extend(units::node_files(
