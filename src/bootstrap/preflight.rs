@@ -4,6 +4,7 @@
 //! other. The probe only reads; the kernel settings kforge may make itself are made afterwards, persistently, by
 //! `settings_files` and `apply_settings_command`, and checked again.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::health;
@@ -25,7 +26,27 @@ pub struct HostFacts {
     pub listeners: Vec<Listener>,
     /// The units of `OWNERS` that are running.
     pub active_units: Vec<String>,
+    /// The filesystems the kubelet watches for eviction, as `df` saw them.
+    pub disks: Vec<Disk>,
 }
+
+/// The filesystem under one of the kubelet's eviction signals (`nodefs`: the kubelet's directory; `imagefs`:
+/// containerd's), found through the nearest existing directory of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// `nodefs` or `imagefs`.
+    pub signal: String,
+    /// The directory `df` was asked about.
+    pub path: String,
+    pub size_kib: u64,
+    pub available_kib: u64,
+}
+
+/// The directory of each disk eviction signal (containerd's root is the one kforge's configuration sets).
+const EVICTION_DISKS: [(&str, &str); 2] = [
+    ("nodefs", "/var/lib/kubelet"),
+    ("imagefs", "/var/lib/kforge-containerd"),
+];
 
 /// A listening TCP socket and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,9 +79,22 @@ else
   echo "ss no"
 fi
 for u in {owners}; do systemctl is-active --quiet "$u" 2>/dev/null && echo "active $u"; done
+for pair in {disks}; do
+  signal=${pair%%=*}; d=${pair#*=}
+  while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
+  df -Pk "$d" 2>/dev/null | awk -v s="$signal" -v d="$d" 'NR == 2 {print "disk", s, d, $2, $4}'
+done
 exit 0
 "#
     .replace("{owners}", &OWNERS.join(" "))
+    .replace(
+        "{disks}",
+        &EVICTION_DISKS
+            .iter()
+            .map(|(signal, dir)| format!("{signal}={dir}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 /// The units that may hold the components' ports: kforge's own (a re-run) and the distribution's that kforge stops
@@ -87,6 +121,19 @@ pub fn parse_probe(text: &str) -> HostFacts {
             (Some("modprobe"), Some(v)) => f.modprobe = v == "yes",
             (Some("ss"), Some(v)) => f.ss = v == "yes",
             (Some("active"), Some(unit)) => f.active_units.push(unit.to_string()),
+            (Some("disk"), Some(signal)) => {
+                let rest: Vec<&str> = words.collect();
+                if let [path, size, available] = rest[..]
+                    && let (Ok(size_kib), Ok(available_kib)) = (size.parse(), available.parse())
+                {
+                    f.disks.push(Disk {
+                        signal: signal.to_string(),
+                        path: path.to_string(),
+                        size_kib,
+                        available_kib,
+                    });
+                }
+            }
             (Some("listen"), Some(port)) => {
                 if let Ok(port) = port.parse() {
                     f.listeners.push(Listener {
@@ -240,6 +287,70 @@ pub fn judge(facts: &HostFacts, role: HostRole, version: &str, fail_cgroup_v1: b
     (problems, warnings)
 }
 
+/// The bytes a kubelet eviction threshold stands for on a filesystem of `size` bytes: a percentage of it, or a
+/// quantity (`500Mi`, `2G`, as validated by the model); `None` for what it cannot read and for `0%`, which turns
+/// the signal off.
+fn threshold_bytes(threshold: &str, size: u64) -> Option<u64> {
+    if let Some(p) = threshold.strip_suffix('%') {
+        let p = p.parse::<f64>().ok().filter(|p| *p > 0.0)?;
+        return Some((p / 100.0 * size as f64) as u64);
+    }
+    let digits = threshold.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &threshold[digits.len()..] {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    Some((digits.parse::<f64>().ok()? * unit as f64) as u64)
+}
+
+/// Warnings for disks already past the kubelet's hard eviction thresholds (`eviction_hard`: the rendered map,
+/// empty for the kubelet's defaults): such a Node reports DiskPressure and is tainted as soon as it registers, so
+/// nothing new is scheduled there, and its kubelet deletes unused images (which a host that cannot pull loses).
+pub fn disk_warnings(facts: &HostFacts, role: HostRole, eviction_hard: &BTreeMap<String, String>) -> Vec<String> {
+    if !health::runs_kubelet(role) {
+        return Vec::new();
+    }
+    let threshold_of = |signal: &str| -> Option<String> {
+        if eviction_hard.is_empty() {
+            crate::model::KUBELET_EVICTION_HARD_DEFAULTS
+                .iter()
+                .find(|(s, _)| *s == signal)
+                .map(|(_, t)| t.to_string())
+        } else {
+            eviction_hard.get(signal).cloned()
+        }
+    };
+    let gib = |kib: u64| kib as f64 / (1u64 << 20) as f64;
+    facts
+        .disks
+        .iter()
+        .filter_map(|d| {
+            let signal = format!("{}.available", d.signal);
+            let threshold = threshold_of(&signal)?;
+            let floor = threshold_bytes(&threshold, d.size_kib * 1024)?;
+            (d.available_kib * 1024 < floor).then(|| {
+                format!(
+                    "{} has {:.1} GiB free of {:.1} GiB ({:.0}%), under the kubelet's eviction threshold \
+                     {signal}<{threshold}: the Node will report DiskPressure and be tainted so nothing new is \
+                     scheduled on it (free disk space, or lower spec.kubelet.evictionHard.{signal})",
+                    d.path,
+                    gib(d.available_kib),
+                    gib(d.size_kib),
+                    d.available_kib as f64 * 100.0 / d.size_kib.max(1) as f64,
+                )
+            })
+        })
+        .collect()
+}
+
 /// How far a host's clock may be from the others' before etcd and certificate checks suffer (etcd warns at 1 s).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 
@@ -348,7 +459,48 @@ mod tests {
             ss: true,
             listeners: Vec::new(),
             active_units: Vec::new(),
+            disks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_disk_already_past_an_eviction_threshold_is_warned_of() {
+        let out = parse_probe(
+            "disk nodefs /var/lib 104857600 20971520\ndisk imagefs /var/lib/kforge-containerd 104857600 10485760\n\
+             disk imagefs /x garbage 1\n",
+        );
+        // 100 GiB each; 20 GiB free where the kubelet's data lives, 10 GiB where containerd's does.
+        assert_eq!(out.disks.len(), 2, "{:?}", out.disks);
+        let facts = HostFacts {
+            disks: out.disks,
+            ..healthy()
+        };
+        let defaults = disk_warnings(&facts, HostRole::Worker, &BTreeMap::new());
+        assert_eq!(defaults.len(), 1, "{defaults:?}");
+        assert!(
+            defaults[0].starts_with(
+                "/var/lib/kforge-containerd has 10.0 GiB free of 100.0 GiB (10%), under the \
+                                     kubelet's eviction threshold imagefs.available<15%"
+            ),
+            "{defaults:?}"
+        );
+        let lowered: BTreeMap<String, String> = [
+            ("imagefs.available", "5%"),
+            ("nodefs.available", "30Gi"),
+            ("memory.available", "100Mi"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let w = disk_warnings(&facts, HostRole::Master, &lowered);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("/var/lib has 20.0 GiB free") && w[0].contains("nodefs.available<30Gi"),
+            "{w:?}"
+        );
+        assert_eq!(threshold_bytes("1.5Ki", 0), Some(1536));
+        assert_eq!(threshold_bytes("10%", 1000), Some(100));
+        assert_eq!(threshold_bytes("0%", 1000), None);
+        assert_eq!(threshold_bytes("2G", 0), Some(2_000_000_000));
     }
 
     #[test]
@@ -367,11 +519,18 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // The probe runs here too: it only reads.
+        // The probe runs here too: it only reads, and finds the eviction disks through their nearest directory.
         let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-        let f = parse_probe(&String::from_utf8_lossy(&out.stdout));
-        assert!(out.status.success());
-        let _ = f;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let here = parse_probe(&String::from_utf8_lossy(&out.stdout));
+        let signals: Vec<&str> = here.disks.iter().map(|d| d.signal.as_str()).collect();
+        assert_eq!(signals, ["nodefs", "imagefs"], "{here:?}");
+        assert!(
+            here.disks
+                .iter()
+                .all(|d| d.size_kib >= d.available_kib && d.path.starts_with('/')),
+            "{here:?}"
+        );
     }
 
     #[test]

@@ -70,8 +70,8 @@ impl Kubelet {
     }
 }
 
-/// Whether `v` is what a kubelet reads as an eviction threshold: a percentage up to 100%, or a non-negative
-/// quantity (`500Mi`, `1.5Gi`, `20000`).
+/// Whether `v` is what a kubelet reads as an eviction threshold: a percentage below 100% (the kubelet ignores
+/// `100%` as it does `0%`, which turns a signal off), or a non-negative quantity (`500Mi`, `1.5Gi`, `20000`).
 fn is_eviction_threshold(v: &str) -> bool {
     let number = |n: &str| {
         let (int, frac) = n.split_once('.').unwrap_or((n, "0"));
@@ -81,7 +81,7 @@ fn is_eviction_threshold(v: &str) -> bool {
             && frac.bytes().all(|b| b.is_ascii_digit())
     };
     if let Some(p) = v.strip_suffix('%') {
-        return number(p) && p.parse::<f64>().is_ok_and(|p| p <= 100.0);
+        return number(p) && p.parse::<f64>().is_ok_and(|p| p < 100.0);
     }
     let digits = v.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &v[digits.len()..];
@@ -286,8 +286,9 @@ pub(super) fn kubelet(c: &mut Checker, spec: Option<&spec::KubeletSpec>, provide
         } else if !is_eviction_threshold(threshold) {
             c.err(
                 path,
-                format!("{threshold:?} is neither a percentage up to 100% nor a quantity"),
-                "write a percentage such as '10%' or a quantity such as 500Mi",
+                format!("{threshold:?} is neither a percentage below 100% nor a quantity"),
+                "write a percentage such as '10%' or a quantity such as 500Mi (the kubelet ignores '100%'; '0%' \
+                 turns the signal off)",
             );
         }
     }

@@ -352,6 +352,11 @@ fn kubelet_thresholds_are_validated_and_unlisted_eviction_signals_keep_their_def
             "neither a percentage",
         ),
         (
+            "evictionHard: {nodefs.available: '100%'}",
+            "spec.kubelet.evictionHard.nodefs.available",
+            "below 100%",
+        ),
+        (
             "evictionHard: {memory.available: 'lots'}",
             "spec.kubelet.evictionHard.memory.available",
             "neither a percentage",

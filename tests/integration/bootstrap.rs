@@ -311,11 +311,29 @@ fn assert_stopped_at_kubernetes_binaries(lab: &Lab, o: &Outcome) {
 
 #[test]
 fn hosts_cluster_bootstraps_etcd_and_containerd_then_stops_at_the_missing_kubernetes_binaries() {
-    let lab = lab();
+    let mut lab = lab();
+    // An eviction threshold every disk is past: the preflight warns of it by host, and goes on.
+    lab.spec_text
+        .push_str("  kubelet:\n    evictionHard: {nodefs.available: '99%'}\n");
+    std::fs::write(&lab.spec, &lab.spec_text).unwrap();
 
     // First run: everything up to the Kubernetes binaries.
     let first = lab.create(&["--concurrency", "5"]);
     assert_stopped_at_kubernetes_binaries(&lab, &first);
+    let disk_warnings: Vec<&str> = first
+        .stderr
+        .lines()
+        .filter(|l| l.contains("bootstrap: warning: ") && l.contains("eviction threshold nodefs.available<99%"))
+        .collect();
+    for name in NAMES {
+        assert!(
+            disk_warnings
+                .iter()
+                .any(|l| l.split(": /").next().is_some_and(|hosts| hosts.contains(name))),
+            "{name} not warned of:\n{}",
+            first.stderr
+        );
+    }
     let (status, health) = lab.etcd_health();
     assert_eq!(status, 0, "{health}");
     for a in &lab.hosts.addresses[..3] {

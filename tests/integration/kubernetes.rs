@@ -705,12 +705,13 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     c.repair_and_converge();
 
     // A Node under resource pressure is named even while Ready: master-3's kubelet told (by hand, as drift of
-    // its rendered configuration) that less than all of its memory free is too little (100%: a quantity above the
-    // capacity would be refused at start as a reservation beyond it); a re-run puts the configuration back.
+    // its rendered configuration) that less than 99.9% of its memory free is too little (a percentage: a quantity
+    // above the capacity is refused at start as a reservation beyond it, and the kubelet ignores 100%); a re-run
+    // puts the configuration back.
     let (s, out) = c.exec(
         "master-3",
         "grep -q 'memory.available: \"100Mi\"' /etc/kforge/kubelet-config.yaml && \
-         sed -i 's/memory.available: \"100Mi\"/memory.available: \"100%\"/' /etc/kforge/kubelet-config.yaml && \
+         sed -i 's/memory.available: \"100Mi\"/memory.available: \"99.9%\"/' /etc/kforge/kubelet-config.yaml && \
          systemctl restart kforge-kubelet",
     );
     assert_eq!(s, 0, "{out}");

@@ -32,10 +32,11 @@ pub(super) fn connect_step(h: &mut HostWork, opts: &Options) -> Result<(), StepE
 }
 
 /// The read-only checks of one host; `Err` names everything that stops it.
-pub(super) fn preflight_step(h: &mut HostWork, version: &str, fail_cgroup_v1: bool) -> Result<(), StepError> {
+pub(super) fn preflight_step(h: &mut HostWork, facts_of: &ClusterFacts, version: &str) -> Result<(), StepError> {
     let out = h.conn().run_ok("preflight", &preflight::probe_script())?;
     let facts = preflight::parse_probe(&out.stdout);
-    let (problems, warnings) = preflight::judge(&facts, h.host.role, version, fail_cgroup_v1);
+    let (problems, mut warnings) = preflight::judge(&facts, h.host.role, version, facts_of.fail_cgroup_v1);
+    warnings.extend(preflight::disk_warnings(&facts, h.host.role, &facts_of.eviction_hard));
     h.warnings = warnings;
     h.clock = Some(preflight::sample_clock(h.conn())?);
     if problems.is_empty() {

@@ -328,15 +328,8 @@ pub async fn run(
 
     // Preflight: read-only checks of every host and of their clocks against each other; nothing is installed
     // anywhere unless every host passes.
-    let version_of = shared.version.clone();
-    let fail_cgroup_v1 = shared.facts.fail_cgroup_v1;
-    let failed = stage(
-        &mut work,
-        n,
-        |_| true,
-        move |h| preflight_step(h, &version_of, fail_cgroup_v1),
-    )
-    .await;
+    let s = Arc::clone(&shared);
+    let failed = stage(&mut work, n, |_| true, move |h| preflight_step(h, &s.facts, &s.version)).await;
     if !failed.is_empty() {
         return Err(fail("preflight", failed, &work));
     }
