@@ -268,17 +268,21 @@ fn node_ready(node: &serde_json::Value) -> (bool, String) {
     match ready_condition(node) {
         Some(c) => (
             c["status"] == "True",
-            format!(
-                "Ready={}: {} {}",
-                c["status"].as_str().unwrap_or("?"),
-                c["reason"].as_str().unwrap_or_default(),
-                c["message"].as_str().unwrap_or_default()
-            )
-            .trim()
-            .to_string(),
+            condition_text(&format!("Ready={}", c["status"].as_str().unwrap_or("?")), c),
         ),
         None => (false, "no Ready condition yet".into()),
     }
+}
+
+/// `LABEL: reason message` of a Node condition.
+fn condition_text(label: &str, c: &serde_json::Value) -> String {
+    format!(
+        "{label}: {} {}",
+        c["reason"].as_str().unwrap_or_default(),
+        c["message"].as_str().unwrap_or_default()
+    )
+    .trim()
+    .to_string()
 }
 
 /// The resource pressure a Node's kubelet reports (`MemoryPressure`, `DiskPressure`, `PIDPressure` True), as
@@ -289,16 +293,7 @@ fn node_pressure(node: &serde_json::Value) -> Option<String> {
     let under: Vec<String> = conditions
         .iter()
         .filter(|c| c["type"].as_str().is_some_and(|t| t.ends_with("Pressure")) && c["status"] == "True")
-        .map(|c| {
-            format!(
-                "{}: {} {}",
-                c["type"].as_str().unwrap_or("?"),
-                c["reason"].as_str().unwrap_or_default(),
-                c["message"].as_str().unwrap_or_default()
-            )
-            .trim()
-            .to_string()
-        })
+        .map(|c| condition_text(c["type"].as_str().unwrap_or("?"), c))
         .collect();
     (!under.is_empty()).then(|| under.join("; "))
 }
