@@ -179,6 +179,14 @@ impl Aws {
         aws
     }
 
+    /// An `Aws` whose classic Elastic Load Balancing client is given (tests: aws-smithy-mocks rules).
+    #[cfg(test)]
+    pub(crate) fn with_elb(elb: aws_sdk_elasticloadbalancing::Client) -> Aws {
+        let aws = Aws::with_clients(None, None, None);
+        let _ = aws.elb.set(elb);
+        aws
+    }
+
     /// An `Aws` whose ECS client is given (tests).
     #[cfg(test)]
     pub(crate) fn with_ecs(ecs: aws_sdk_ecs::Client) -> Aws {

@@ -130,4 +130,142 @@ mod tests {
         assert!(deps(4).is_empty(), "a subnet of another VPC does not wait");
         assert!(deps(5).contains(&"classic-load-balancer a1b2".to_string()));
     }
+
+    /// What moto cannot show, answered by aws-smithy-mocks: more load balancers than one DescribeTags call takes,
+    /// tagged alike except for the cluster's key, and a delete AWS refuses.
+    mod mocked {
+        use super::*;
+        use crate::aws::Aws;
+        use aws_sdk_elasticloadbalancing::error::ErrorMetadata;
+        use aws_sdk_elasticloadbalancing::operation::delete_load_balancer::{
+            DeleteLoadBalancerError, DeleteLoadBalancerOutput,
+        };
+        use aws_sdk_elasticloadbalancing::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+        use aws_sdk_elasticloadbalancing::operation::describe_tags::DescribeTagsOutput;
+        use aws_sdk_elasticloadbalancing::types::{LoadBalancerDescription, Tag, TagDescription};
+        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+
+        fn ctx(rules: &[&Rule]) -> Ctx {
+            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
+            for r in rules {
+                interceptor = interceptor.with_rule(r);
+            }
+            let client = aws_sdk_elasticloadbalancing::Client::from_conf(
+                aws_sdk_elasticloadbalancing::Config::builder()
+                    .behavior_version_latest()
+                    .region(aws_sdk_elasticloadbalancing::config::Region::new("us-east-1"))
+                    .credentials_provider(aws_sdk_elasticloadbalancing::config::Credentials::new(
+                        "a", "b", None, None, "test",
+                    ))
+                    .http_client(create_mock_http_client())
+                    .interceptor(interceptor)
+                    .build(),
+            );
+            Ctx::new(Aws::with_elb(client), "demo")
+        }
+
+        fn kind() -> Arc<dyn Kind> {
+            Arc::new(ClassicLoadBalancerKind)
+        }
+
+        /// lb-0 .. lb-24: every third owned by cluster demo, lb-1 shared with it, the rest another cluster's.
+        fn tags_of(name: &str) -> TagDescription {
+            let n: usize = name.trim_start_matches("lb-").parse().unwrap();
+            let (key, value) = match n {
+                _ if n % 3 == 0 => ("kubernetes.io/cluster/demo", "owned"),
+                1 => ("kubernetes.io/cluster/demo", "shared"),
+                _ => ("kubernetes.io/cluster/demo-2", "owned"),
+            };
+            TagDescription::builder()
+                .load_balancer_name(name)
+                .tags(Tag::builder().key(key).value(value).build().unwrap())
+                .build()
+        }
+
+        #[tokio::test]
+        async fn lists_what_the_cluster_owns_twenty_names_per_tags_call() {
+            let all = mock!(aws_sdk_elasticloadbalancing::Client::describe_load_balancers).then_output(|| {
+                DescribeLoadBalancersOutput::builder()
+                    .set_load_balancer_descriptions(Some(
+                        (0..25)
+                            .map(|i| {
+                                LoadBalancerDescription::builder()
+                                    .load_balancer_name(format!("lb-{i}"))
+                                    .vpc_id("vpc-1")
+                                    .build()
+                            })
+                            .collect(),
+                    ))
+                    .build()
+            });
+            let tags = |first: usize, count: usize| {
+                mock!(aws_sdk_elasticloadbalancing::Client::describe_tags)
+                    .match_requests(move |r| r.load_balancer_names().len() == count)
+                    .then_output(move || {
+                        DescribeTagsOutput::builder()
+                            .set_tag_descriptions(Some(
+                                (first..first + count).map(|i| tags_of(&format!("lb-{i}"))).collect(),
+                            ))
+                            .build()
+                    })
+            };
+            let (first, second) = (tags(0, TAGS_PER_CALL), tags(20, 5));
+            let ctx = ctx(&[&all, &first, &second]);
+            let found = ClassicLoadBalancerKind.list(&ctx, &kind()).await.unwrap();
+            let names: Vec<&str> = found.iter().map(|d| d.cloud_id.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "lb-0", "lb-3", "lb-6", "lb-9", "lb-12", "lb-15", "lb-18", "lb-21", "lb-24"
+                ]
+            );
+            assert!(found.iter().all(|d| d.vpc.as_deref() == Some("vpc-1")));
+            assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+        }
+
+        #[tokio::test]
+        async fn a_refused_delete_names_the_load_balancer_and_the_error_code() {
+            let refused = mock!(aws_sdk_elasticloadbalancing::Client::delete_load_balancer).then_error(|| {
+                DeleteLoadBalancerError::generic(
+                    ErrorMetadata::builder()
+                        .code("AccessDenied")
+                        .message("not authorized to perform: elasticloadbalancing:DeleteLoadBalancer")
+                        .build(),
+                )
+            });
+            let ctx = ctx(&[&refused]);
+            let item = Doomed::new(&kind(), "lb-0", None, Some("vpc-1"));
+            let err = ClassicLoadBalancerKind.delete(&ctx, &item, true).await.unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("classic load balancer lb-0"), "{msg}");
+            assert!(msg.contains("AccessDenied"), "{msg}");
+            assert!(msg.contains("hint:"), "{msg}");
+        }
+
+        #[tokio::test]
+        async fn one_already_gone_is_deleted() {
+            // DeleteLoadBalancer models no error (AWS answers success for a name it does not know); an endpoint
+            // that says LoadBalancerNotFound anyway means the same.
+            let gone = mock!(aws_sdk_elasticloadbalancing::Client::delete_load_balancer).then_error(|| {
+                DeleteLoadBalancerError::generic(
+                    ErrorMetadata::builder()
+                        .code("LoadBalancerNotFound")
+                        .message("There is no ACTIVE Load Balancer named 'lb-0'")
+                        .build(),
+                )
+            });
+            let deleted = mock!(aws_sdk_elasticloadbalancing::Client::delete_load_balancer)
+                .then_output(|| DeleteLoadBalancerOutput::builder().build());
+            let ctx = ctx(&[&gone, &deleted]);
+            let item = Doomed::new(&kind(), "lb-0", None, Some("vpc-1"));
+            assert_eq!(
+                ClassicLoadBalancerKind.delete(&ctx, &item, true).await.unwrap(),
+                Step::Done(())
+            );
+            assert_eq!(
+                ClassicLoadBalancerKind.delete(&ctx, &item, true).await.unwrap(),
+                Step::Done(())
+            );
+        }
+    }
 }
