@@ -257,8 +257,9 @@ pub fn reconfigure(
 
 /// Joins `me` (files in place, no data) to the running etcd of `seeds`: a member of its peer URL that has started
 /// is one whose data is gone (removed first); `member add` unless etcd lists it unstarted already (an interrupted
-/// join); then its first start with the members etcd lists, and a wait until all of them are healthy. Returns
-/// how many members etcd has now.
+/// join); then its first start with the members etcd lists, and a wait until all of them are healthy. Refused,
+/// changing nothing, while etcd lists another member added but never started. Returns how many members etcd has
+/// now.
 pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration) -> Result<usize, StepError> {
     let step = "etcd: join";
     let endpoints: Vec<String> = seeds.iter().map(|m| format!("https://{}:2379", m.address)).collect();
@@ -267,27 +268,6 @@ pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration
     let listed = |conn: &Connection| -> Result<Vec<ListedMember>, StepError> {
         Ok(parse_member_list(&conn.run_ok(step, &at("member list"))?.stdout))
     };
-    let mut members = listed(conn)?;
-    if let Some(stale) = members.iter().find(|m| m.peer_url == mine && m.started) {
-        reconfigure(
-            conn,
-            step,
-            &at(&format!("member remove {}", stale.id)),
-            "member not found",
-            deadline,
-        )?;
-        members = listed(conn)?;
-    }
-    if !members.iter().any(|m| m.peer_url == mine) {
-        reconfigure(
-            conn,
-            step,
-            &at(&format!("member add {} --peer-urls={mine}", me.name)),
-            "Peer URLs already exists",
-            deadline,
-        )?;
-        members = listed(conn)?;
-    }
     let failed = |message: String, hint: &str| StepError {
         host: conn.host.clone(),
         step: step.into(),
@@ -295,15 +275,25 @@ pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration
         hint: hint.into(),
         transient: false,
     };
-    if let Some(other) = members.iter().find(|m| !m.started && m.peer_url != mine) {
-        return Err(failed(
-            format!(
-                "etcd lists member {} ({}) as added but never started; a second member cannot join before it has",
-                other.id, other.peer_url
-            ),
+    let mut members = listed(conn)?;
+    // Decided on the first listing, before any change: a refusal leaves the membership as it was.
+    let changes = membership_changes(&members, &mine).map_err(|refusal| {
+        failed(
+            refusal,
             "bring up the master with that address (re-run), or remove the member on a master with `etcdctl member \
              remove ID`",
-        ));
+        )
+    })?;
+    for change in changes {
+        let (command, already_done) = match change {
+            MembershipChange::RemoveStale(id) => (format!("member remove {id}"), "member not found"),
+            MembershipChange::Add => (
+                format!("member add {} --peer-urls={mine}", me.name),
+                "Peer URLs already exists",
+            ),
+        };
+        reconfigure(conn, step, &at(&command), already_done, deadline)?;
+        members = listed(conn)?;
     }
     if !members.iter().any(|m| m.peer_url == mine) {
         return Err(failed(
@@ -332,6 +322,37 @@ pub fn join(conn: &Connection, me: &Member, seeds: &[Member], deadline: Duration
     )?;
     wait_healthy(conn, members.len(), deadline)?;
     Ok(members.len())
+}
+
+/// A change to etcd's membership a joining member needs, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A started member of the joiner's peer URL: the joiner's data is gone, so that member is removed first.
+    RemoveStale(String),
+    /// The joiner is not listed yet (listed unstarted means an interrupted join: it only needs its first start).
+    Add,
+}
+
+/// What `members` (etcd's member list) needs before the member of peer URL `mine` can start and join, or why it
+/// cannot: another member added but never started would be a second missing member (etcd counts it towards the
+/// quorum), so nothing is changed until it has started or been removed.
+pub fn membership_changes(members: &[ListedMember], mine: &str) -> Result<Vec<MembershipChange>, String> {
+    if let Some(other) = members.iter().find(|m| !m.started && m.peer_url != mine) {
+        return Err(format!(
+            "etcd lists member {} ({}) as added but never started; a second member cannot join before it has",
+            other.id, other.peer_url
+        ));
+    }
+    let mut changes = Vec::new();
+    match members.iter().find(|m| m.peer_url == mine) {
+        Some(stale) if stale.started => {
+            changes.push(MembershipChange::RemoveStale(stale.id.clone()));
+            changes.push(MembershipChange::Add);
+        }
+        Some(_) => {}
+        None => changes.push(MembershipChange::Add),
+    }
+    Ok(changes)
 }
 
 /// `etcdctl endpoint health --cluster` with kforge's client certificate, run on a master.
@@ -422,6 +443,39 @@ mod tests {
         // Every member's data gone: nothing to join, a new cluster (a restore brings the data back).
         assert!(joiners(true, &with(&[("m1", false), ("m2", false), ("m3", false)])).is_empty());
         assert!(joiners(true, &with(&[("m1", true), ("m2", true), ("m3", true)])).is_empty());
+    }
+
+    #[test]
+    fn a_joiner_is_added_or_started_and_refused_beside_another_unstarted_member() {
+        let member = |id: &str, started: bool, ip: u8| ListedMember {
+            id: id.into(),
+            started,
+            name: if started { format!("m{ip}") } else { String::new() },
+            peer_url: format!("https://10.0.0.{ip}:2380"),
+        };
+        let mine = "https://10.0.0.3:2380";
+        let running = [member("a1", true, 1), member("a2", true, 2)];
+        assert_eq!(membership_changes(&running, mine), Ok(vec![MembershipChange::Add]));
+        // An interrupted join: added, never started; it only needs its first start.
+        let interrupted = [member("a1", true, 1), member("a2", true, 2), member("a3", false, 3)];
+        assert_eq!(membership_changes(&interrupted, mine), Ok(vec![]));
+        // Its data lost while etcd still counts it started: removed, then added again.
+        let lost = [member("a1", true, 1), member("a2", true, 2), member("a3", true, 3)];
+        assert_eq!(
+            membership_changes(&lost, mine),
+            Ok(vec![MembershipChange::RemoveStale("a3".into()), MembershipChange::Add])
+        );
+        // Another master added and never started: refused before anything changes, naming it.
+        for listed in [
+            vec![member("a1", true, 1), member("a2", false, 2)],
+            vec![member("a1", true, 1), member("a2", false, 2), member("a3", true, 3)],
+        ] {
+            let refusal = membership_changes(&listed, mine).unwrap_err();
+            assert!(
+                refusal.contains("a2 (https://10.0.0.2:2380) as added but never started"),
+                "{refusal}"
+            );
+        }
     }
 
     #[test]
