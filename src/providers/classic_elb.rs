@@ -172,7 +172,7 @@ mod tests {
         fn tags_of(name: &str) -> TagDescription {
             let n: usize = name.trim_start_matches("lb-").parse().unwrap();
             let (key, value) = match n {
-                _ if n % 3 == 0 => ("kubernetes.io/cluster/demo", "owned"),
+                _ if n.is_multiple_of(3) => ("kubernetes.io/cluster/demo", "owned"),
                 1 => ("kubernetes.io/cluster/demo", "shared"),
                 _ => ("kubernetes.io/cluster/demo-2", "owned"),
             };

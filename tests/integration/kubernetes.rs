@@ -830,6 +830,34 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     c.repair_and_converge();
     c.assert_healthy();
 
+    //    A kubelet that runs healthy but cannot reach the API server (worker-2's packets to port 6443 refused) is
+    //    no "done" either: once the controller manager marks its Node Unknown, the node stage fails naming the
+    //    host and why, instead of trusting the kubelet's healthz.
+    const CUT_API: &str = "OUTPUT -p tcp --dport 6443 -j REJECT --reject-with tcp-reset";
+    let (s, out) = c.exec("worker-2", &format!("iptables -I {CUT_API}"));
+    assert_eq!(s, 0, "{out}");
+    c.wait_for("worker-2's Node Unknown", Duration::from_secs(150), || {
+        (c.nodes_ready().get("worker-2").map(String::as_str) == Some("Unknown")).then_some(())
+    });
+    let cut_off = c.lab.create(&["--health-timeout", "20s"]);
+    assert_eq!(cut_off.code, 1, "{}", cut_off.stderr);
+    assert!(
+        cut_off.stderr.contains("bootstrap stopped at stage nodes")
+            && cut_off.stderr.contains("worker-2: node: health:")
+            && cut_off.stderr.contains("has not posted Node worker-2's status"),
+        "the failure names the host and that its kubelet cannot report:\n{}",
+        cut_off.stderr
+    );
+    let (s, out) = c.exec("worker-2", &format!("iptables -D {CUT_API}"));
+    assert_eq!(s, 0, "{out}");
+    c.repair_and_converge();
+    c.wait_for(
+        "worker-2 Ready after its API was reachable again",
+        Duration::from_secs(120),
+        || (c.nodes_ready().get("worker-2").map(String::as_str) == Some("True")).then_some(()),
+    );
+    c.assert_healthy();
+
     // 6. A change to one control-plane unit on every master restarts only that unit, one master at a time: the
     //    sampled /readyz never finds two masters down at once, and kforge stops neither the controller manager nor
     //    the scheduler. (A leader whose local API server is down longer than its lease's renew deadline exits and
