@@ -533,4 +533,69 @@ mod tests {
         let plain = super::kinds("apps", "web", false);
         assert_eq!(plain.len(), 1, "without --purge only the service");
     }
+
+    /// A service whose tasks never finish draining (aws-smithy-mocks: moto's services go INACTIVE at once) ends
+    /// `delete service` at its --timeout with the run's deadline type (exit code 4), naming the service and what
+    /// it waited for.
+    #[tokio::test]
+    async fn a_service_that_never_drains_ends_at_the_deadline() {
+        use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+        use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+        let draining = mock!(aws_sdk_ecs::Client::describe_services)
+            .sequence()
+            .output(|| {
+                DescribeServicesOutput::builder()
+                    .services(
+                        aws_sdk_ecs::types::Service::builder()
+                            .service_name("web")
+                            .status("DRAINING")
+                            .desired_count(0)
+                            .running_count(1)
+                            .build(),
+                    )
+                    .build()
+            })
+            .repeatedly()
+            .build();
+        let client = aws_sdk_ecs::Client::from_conf(
+            aws_sdk_ecs::Config::builder()
+                .behavior_version_latest()
+                .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_ecs::config::Credentials::new("a", "b", None, None, "test"))
+                .http_client(create_mock_http_client())
+                .interceptor(
+                    MockResponseInterceptor::new()
+                        .rule_mode(RuleMode::MatchAny)
+                        .with_rule(&draining),
+                )
+                .build(),
+        );
+        let opts = ExecOptions {
+            overall_deadline: Some(std::time::Instant::now() + std::time::Duration::from_secs(1)),
+            ..ExecOptions::default()
+        };
+        // Only the service is listed (the other kinds' listings are not mocked: the service's delete is all
+        // that may run), so the purge kinds are asked nothing after discovery.
+        let kinds = vec![Arc::clone(&super::kinds("apps", "web", false)[0])];
+        let ctx = Arc::new(Ctx::new(Aws::with_ecs(client), &model::stack_name("apps", "web")));
+        let found = crate::delete::discover(&ctx, &kinds, &Phase::ALL).await.unwrap();
+        assert_eq!(found.len(), 1);
+        let report = crate::delete::sweep(&ctx, found, true, &opts, &crate::progress::Silent)
+            .await
+            .unwrap();
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let err = &report.errors[0];
+        assert!(
+            err.chain()
+                .any(|c| c.downcast_ref::<crate::engine::executor::TimedOut>().is_some()),
+            "a deadline, typed: {err:#}"
+        );
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("ecs-service web") && msg.contains("draining tasks"),
+            "{msg}"
+        );
+        // Listed, asked to delete, then asked again at the deadline (its next look, 5 s on, would pass it).
+        assert!(draining.num_calls() >= 3, "looked again at the deadline");
+    }
 }

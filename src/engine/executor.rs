@@ -321,7 +321,10 @@ async fn drive<O: Clone + Send + Sync>(
                 (pause, reason)
             }
         };
-        if Instant::now() + pause > deadline {
+        // A wait that would pass the deadline is cut to it, and the job is asked once more there: what became
+        // ready meanwhile is not given up on early.
+        let now = Instant::now();
+        if now >= deadline {
             let err = anyhow::Error::new(TimedOut {
                 job: job.id().into(),
                 waited: start.elapsed(),
@@ -337,7 +340,7 @@ async fn drive<O: Clone + Send + Sync>(
             id: job.id().into(),
             reason,
         });
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(deadline - now)).await;
     }
 }
 
