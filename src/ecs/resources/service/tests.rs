@@ -237,3 +237,51 @@ fn rollout_states() {
     );
     assert!(matches!(rollout(&draining.services()[0], TD2), Rollout::InProgress(r) if r.contains("draining")));
 }
+
+/// A service whose tasks never finish draining (moto's services go INACTIVE at once) ends `delete service` at its
+/// --timeout with the run's deadline type (exit code 4), naming the service and what it waited for.
+#[tokio::test]
+async fn a_service_that_never_drains_ends_at_the_deadline() {
+    let draining = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .output(|| {
+            DescribeServicesOutput::builder()
+                .services(
+                    ecs::Service::builder()
+                        .service_name("web")
+                        .status("DRAINING")
+                        .desired_count(0)
+                        .running_count(1)
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let ctx = ctx(&[&draining]);
+    let opts = ExecOptions {
+        overall_deadline: Some(Instant::now() + Duration::from_secs(1)),
+        ..ExecOptions::default()
+    };
+    // The service alone (without --purge): only its calls are mocked.
+    let kinds = crate::ecs::kinds("apps", "web", false);
+    let found = crate::delete::discover(&ctx, &kinds, &Phase::ALL).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let report = crate::delete::sweep(&ctx, found, true, &opts, &crate::progress::Silent)
+        .await
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    let err = &report.errors[0];
+    assert!(
+        err.chain()
+            .any(|c| c.downcast_ref::<crate::engine::executor::TimedOut>().is_some()),
+        "a deadline, typed: {err:#}"
+    );
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("ecs-service web") && msg.contains("draining tasks"),
+        "{msg}"
+    );
+    // Listed, asked to delete, then asked again at the deadline (its next look, 5 s on, would pass it).
+    assert!(draining.num_calls() >= 3, "looked again at the deadline");
+}
