@@ -559,6 +559,18 @@ mod tests {
         assert!(text_of(&worker, "/etc/kforge/kubelet.kubeconfig").contains("server: https://api.c.example:6443"));
     }
 
+    /// Worker w1 at 10.0.0.21 with `labels` and no taint.
+    fn untainted_worker(labels: &BTreeMap<String, String>, provider_id: Option<String>) -> NodeIdentity<'_> {
+        NodeIdentity {
+            name: "w1",
+            address: "10.0.0.21",
+            labels,
+            taints: &[],
+            master: false,
+            provider_id,
+        }
+    }
+
     #[test]
     fn an_ec2_kubelet_is_external_to_the_cloud_with_its_instances_provider_id() {
         let dir = tempfile::tempdir().unwrap();
@@ -566,18 +578,7 @@ mod tests {
         let labels = BTreeMap::new();
         let id = aws_provider_id("us-east-1a", "i-0123456789abcdef0");
         assert_eq!(id, "aws:///us-east-1a/i-0123456789abcdef0");
-        let files = node_files(
-            &facts(true, 2),
-            &pki,
-            &NodeIdentity {
-                name: "w1",
-                address: "10.0.0.21",
-                labels: &labels,
-                taints: &[],
-                master: false,
-                provider_id: Some(id.clone()),
-            },
-        );
+        let files = node_files(&facts(true, 2), &pki, &untainted_worker(&labels, Some(id.clone())));
         let unit = text_of(&files, "/etc/systemd/system/kforge-kubelet.service");
         assert!(
             unit.contains("  --node-labels= \\\n  --cloud-provider=external\n"),
@@ -594,18 +595,7 @@ mod tests {
         let pki = pki(dir.path());
         let labels = BTreeMap::new();
         let config_of = |f: &ClusterFacts| -> serde_json::Value {
-            let files = node_files(
-                f,
-                &pki,
-                &NodeIdentity {
-                    name: "w1",
-                    address: "10.0.0.21",
-                    labels: &labels,
-                    taints: &[],
-                    master: false,
-                    provider_id: None,
-                },
-            );
+            let files = node_files(f, &pki, &untainted_worker(&labels, None));
             serde_norway::from_str(text_of(&files, "/etc/kforge/kubelet-config.yaml")).unwrap()
         };
         let plain = config_of(&facts(false, 2));
