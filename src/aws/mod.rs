@@ -77,6 +77,29 @@ macro_rules! client {
     };
 }
 
+/// Tests: a client of SDK crate `$sdk` that answers only from aws-smithy-mocks `$rules` (an iterator of `&Rule`),
+/// matched as `$mode` (a `RuleMode`) says; no request leaves the process.
+#[cfg(test)]
+macro_rules! mock_client {
+    ($sdk:ident, $mode:expr, $rules:expr) => {{
+        let mut interceptor = aws_smithy_mocks::MockResponseInterceptor::new().rule_mode($mode);
+        for rule in $rules {
+            interceptor = interceptor.with_rule(rule);
+        }
+        $sdk::Client::from_conf(
+            $sdk::Config::builder()
+                .behavior_version_latest()
+                .region($sdk::config::Region::new("us-east-1"))
+                .credentials_provider($sdk::config::Credentials::new("a", "b", None, None, "test"))
+                .http_client(aws_smithy_mocks::create_mock_http_client())
+                .interceptor(interceptor)
+                .build(),
+        )
+    }};
+}
+#[cfg(test)]
+pub(crate) use mock_client;
+
 impl Aws {
     pub async fn load(opts: &AwsOptions) -> Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());

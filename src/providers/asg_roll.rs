@@ -299,7 +299,7 @@ mod tests {
     async fn a_group_that_never_settles_ends_at_the_deadline_naming_what_is_left() {
         use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
         use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState, TagDescription};
-        use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, create_mock_http_client, mock};
+        use aws_smithy_mocks::{RuleMode, mock};
 
         let stuck = mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups).then_output(|| {
             let old = Instance::builder()
@@ -325,21 +325,7 @@ mod tests {
                 .auto_scaling_groups(group)
                 .build()
         });
-        let client = aws_sdk_autoscaling::Client::from_conf(
-            aws_sdk_autoscaling::Config::builder()
-                .behavior_version_latest()
-                .region(aws_sdk_autoscaling::config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
-                    "a", "b", None, None, "test",
-                ))
-                .http_client(create_mock_http_client())
-                .interceptor(
-                    MockResponseInterceptor::new()
-                        .rule_mode(RuleMode::MatchAny)
-                        .with_rule(&stuck),
-                )
-                .build(),
-        );
+        let client = crate::aws::mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&stuck]);
         let aws = Aws::with_autoscaling(client);
         let before = BTreeSet::from(["i-old".to_string()]);
         let err = wait_settled(

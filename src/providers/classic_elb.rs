@@ -143,23 +143,13 @@ mod tests {
         use aws_sdk_elasticloadbalancing::operation::describe_load_balancers::DescribeLoadBalancersOutput;
         use aws_sdk_elasticloadbalancing::operation::describe_tags::DescribeTagsOutput;
         use aws_sdk_elasticloadbalancing::types::{LoadBalancerDescription, Tag, TagDescription};
-        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+        use aws_smithy_mocks::{Rule, RuleMode, mock};
 
         fn ctx(rules: &[&Rule]) -> Ctx {
-            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-            for r in rules {
-                interceptor = interceptor.with_rule(r);
-            }
-            let client = aws_sdk_elasticloadbalancing::Client::from_conf(
-                aws_sdk_elasticloadbalancing::Config::builder()
-                    .behavior_version_latest()
-                    .region(aws_sdk_elasticloadbalancing::config::Region::new("us-east-1"))
-                    .credentials_provider(aws_sdk_elasticloadbalancing::config::Credentials::new(
-                        "a", "b", None, None, "test",
-                    ))
-                    .http_client(create_mock_http_client())
-                    .interceptor(interceptor)
-                    .build(),
+            let client = crate::aws::mock_client!(
+                aws_sdk_elasticloadbalancing,
+                RuleMode::Sequential,
+                rules.iter().copied()
             );
             Ctx::new(Aws::with_elb(client), "demo")
         }

@@ -20,24 +20,12 @@ use aws_sdk_eks::types::{
     AddonInfo, AddonStatus, AddonVersionInfo, Certificate, Compatibility, Issue, NodegroupHealth, NodegroupIssueCode,
     error::ResourceNotFoundException,
 };
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use std::sync::Arc;
 use std::time::Instant;
 
 fn ctx(rules: &[&Rule]) -> Ctx {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-    for r in rules {
-        interceptor = interceptor.with_rule(r);
-    }
-    let client = aws_sdk_eks::Client::from_conf(
-        aws_sdk_eks::Config::builder()
-            .behavior_version_latest()
-            .region(aws_sdk_eks::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_eks::config::Credentials::new("a", "b", None, None, "test"))
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .build(),
-    );
+    let client = crate::aws::mock_client!(aws_sdk_eks, RuleMode::Sequential, rules.iter().copied());
     Ctx::new(Aws::with_clients(None, Some(client), None), "demo")
 }
 

@@ -374,22 +374,10 @@ mod tests {
         use aws_sdk_ec2::operation::delete_subnet::DeleteSubnetError;
         use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
         use aws_sdk_ec2::types::NatGateway as NatGatewayDto;
-        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+        use aws_smithy_mocks::{Rule, RuleMode, mock};
 
         fn ctx(rules: &[&Rule]) -> Ctx {
-            let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential);
-            for r in rules {
-                interceptor = interceptor.with_rule(r);
-            }
-            let client = aws_sdk_ec2::Client::from_conf(
-                aws_sdk_ec2::Config::builder()
-                    .behavior_version_latest()
-                    .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-                    .credentials_provider(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test"))
-                    .http_client(create_mock_http_client())
-                    .interceptor(interceptor)
-                    .build(),
-            );
+            let client = crate::aws::mock_client!(aws_sdk_ec2, RuleMode::Sequential, rules.iter().copied());
             Ctx::new(Aws::with_ec2(client), "demo")
         }
 

@@ -5,7 +5,7 @@ use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
 use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
 use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
 use aws_sdk_ecs::operation::update_service::UpdateServiceOutput;
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,19 +13,7 @@ const TD1: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:1
 const TD2: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:2";
 
 fn ctx(rules: &[&Rule]) -> Arc<Ctx> {
-    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
-    for r in rules {
-        interceptor = interceptor.with_rule(r);
-    }
-    let client = aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::Config::builder()
-            .behavior_version_latest()
-            .region(aws_sdk_ecs::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ecs::config::Credentials::new("a", "b", None, None, "test"))
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .build(),
-    );
+    let client = crate::aws::mock_client!(aws_sdk_ecs, RuleMode::MatchAny, rules.iter().copied());
     let ctx = Ctx::new(Aws::with_ecs(client), "ecs-apps-web");
     Arc::new(ctx)
 }
