@@ -339,6 +339,19 @@ impl Cluster {
         }
     }
 
+    /// Waits until `node`'s Ready condition reads `status` ("True", "False", "Unknown", or "not True" for any but
+    /// True, a Node missing included).
+    fn wait_node_ready(&self, node: &str, status: &str, limit: Duration) {
+        self.wait_for(&format!("Node {node} Ready={status}"), limit, || {
+            let now = self.nodes_ready().get(node).cloned();
+            let reached = match status {
+                "not True" => now.as_deref() != Some("True"),
+                want => now.as_deref() == Some(want),
+            };
+            reached.then_some(())
+        });
+    }
+
     fn nodes_ready(&self) -> BTreeMap<String, String> {
         let out = self.kubectl_ok(&[
             "get",
@@ -738,9 +751,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     c.kubectl_ok(&["delete", "node", "worker-1"]);
     c.assert_unhealthy(&[("worker-1", "node registered")]);
     c.repair_and_converge();
-    c.wait_for("worker-1 Ready again", Duration::from_secs(120), || {
-        (c.nodes_ready().get("worker-1").map(String::as_str) == Some("True")).then_some(())
-    });
+    c.wait_node_ready("worker-1", "True", Duration::from_secs(120));
 
     let (s, out) = c.exec("master-2", "systemctl stop kforge-kube-apiserver");
     assert_eq!(s, 0, "{out}");
@@ -760,9 +771,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     // once no leader has renewed for a minute, their leases.
     let (s, out) = c.exec("worker-2", "systemctl stop kforge-kubelet");
     assert_eq!(s, 0, "{out}");
-    c.wait_for("worker-2 NotReady", Duration::from_secs(120), || {
-        (c.nodes_ready().get("worker-2").map(String::as_str) != Some("True")).then_some(())
-    });
+    c.wait_node_ready("worker-2", "not True", Duration::from_secs(120));
     c.assert_unhealthy(&[("worker-2", "node ready"), ("worker-2", "unit kforge-kubelet")]);
     for m in MASTERS {
         let (s, out) = c.exec(m, "systemctl stop kforge-kube-controller-manager kforge-kube-scheduler");
@@ -788,9 +797,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
         );
     }
     c.repair_and_converge();
-    c.wait_for("worker-2 Ready again", Duration::from_secs(120), || {
-        (c.nodes_ready().get("worker-2").map(String::as_str) == Some("True")).then_some(())
-    });
+    c.wait_node_ready("worker-2", "True", Duration::from_secs(120));
     c.wait_for("the leases renewed", Duration::from_secs(60), || {
         let (code, _, _) = c.validate();
         (code == 0).then_some(())
@@ -836,9 +843,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     const CUT_API: &str = "OUTPUT -p tcp --dport 6443 -j REJECT --reject-with tcp-reset";
     let (s, out) = c.exec("worker-2", &format!("iptables -I {CUT_API}"));
     assert_eq!(s, 0, "{out}");
-    c.wait_for("worker-2's Node Unknown", Duration::from_secs(150), || {
-        (c.nodes_ready().get("worker-2").map(String::as_str) == Some("Unknown")).then_some(())
-    });
+    c.wait_node_ready("worker-2", "Unknown", Duration::from_secs(150));
     let cut_off = c.lab.create(&["--health-timeout", "20s"]);
     assert_eq!(cut_off.code, 1, "{}", cut_off.stderr);
     assert!(
@@ -851,11 +856,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     let (s, out) = c.exec("worker-2", &format!("iptables -D {CUT_API}"));
     assert_eq!(s, 0, "{out}");
     c.repair_and_converge();
-    c.wait_for(
-        "worker-2 Ready after its API was reachable again",
-        Duration::from_secs(120),
-        || (c.nodes_ready().get("worker-2").map(String::as_str) == Some("True")).then_some(()),
-    );
+    c.wait_node_ready("worker-2", "True", Duration::from_secs(120));
     c.assert_healthy();
 
     // 6. A change to one control-plane unit on every master restarts only that unit, one master at a time: the
@@ -1283,9 +1284,7 @@ fn day_two(c: &Cluster) {
         .collect();
     assert_eq!(changed, BTreeSet::from([SPARE]), "{}", joined.stdout);
     c.lab_pod_network(&[SPARE]);
-    c.wait_for("worker-3 Ready", Duration::from_secs(120), || {
-        (c.nodes_ready().get(SPARE).map(String::as_str) == Some("True")).then_some(())
-    });
+    c.wait_node_ready(SPARE, "True", Duration::from_secs(120));
     // One web pod on it, so its removal has something to drain.
     c.kubectl_ok(&["cordon", "worker-1", "worker-2"]);
     let victim = c.kubectl_ok(&[
