@@ -748,6 +748,47 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     });
     c.assert_healthy();
 
+    // A running etcd member's files differ from what kforge renders (as on a cluster an older kforge rendered, before
+    // its unit took the initial cluster from an env file): the re-run puts the unit back without restarting the
+    // member in the files stage (Start::Deferred), then restarts it alone and waits for it to rejoin healthy. Only
+    // master-2's etcd restarts.
+    let etcd_started: BTreeMap<&str, String> = MASTERS.iter().map(|m| (*m, started_at(&c, m, "kforge-etcd"))).collect();
+    let (s, out) = c.exec(
+        "master-2",
+        "echo '# rendered by an older kforge' >> /etc/systemd/system/kforge-etcd.service",
+    );
+    assert_eq!(s, 0, "{out}");
+    let rerun = c.lab.create(&["--health-timeout", "90s", "-o", "json"]);
+    assert_eq!(rerun.code, 0, "{}", rerun.stderr);
+    let changed: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&rerun.stdout)
+        .ok()
+        .and_then(|r| r["steps"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s["changed"] == true)
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (text("host"), text("step"))
+        })
+        .collect();
+    assert!(
+        changed.contains(&("master-2".into(), "etcd restarted (new binary or files)".into())),
+        "{changed:?}\n{}",
+        rerun.stderr
+    );
+    for m in MASTERS {
+        let restarted = started_at(&c, m, "kforge-etcd") != etcd_started[m];
+        assert_eq!(
+            restarted,
+            m == "master-2",
+            "{m}: etcd restarted: {restarted}; {changed:?}"
+        );
+    }
+    let (_, unit) = c.exec("master-2", "cat /etc/systemd/system/kforge-etcd.service");
+    assert!(!unit.contains("older kforge"), "{unit}");
+    c.assert_converged();
+    c.assert_healthy();
+
     c.kubectl_ok(&["delete", "node", "worker-1"]);
     c.assert_unhealthy(&[("worker-1", "node registered")]);
     c.repair_and_converge();
