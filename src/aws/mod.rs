@@ -77,8 +77,8 @@ macro_rules! client {
     };
 }
 
-/// Tests: a client of SDK crate `$sdk` that answers only from aws-smithy-mocks `$rules` (an iterator of `&Rule`),
-/// matched as `$mode` (a `RuleMode`) says; no request leaves the process.
+/// Tests: a client of SDK crate `$sdk` that answers only from aws-smithy-mocks `$rules` (anything iterating over
+/// `&Rule` or `&&Rule`), matched as `$mode` (a `RuleMode`) says; no request leaves the process.
 #[cfg(test)]
 macro_rules! mock_client {
     ($sdk:ident, $mode:expr, $rules:expr) => {{

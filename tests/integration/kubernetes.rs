@@ -126,6 +126,22 @@ fn outcome(out: std::process::Output) -> Outcome {
     }
 }
 
+/// The (host, step) pairs a `create -o json` run reports as changed.
+fn changed_steps(run: &Outcome) -> Vec<(String, String)> {
+    let report: serde_json::Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("create -o json printed no report ({e}):\n{}", run.stdout));
+    report["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps in the report:\n{}", run.stdout))
+        .iter()
+        .filter(|s| s["changed"] == true)
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (text("host"), text("step"))
+        })
+        .collect()
+}
+
 impl Cluster {
     fn start() -> Cluster {
         let mut lab = lab_with(&["master-1", "master-2", "master-3", "worker-1", "worker-2", SPARE]);
@@ -244,13 +260,7 @@ impl Cluster {
     fn assert_converged(&self) {
         let again = self.lab.create(&["-o", "json"]);
         assert_eq!(again.code, 0, "{}", again.stderr);
-        let changed: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&again.stdout)
-            .ok()
-            .and_then(|r| r["steps"].as_array().cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| s["changed"] == true)
-            .collect();
+        let changed = changed_steps(&again);
         assert!(
             again.stderr.contains(" 0 changes, 0 files uploaded"),
             "not converged: {changed:?}\n{}",
@@ -760,17 +770,7 @@ fn self_built_cluster_on_real_kubernetes_binaries() {
     assert_eq!(s, 0, "{out}");
     let rerun = c.lab.create(&["--health-timeout", "90s", "-o", "json"]);
     assert_eq!(rerun.code, 0, "{}", rerun.stderr);
-    let changed: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(&rerun.stdout)
-        .ok()
-        .and_then(|r| r["steps"].as_array().cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s["changed"] == true)
-        .map(|s| {
-            let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-            (text("host"), text("step"))
-        })
-        .collect();
+    let changed = changed_steps(&rerun);
     assert!(
         changed.contains(&("master-2".into(), "etcd restarted (new binary or files)".into())),
         "{changed:?}\n{}",
@@ -1315,15 +1315,8 @@ fn day_two(c: &Cluster) {
     std::fs::write(&c.lab.spec, &with_spare).unwrap();
     let joined = c.lab.create(&["-o", "json"]);
     assert_eq!(joined.code, 0, "{}", joined.stderr);
-    let report: serde_json::Value = serde_json::from_str(&joined.stdout).unwrap();
-    let changed: BTreeSet<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["changed"] == true)
-        .map(|s| s["host"].as_str().unwrap())
-        .collect();
-    assert_eq!(changed, BTreeSet::from([SPARE]), "{}", joined.stdout);
+    let changed: BTreeSet<String> = changed_steps(&joined).into_iter().map(|(host, _)| host).collect();
+    assert_eq!(changed, BTreeSet::from([SPARE.to_string()]), "{}", joined.stdout);
     c.lab_pod_network(&[SPARE]);
     c.wait_node_ready(SPARE, "True", Duration::from_secs(120));
     // One web pod on it, so its removal has something to drain.

@@ -687,8 +687,8 @@ fn census(env: &TestEnv, cluster: &str) -> BTreeMap<&'static str, BTreeSet<Strin
 }
 
 /// Two self-built clusters in one region: each one's plan is empty right after both are created, and applying and
-/// deleting one leaves every object of the other where it was, even where the endpoint ignores the `tag:` filter of a listing or the `PathPrefix` of an IAM listing
-/// (moto does both for some calls; kforge checks what comes back).
+/// deleting one leaves every object of the other where it was, even where the endpoint ignores the `tag:` filter
+/// of a listing or the `PathPrefix` of an IAM listing (moto does both for some calls; kforge checks what comes back).
 #[test]
 fn two_clusters_in_one_region_leave_each_other_alone() {
     let env = TestEnv::new();

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn ctx(rules: &[&Rule]) -> Ctx {
-    let client = crate::aws::mock_client!(aws_sdk_eks, RuleMode::Sequential, rules.iter().copied());
+    let client = crate::aws::mock_client!(aws_sdk_eks, RuleMode::Sequential, rules);
     Ctx::new(Aws::with_clients(None, Some(client), None), "demo")
 }
 

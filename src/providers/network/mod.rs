@@ -377,7 +377,7 @@ mod tests {
         use aws_smithy_mocks::{Rule, RuleMode, mock};
 
         fn ctx(rules: &[&Rule]) -> Ctx {
-            let client = crate::aws::mock_client!(aws_sdk_ec2, RuleMode::Sequential, rules.iter().copied());
+            let client = crate::aws::mock_client!(aws_sdk_ec2, RuleMode::Sequential, rules);
             Ctx::new(Aws::with_ec2(client), "demo")
         }
 

@@ -13,7 +13,7 @@ const TD1: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:1
 const TD2: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/apps-web:2";
 
 fn ctx(rules: &[&Rule]) -> Arc<Ctx> {
-    let client = crate::aws::mock_client!(aws_sdk_ecs, RuleMode::MatchAny, rules.iter().copied());
+    let client = crate::aws::mock_client!(aws_sdk_ecs, RuleMode::MatchAny, rules);
     let ctx = Ctx::new(Aws::with_ecs(client), "ecs-apps-web");
     Arc::new(ctx)
 }
